@@ -1,0 +1,885 @@
+//! Our settings for dockerd, given as flags or, when daemon.json already sets the key, merged
+//! into a generated copy of daemon.json.
+//!
+//! dockerd refuses to start when one directive comes both as a flag and from its config file
+//! ("the following directives are specified both as a flag and in the configuration file"),
+//! and a user's daemon.json must keep working. So per key:
+//!
+//! - the file does not set it: we pass a flag (`--registry-mirror X` per item, ...);
+//! - the file sets it: we write the whole file plus our change to a generated path and point
+//!   dockerd there with `--config-file` (replacing the user's `--config-file`, if any).
+//!
+//! Precedence: lists (`registry-mirrors`, `insecure-registries`) are unions: the file's items,
+//! then the user's flags, then ours, without duplicates. Scalars (`storage-driver`, `mtu`):
+//! the user's own dockerd flag wins over everything; then a value the user set explicitly in
+//! our settings ([`Scalar::explicit`]) wins over the file, with a warning, because they asked
+//! for it by name; then the file wins over a value we merely detected ([`Scalar::detected`]).
+//!
+//! One cost of the generated copy: dockerd reloads its config file on SIGHUP, and edits to the
+//! original file are not seen until the supervisor regenerates the copy at the next start.
+//!
+//! [`plan`] decides without writing anything; [`apply`] writes the generated file.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+/// dockerd's config file when no `--config-file` is given.
+pub const DEFAULT_CONFIG: &str = "/etc/docker/daemon.json";
+/// Where the merged copy goes.
+pub const DEFAULT_GENERATED: &str = "/run/dind-supervisor/daemon.json";
+pub const CONFIG_FLAG: &str = "--config-file";
+
+/// A config directive: its daemon.json key and its dockerd flag.
+#[derive(Debug, Clone, Copy)]
+struct Directive {
+    key: &'static str,
+    flag: &'static str,
+    short: Option<&'static str>,
+}
+
+const REGISTRY_MIRRORS: Directive = Directive {
+    key: "registry-mirrors",
+    flag: "--registry-mirror",
+    short: None,
+};
+const INSECURE_REGISTRIES: Directive = Directive {
+    key: "insecure-registries",
+    flag: "--insecure-registry",
+    short: None,
+};
+const STORAGE_DRIVER: Directive = Directive {
+    key: "storage-driver",
+    flag: "--storage-driver",
+    short: Some("-s"),
+};
+const MTU: Directive = Directive {
+    key: "mtu",
+    flag: "--mtu",
+    short: None,
+};
+
+/// A single-valued setting and how sure we are of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scalar<T> {
+    pub value: T,
+    /// Set by the user in our settings (wins over daemon.json), rather than detected or
+    /// defaulted by us (loses to daemon.json).
+    pub explicit: bool,
+}
+
+impl<T> Scalar<T> {
+    pub fn explicit(value: T) -> Self {
+        Scalar {
+            value,
+            explicit: true,
+        }
+    }
+
+    pub fn detected(value: T) -> Self {
+        Scalar {
+            value,
+            explicit: false,
+        }
+    }
+}
+
+/// The settings we want dockerd to run with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub registry_mirrors: Vec<String>,
+    pub insecure_registries: Vec<String>,
+    pub storage_driver: Option<Scalar<String>>,
+    pub mtu: Option<Scalar<u32>>,
+}
+
+/// The user's dockerd config file as found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserConfig {
+    pub path: PathBuf,
+    /// The path came from `--config-file` in the dockerd args.
+    pub from_flag: bool,
+    /// `None` when the default file does not exist.
+    pub object: Option<Map<String, Value>>,
+}
+
+impl UserConfig {
+    /// The value the file sets for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.object.as_ref()?.get(key)
+    }
+}
+
+/// The merged copy of the user's config that dockerd should read instead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub path: PathBuf,
+    pub value: Value,
+}
+
+/// What to change in dockerd's args and what to write.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// Flags to add, e.g. `["--registry-mirror", "https://m.example", "--mtu", "1450"]`.
+    pub flags: Vec<String>,
+    /// A config file to write with [`apply`]; dockerd must then get `--config-file <path>`.
+    pub config_file: Option<Generated>,
+    /// The user's args hold a `--config-file` that [`Plan::dockerd_args`] replaces.
+    pub replace_config_flag: bool,
+    /// Decisions worth an info line.
+    pub notes: Vec<String>,
+    /// An explicit setting of ours overrode the file, or was overridden: warn.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// `args` (the dockerd args so far) with the plan applied: the user's `--config-file`
+    /// dropped when a generated file replaces it, then our flags, then `--config-file`.
+    pub fn dockerd_args(&self, args: &[String]) -> Vec<String> {
+        let mut out = match &self.config_file {
+            Some(_) => remove_flag(args, CONFIG_FLAG, None),
+            None => args.to_vec(),
+        };
+        out.extend(self.flags.iter().cloned());
+        if let Some(g) = &self.config_file {
+            out.push(CONFIG_FLAG.to_owned());
+            out.push(g.path.display().to_string());
+        }
+        out
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonJsonError {
+    #[error("cannot read dockerd config {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("dockerd config {} (from --config-file) does not exist; create it or drop --config-file", path.display())]
+    Missing { path: PathBuf },
+    #[error("dockerd config {} is not valid JSON; fix or remove it", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("dockerd config {} must hold a JSON object ({{...}}); fix or remove it", path.display())]
+    NotObject { path: PathBuf },
+    #[error("\"{key}\" in dockerd config {} must be {expected}; fix it", path.display())]
+    BadKey {
+        path: PathBuf,
+        key: &'static str,
+        expected: &'static str,
+    },
+    #[error("cannot write the generated dockerd config {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The value of the last `long`/`short` flag in `args`: `--flag value`, `--flag=value`,
+/// `-s value`, `-s=value` or `-svalue`. Last wins, as in dockerd's flag parser.
+pub fn flag_value(args: &[String], long: &str, short: Option<&str>) -> Option<String> {
+    flag_values(args, long, short).pop()
+}
+
+/// Every value of a repeatable flag, in order; see [`flag_value`] for the forms.
+pub fn flag_values(args: &[String], long: &str, short: Option<&str>) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let (hit, consumed) = match_flag(args, i, long, short);
+        if let Some(v) = hit {
+            values.push(v);
+        }
+        i += consumed;
+    }
+    values
+}
+
+/// `args` without any occurrence of the flag and its value.
+pub fn remove_flag(args: &[String], long: &str, short: Option<&str>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut i = 0;
+    while i < args.len() {
+        let (hit, consumed) = match_flag(args, i, long, short);
+        if hit.is_none() {
+            out.extend(args[i..i + consumed].iter().cloned());
+        }
+        i += consumed;
+    }
+    out
+}
+
+/// Whether `args[i]` is the flag; returns its value (if it is) and how many args to skip.
+/// After `--` nothing is a flag.
+fn match_flag(
+    args: &[String],
+    i: usize,
+    long: &str,
+    short: Option<&str>,
+) -> (Option<String>, usize) {
+    let arg = args[i].as_str();
+    if arg == "--" {
+        return (None, args.len() - i);
+    }
+    let names = std::iter::once(long).chain(short);
+    for name in names {
+        if arg == name {
+            // A trailing flag with no value: dockerd rejects it; we report it as absent.
+            return match args.get(i + 1) {
+                Some(v) => (Some(v.clone()), 2),
+                None => (None, 1),
+            };
+        }
+        if let Some(v) = arg
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+        {
+            return (Some(v.to_owned()), 1);
+        }
+    }
+    // `-svalue`: a short flag glued to its value.
+    if let Some(s) = short {
+        if let Some(v) = arg.strip_prefix(s).filter(|v| !v.is_empty()) {
+            if !arg.starts_with("--") {
+                return (Some(v.to_owned()), 1);
+            }
+        }
+    }
+    (None, 1)
+}
+
+/// Reads the config file dockerd will use: `--config-file` from `user_args`, else `default`.
+/// A missing default file is fine; a missing `--config-file` is not (dockerd refuses it too).
+pub fn load(user_args: &[String], default: &Path) -> Result<UserConfig, DaemonJsonError> {
+    let (path, from_flag) = match flag_value(user_args, CONFIG_FLAG, None) {
+        Some(p) => (PathBuf::from(p), true),
+        None => (default.to_path_buf(), false),
+    };
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if from_flag {
+                return Err(DaemonJsonError::Missing { path });
+            }
+            return Ok(UserConfig {
+                path,
+                from_flag,
+                object: None,
+            });
+        }
+        Err(source) => return Err(DaemonJsonError::Read { path, source }),
+    };
+    let value: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(source) => return Err(DaemonJsonError::Parse { path, source }),
+    };
+    match value {
+        Value::Object(object) => Ok(UserConfig {
+            path,
+            from_flag,
+            object: Some(object),
+        }),
+        _ => Err(DaemonJsonError::NotObject { path }),
+    }
+}
+
+/// The effective value of a directive as the user configured it: their dockerd flag, else the
+/// config file's key, else `None`. Flags come back as JSON strings.
+pub fn configured(user_args: &[String], config: &UserConfig, key: &str) -> Option<Value> {
+    let directive = [REGISTRY_MIRRORS, INSECURE_REGISTRIES, STORAGE_DRIVER, MTU]
+        .into_iter()
+        .find(|d| d.key == key);
+    if let Some(d) = directive {
+        if let Some(v) = flag_value(user_args, d.flag, d.short) {
+            return Some(Value::String(v));
+        }
+    }
+    config.get(key).cloned()
+}
+
+/// The storage driver the user set in their dockerd flags or config file; this is
+/// `storage::Request::explicit`.
+pub fn explicit_storage_driver(
+    user_args: &[String],
+    default_config: &Path,
+) -> Result<Option<String>, DaemonJsonError> {
+    let config = load(user_args, default_config)?;
+    match configured(user_args, &config, STORAGE_DRIVER.key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(DaemonJsonError::BadKey {
+            path: config.path,
+            key: STORAGE_DRIVER.key,
+            expected: "a string",
+        }),
+    }
+}
+
+fn string_list(v: &Value, path: &Path, key: &'static str) -> Result<Vec<String>, DaemonJsonError> {
+    let bad = || DaemonJsonError::BadKey {
+        path: path.to_path_buf(),
+        key,
+        expected: "a list of strings",
+    };
+    v.as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|item| item.as_str().map(str::to_owned).ok_or_else(bad))
+        .collect()
+}
+
+/// `ours` without duplicates and without the items already in `have`, in order.
+fn missing_from(have: &[String], ours: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in ours {
+        if !have.contains(item) && !out.contains(item) {
+            out.push(item.clone());
+        }
+    }
+    out
+}
+
+/// A scalar setting's JSON form and its text for flags and logs.
+trait ScalarValue: fmt::Display + PartialEq + Sized {
+    const EXPECTED: &'static str;
+    fn from_json(v: &Value) -> Option<Self>;
+    fn to_json(&self) -> Value;
+}
+
+impl ScalarValue for String {
+    const EXPECTED: &'static str = "a string";
+    fn from_json(v: &Value) -> Option<Self> {
+        v.as_str().map(str::to_owned)
+    }
+    fn to_json(&self) -> Value {
+        Value::String(self.clone())
+    }
+}
+
+impl ScalarValue for u32 {
+    const EXPECTED: &'static str = "a whole number";
+    fn from_json(v: &Value) -> Option<Self> {
+        v.as_u64().and_then(|n| u32::try_from(n).ok())
+    }
+    fn to_json(&self) -> Value {
+        Value::from(*self)
+    }
+}
+
+/// Builds the plan. Nothing is written; see [`apply`].
+pub fn plan(
+    wanted: &Wanted,
+    user_args: &[String],
+    default_config: &Path,
+    generated_path: &Path,
+) -> Result<Plan, DaemonJsonError> {
+    let config = load(user_args, default_config)?;
+    let path = config.path.clone();
+    let shown = path.display().to_string();
+    let mut object = config.object.clone().unwrap_or_default();
+    let mut changed = false;
+    let mut out = Plan::default();
+
+    for (d, ours) in [
+        (REGISTRY_MIRRORS, &wanted.registry_mirrors),
+        (INSECURE_REGISTRIES, &wanted.insecure_registries),
+    ] {
+        match object.get(d.key) {
+            Some(v) => {
+                let mut list = string_list(v, &path, d.key)?;
+                let add = missing_from(&list, ours);
+                if !add.is_empty() {
+                    out.notes.push(format!(
+                        "{}: {shown} already sets it, so {} merged into {} instead of passed as flags",
+                        d.key,
+                        add.join(", "),
+                        generated_path.display()
+                    ));
+                    list.extend(add);
+                    object.insert(d.key.to_owned(), list.into());
+                    changed = true;
+                }
+            }
+            None => {
+                // Repeating a list flag is fine for dockerd; only skip exact repeats.
+                let theirs = flag_values(user_args, d.flag, d.short);
+                for item in missing_from(&theirs, ours) {
+                    out.flags.push(d.flag.to_owned());
+                    out.flags.push(item);
+                }
+            }
+        }
+    }
+
+    changed |= plan_scalar(
+        STORAGE_DRIVER,
+        wanted.storage_driver.as_ref(),
+        user_args,
+        &mut object,
+        &shown,
+        &path,
+        &mut out,
+    )?;
+    changed |= plan_scalar(
+        MTU,
+        wanted.mtu.as_ref(),
+        user_args,
+        &mut object,
+        &shown,
+        &path,
+        &mut out,
+    )?;
+
+    if changed {
+        out.replace_config_flag = config.from_flag;
+        out.config_file = Some(Generated {
+            path: generated_path.to_path_buf(),
+            value: Value::Object(object),
+        });
+    }
+    Ok(out)
+}
+
+/// One scalar directive; returns whether `object` changed. See the module docs for precedence.
+fn plan_scalar<T: ScalarValue>(
+    d: Directive,
+    ours: Option<&Scalar<T>>,
+    user_args: &[String],
+    object: &mut Map<String, Value>,
+    shown: &str,
+    path: &Path,
+    out: &mut Plan,
+) -> Result<bool, DaemonJsonError> {
+    let Some(ours) = ours else {
+        return Ok(false);
+    };
+    let key = d.key;
+    if let Some(theirs) = flag_value(user_args, d.flag, d.short) {
+        if theirs != ours.value.to_string() {
+            let msg = format!(
+                "{key}: dockerd flag {} {theirs} wins over our setting {}",
+                d.flag, ours.value
+            );
+            if ours.explicit {
+                out.warnings.push(msg);
+            } else {
+                out.notes.push(msg);
+            }
+        }
+        return Ok(false);
+    }
+    let Some(file_value) = object.get(key) else {
+        out.flags.push(d.flag.to_owned());
+        out.flags.push(ours.value.to_string());
+        return Ok(false);
+    };
+    let theirs = T::from_json(file_value).ok_or_else(|| DaemonJsonError::BadKey {
+        path: path.to_path_buf(),
+        key,
+        expected: T::EXPECTED,
+    })?;
+    if theirs == ours.value {
+        return Ok(false);
+    }
+    if !ours.explicit {
+        out.notes.push(format!(
+            "{key}: keeping {theirs} from {shown} over the detected {}",
+            ours.value
+        ));
+        return Ok(false);
+    }
+    out.warnings.push(format!(
+        "{key}: our setting {} replaces {theirs} from {shown} in the generated config",
+        ours.value
+    ));
+    object.insert(key.to_owned(), ours.value.to_json());
+    Ok(true)
+}
+
+/// Writes the generated config, if the plan has one: to a temp file beside it, then renamed
+/// over, so dockerd never reads half a file.
+pub fn apply(plan: &Plan) -> Result<(), DaemonJsonError> {
+    let Some(g) = &plan.config_file else {
+        return Ok(());
+    };
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DaemonJsonError::Write { path, source }
+    };
+    if let Some(dir) = g.path.parent() {
+        fs::create_dir_all(dir).map_err(write_err(dir))?;
+    }
+    let name = g
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "daemon.json".to_owned());
+    let tmp = g.path.with_file_name(format!(".{name}.tmp"));
+    let mut text =
+        serde_json::to_vec_pretty(&g.value).map_err(|e| write_err(&g.path)(io::Error::other(e)))?;
+    text.push(b'\n');
+    // The original may name TLS keys or auth plugins; only root (dockerd) needs to read it.
+    // A leftover temp file would keep its old mode, so start from none.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(write_err(&tmp)(e)),
+        _ => {}
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(write_err(&tmp))?;
+    file.write_all(&text).map_err(write_err(&tmp))?;
+    file.sync_all().map_err(write_err(&tmp))?;
+    fs::rename(&tmp, &g.path).map_err(write_err(&g.path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(ToString::to_string).collect()
+    }
+
+    struct Dir {
+        dir: tempfile::TempDir,
+    }
+
+    impl Dir {
+        fn new() -> Self {
+            Dir {
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+        fn config(&self) -> PathBuf {
+            self.dir.path().join("etc/docker/daemon.json")
+        }
+        fn generated(&self) -> PathBuf {
+            self.dir.path().join("run/dind-supervisor/daemon.json")
+        }
+        fn write_config(&self, text: &str) {
+            fs::create_dir_all(self.config().parent().unwrap()).unwrap();
+            fs::write(self.config(), text).unwrap();
+        }
+        fn plan(&self, wanted: &Wanted, user_args: &[String]) -> Result<Plan, DaemonJsonError> {
+            plan(wanted, user_args, &self.config(), &self.generated())
+        }
+    }
+
+    fn mirrors(m: &[&str]) -> Wanted {
+        Wanted {
+            registry_mirrors: args(m),
+            ..Wanted::default()
+        }
+    }
+
+    #[test]
+    fn flags_only_when_there_is_no_config_file() {
+        let d = Dir::new();
+        let wanted = Wanted {
+            registry_mirrors: args(&["https://m1", "https://m2", "https://m1"]),
+            insecure_registries: args(&["reg:5000"]),
+            storage_driver: Some(Scalar::detected("vfs".into())),
+            mtu: Some(Scalar::detected(1450)),
+        };
+        let p = d.plan(&wanted, &[]).unwrap();
+        assert_eq!(
+            p.flags,
+            args(&[
+                "--registry-mirror",
+                "https://m1",
+                "--registry-mirror",
+                "https://m2",
+                "--insecure-registry",
+                "reg:5000",
+                "--storage-driver",
+                "vfs",
+                "--mtu",
+                "1450",
+            ])
+        );
+        assert_eq!(p.config_file, None);
+        assert!(!p.replace_config_flag);
+        apply(&p).unwrap();
+        assert!(!d.generated().exists());
+    }
+
+    #[test]
+    fn mirrors_merge_into_a_generated_copy_when_the_file_sets_them() {
+        let d = Dir::new();
+        d.write_config(
+            r#"{"debug": true, "registry-mirrors": ["https://theirs", "https://m1"], "mtu": 1400}"#,
+        );
+        let p = d
+            .plan(&mirrors(&["https://m1", "https://ours"]), &[])
+            .unwrap();
+        assert!(p.flags.is_empty(), "{:?}", p.flags);
+        let g = p.config_file.as_ref().unwrap();
+        assert_eq!(g.path, d.generated());
+        assert_eq!(
+            g.value,
+            json!({"debug": true, "registry-mirrors": ["https://theirs", "https://m1", "https://ours"], "mtu": 1400})
+        );
+        assert_eq!(p.notes.len(), 1);
+
+        apply(&p).unwrap();
+        let written: Value =
+            serde_json::from_str(&fs::read_to_string(d.generated()).unwrap()).unwrap();
+        assert_eq!(&written, &g.value);
+        // The original key order survives (preserve_order), so diffs against it stay readable.
+        let keys: Vec<_> = written.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["debug", "registry-mirrors", "mtu"]);
+        let mode = fs::metadata(d.generated()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let new_args = p.dockerd_args(&args(&["--debug"]));
+        assert_eq!(
+            new_args,
+            args(&[
+                "--debug",
+                "--config-file",
+                &d.generated().display().to_string()
+            ])
+        );
+    }
+
+    #[test]
+    fn nothing_is_generated_when_the_file_already_has_all_our_items() {
+        let d = Dir::new();
+        d.write_config(r#"{"registry-mirrors": ["https://m1"]}"#);
+        let p = d.plan(&mirrors(&["https://m1"]), &[]).unwrap();
+        assert_eq!(p, Plan::default());
+    }
+
+    #[test]
+    fn config_file_from_user_args_is_read_and_replaced() {
+        let d = Dir::new();
+        let custom = d.dir.path().join("custom.json");
+        fs::write(&custom, r#"{"insecure-registries": ["a:5000"]}"#).unwrap();
+        // The default file would say otherwise; it must not be read.
+        d.write_config("not json");
+        let wanted = Wanted {
+            insecure_registries: args(&["b:5000"]),
+            ..Wanted::default()
+        };
+        let gen = d.generated().display().to_string();
+        for user in [
+            args(&["--config-file", custom.to_str().unwrap(), "--debug"]),
+            args(&[&format!("--config-file={}", custom.display()), "--debug"]),
+        ] {
+            let p = d.plan(&wanted, &user).unwrap();
+            assert!(p.replace_config_flag);
+            assert_eq!(
+                p.config_file.as_ref().unwrap().value,
+                json!({"insecure-registries": ["a:5000", "b:5000"]})
+            );
+            assert_eq!(
+                p.dockerd_args(&user),
+                args(&["--debug", "--config-file", &gen])
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_json_is_a_one_line_error_naming_the_file() {
+        let d = Dir::new();
+        d.write_config("{\"registry-mirrors\": [\n");
+        let err = d.plan(&mirrors(&["https://m"]), &[]).unwrap_err();
+        assert!(matches!(err, DaemonJsonError::Parse { .. }));
+        let msg = err.to_string();
+        assert!(msg.contains(&d.config().display().to_string()), "{msg}");
+        assert!(!msg.contains('\n'));
+        assert!(std::error::Error::source(&err).is_some());
+
+        d.write_config("[1, 2]");
+        let err = d.plan(&Wanted::default(), &[]).unwrap_err();
+        assert!(matches!(err, DaemonJsonError::NotObject { .. }), "{err}");
+
+        d.write_config(r#"{"registry-mirrors": "https://m"}"#);
+        let err = d.plan(&mirrors(&["https://x"]), &[]).unwrap_err();
+        assert!(err.to_string().contains("a list of strings"), "{err}");
+    }
+
+    #[test]
+    fn missing_config_file_from_flag_is_an_error() {
+        let d = Dir::new();
+        let user = args(&["--config-file", "/nonexistent/daemon.json"]);
+        let err = d.plan(&Wanted::default(), &user).unwrap_err();
+        assert!(matches!(err, DaemonJsonError::Missing { .. }), "{err}");
+    }
+
+    #[test]
+    fn user_mirror_flag_and_ours_are_both_present() {
+        let d = Dir::new();
+        let user = args(&[
+            "--registry-mirror",
+            "https://theirs",
+            "--registry-mirror=https://same",
+        ]);
+        let p = d
+            .plan(&mirrors(&["https://ours", "https://same"]), &user)
+            .unwrap();
+        assert_eq!(p.flags, args(&["--registry-mirror", "https://ours"]));
+        let all = flag_values(&p.dockerd_args(&user), "--registry-mirror", None);
+        assert_eq!(
+            all,
+            args(&["https://theirs", "https://same", "https://ours"])
+        );
+    }
+
+    #[test]
+    fn user_scalar_flag_wins_and_is_not_repeated() {
+        let d = Dir::new();
+        let wanted = Wanted {
+            storage_driver: Some(Scalar::explicit("vfs".into())),
+            mtu: Some(Scalar::detected(1450)),
+            ..Wanted::default()
+        };
+        let user = args(&["-s", "overlay2", "--mtu=1400"]);
+        let p = d.plan(&wanted, &user).unwrap();
+        assert!(p.flags.is_empty(), "{:?}", p.flags);
+        assert_eq!(p.config_file, None);
+        assert_eq!(p.warnings.len(), 1, "explicit storage driver lost: warn");
+        assert_eq!(p.notes.len(), 1, "detected MTU lost: note");
+    }
+
+    #[test]
+    fn explicit_scalar_overrides_the_file_with_a_warning() {
+        let d = Dir::new();
+        d.write_config(r#"{"storage-driver": "overlay2", "mtu": 1500}"#);
+        let wanted = Wanted {
+            storage_driver: Some(Scalar::explicit("vfs".into())),
+            mtu: Some(Scalar::explicit(1400)),
+            ..Wanted::default()
+        };
+        let p = d.plan(&wanted, &[]).unwrap();
+        assert!(p.flags.is_empty());
+        assert_eq!(
+            p.config_file.unwrap().value,
+            json!({"storage-driver": "vfs", "mtu": 1400})
+        );
+        assert_eq!(p.warnings.len(), 2);
+    }
+
+    #[test]
+    fn file_scalar_wins_over_a_detected_value() {
+        let d = Dir::new();
+        d.write_config(r#"{"mtu": 1400}"#);
+        let wanted = Wanted {
+            mtu: Some(Scalar::detected(1450)),
+            ..Wanted::default()
+        };
+        let p = d.plan(&wanted, &[]).unwrap();
+        assert!(p.flags.is_empty());
+        assert_eq!(p.config_file, None);
+        assert_eq!(p.notes.len(), 1);
+        assert!(p.warnings.is_empty());
+
+        d.write_config(r#"{"mtu": "big"}"#);
+        let err = d.plan(&wanted, &[]).unwrap_err();
+        assert!(err.to_string().contains("\"mtu\""), "{err}");
+    }
+
+    #[test]
+    fn flag_value_forms() {
+        let a = args(&["--debug", "--storage-driver", "vfs", "-H", "unix:///x"]);
+        assert_eq!(
+            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
+            Some("vfs")
+        );
+        let a = args(&["--storage-driver=btrfs"]);
+        assert_eq!(
+            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
+            Some("btrfs")
+        );
+        let a = args(&["-s", "zfs"]);
+        assert_eq!(
+            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
+            Some("zfs")
+        );
+        let a = args(&["-s=zfs"]);
+        assert_eq!(
+            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
+            Some("zfs")
+        );
+        let a = args(&["-szfs"]);
+        assert_eq!(
+            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
+            Some("zfs")
+        );
+        // Last wins; a prefix of another flag is not a match; `--` ends the flags.
+        let a = args(&[
+            "-s",
+            "a",
+            "--storage-driver",
+            "b",
+            "--storage-driver-x=c",
+            "--",
+            "-s",
+            "d",
+        ]);
+        assert_eq!(
+            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
+            Some("b")
+        );
+        assert_eq!(flag_value(&args(&["--mtu"]), "--mtu", None), None);
+        assert_eq!(flag_value(&[], "--mtu", None), None);
+    }
+
+    #[test]
+    fn remove_flag_drops_both_forms_and_keeps_the_rest() {
+        let a = args(&[
+            "--config-file",
+            "/a",
+            "--debug",
+            "--config-file=/b",
+            "-H",
+            "x",
+        ]);
+        assert_eq!(
+            remove_flag(&a, "--config-file", None),
+            args(&["--debug", "-H", "x"])
+        );
+    }
+
+    #[test]
+    fn explicit_storage_driver_reads_flags_then_the_file() {
+        let d = Dir::new();
+        assert_eq!(explicit_storage_driver(&[], &d.config()).unwrap(), None);
+        d.write_config(r#"{"storage-driver": "btrfs"}"#);
+        assert_eq!(
+            explicit_storage_driver(&[], &d.config())
+                .unwrap()
+                .as_deref(),
+            Some("btrfs")
+        );
+        assert_eq!(
+            explicit_storage_driver(&args(&["-s", "vfs"]), &d.config())
+                .unwrap()
+                .as_deref(),
+            Some("vfs")
+        );
+        let cfg = load(&[], &d.config()).unwrap();
+        assert_eq!(
+            configured(&[], &cfg, "storage-driver"),
+            Some(json!("btrfs"))
+        );
+        assert_eq!(configured(&[], &cfg, "debug"), None);
+    }
+}
