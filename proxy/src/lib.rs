@@ -1,0 +1,27 @@
+//! The ready-gated, authenticated Docker API proxy of `dind-supervisor`,
+//! and its health endpoint.
+//!
+//! # Layout
+//! - [`readiness`]: the engine's lifecycle state. The supervisor holds the one
+//!   [`readiness::Latch`] that moves it; everything else watches a
+//!   [`readiness::Readiness`].
+//! - [`listener`]: the public endpoints, bound only while Ready; [`serve`].
+//! - [`auth`]: mutual TLS against the service's CA.
+//! - [`forward`]: relaying one client connection to dockerd, upgrades included.
+//! - [`decide`]: the one place where a request is decided before forwarding.
+//! - [`respond`]: every answer the proxy makes itself.
+//! - [`upstream`]: calls to dockerd's private socket (ping, container stop).
+//! - [`health`], [`metrics`]: `/livez`, `/readyz`, `/metrics`, `/status`.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod decide;
+pub mod forward;
+pub mod health;
+pub mod listener;
+pub mod metrics;
+pub mod readiness;
+pub mod respond;
+pub mod upstream;
+
+pub use listener::{serve, Config, Endpoint, ServeError};

@@ -1,0 +1,288 @@
+//! The public listeners: bound only once the engine is Ready, closed first
+//! on shutdown. TCP with mutual TLS, plain TCP, and unix sockets.
+
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::auth;
+use crate::forward::{self, Limits, Shared};
+use crate::metrics::{HandshakeFailure, Metrics};
+use crate::readiness::{Readiness, State};
+
+/// Bound on a client's TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (EMFILE and the like) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// What Go's net/http, and so dockerd, answers to plain HTTP on a TLS port.
+const PLAIN_HTTP_ON_TLS: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// One public endpoint.
+#[derive(Clone)]
+pub enum Endpoint {
+    /// TCP; with `tls`, mutual TLS is required.
+    Tcp {
+        addr: SocketAddr,
+        tls: Option<Arc<ServerConfig>>,
+    },
+    /// A unix socket, created under a temporary name and renamed into place
+    /// when Ready, so "the file exists" means "ready".
+    Unix {
+        path: PathBuf,
+        mode: u32,
+        gid: Option<u32>,
+    },
+}
+
+impl Endpoint {
+    /// How clients name it: `tcp://0.0.0.0:2376` (tls) or `unix:///path`.
+    pub fn url(&self) -> String {
+        match self {
+            Endpoint::Tcp { addr, .. } => format!("tcp://{addr}"),
+            Endpoint::Unix { path, .. } => format!("unix://{}", path.display()),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Endpoint::Tcp { tls: Some(_), .. })
+    }
+}
+
+/// Everything [`serve`] needs.
+pub struct Config {
+    pub endpoints: Vec<Endpoint>,
+    /// dockerd's private socket.
+    pub upstream: PathBuf,
+    pub limits: Limits,
+}
+
+/// Why the proxy could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {endpoint}: {source}; free the port or change DIND_LISTEN")]
+    Bind {
+        endpoint: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set up unix socket {}: {source}", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Binds every endpoint once the engine is Ready, serves until ShuttingDown,
+/// then closes the listeners (open connections go on until dockerd ends
+/// them). Returns early, binding nothing, if shutdown comes first.
+pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metrics>) -> Result<(), ServeError> {
+    // A socket file left by an earlier run would claim readiness.
+    for ep in &config.endpoints {
+        if let Endpoint::Unix { path, .. } = ep {
+            remove_socket(path);
+        }
+    }
+    loop {
+        match readiness.state() {
+            State::Ready => break,
+            State::ShuttingDown => return Ok(()),
+            _ => {
+                readiness.changed().await;
+            }
+        }
+    }
+    let shared = Arc::new(Shared {
+        upstream: config.upstream,
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+        limits: config.limits,
+    });
+    let mut accepting = JoinSet::new();
+    let mut sockets = Vec::new();
+    for ep in &config.endpoints {
+        let bound = bind(ep).await;
+        let bound = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                sockets.iter().for_each(|p: &PathBuf| remove_socket(p));
+                return Err(e);
+            }
+        };
+        tracing::info!(endpoint = %ep.url(), tls = ep.is_tls(), "listening");
+        if let Endpoint::Unix { path, .. } = ep {
+            sockets.push(path.clone());
+        }
+        accepting.spawn(accept_loop(bound, shared.clone()));
+    }
+    metrics.listeners_bound.store(true, Ordering::Release);
+    while readiness.state() != State::ShuttingDown {
+        readiness.changed().await;
+    }
+    // Close the doors first: new connects are refused from here on.
+    accepting.shutdown().await;
+    metrics.listeners_bound.store(false, Ordering::Release);
+    for path in &sockets {
+        remove_socket(path);
+    }
+    tracing::info!("public listeners closed");
+    Ok(())
+}
+
+/// A bound listener and how to treat its connections.
+enum Bound {
+    Tcp(TcpListener, Option<TlsAcceptor>),
+    Unix(UnixListener),
+}
+
+async fn bind(ep: &Endpoint) -> Result<Bound, ServeError> {
+    match ep {
+        Endpoint::Tcp { addr, tls } => {
+            let l = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
+                endpoint: ep.url(),
+                source,
+            })?;
+            Ok(Bound::Tcp(l, tls.clone().map(TlsAcceptor::from)))
+        }
+        Endpoint::Unix { path, mode, gid } => bind_unix(path, *mode, *gid).map(Bound::Unix),
+    }
+}
+
+/// Binds under a temporary name in the same directory, sets mode and group,
+/// then renames into place: a client never sees a socket it cannot use.
+fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, ServeError> {
+    let err = |source| ServeError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir).map_err(err)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(err)?;
+    let finish = || -> io::Result<()> {
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(&tmp, None, Some(gid))?;
+        }
+        fs::rename(&tmp, path)
+    };
+    if let Err(e) = finish() {
+        let _ = fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    Ok(listener)
+}
+
+fn remove_socket(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => tracing::debug!(path = %path.display(), "removed socket"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove socket"),
+    }
+}
+
+/// Accepts until aborted. An accept error never ends the loop.
+async fn accept_loop(bound: Bound, shared: Arc<Shared>) {
+    loop {
+        match &bound {
+            Bound::Tcp(l, tls) => match l.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let span = tracing::debug_span!("conn", %peer);
+                    let (tls, shared) = (tls.clone(), shared.clone());
+                    tokio::spawn(
+                        async move {
+                            match tls {
+                                Some(acceptor) => serve_tls(stream, peer, acceptor, shared).await,
+                                None => forward::serve_connection(stream, shared).await,
+                            }
+                        }
+                        .instrument(span),
+                    );
+                }
+                Err(e) => accept_failed(e).await,
+            },
+            Bound::Unix(l) => match l.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(forward::serve_connection(stream, shared.clone()));
+                }
+                Err(e) => accept_failed(e).await,
+            },
+        }
+    }
+}
+
+async fn accept_failed(e: io::Error) {
+    tracing::warn!(error = %e, "accept failed; retrying");
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
+async fn serve_tls(stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let metrics: &Metrics = &shared.metrics;
+    if speaks_plain_http(&stream).await {
+        metrics.handshake_failed(HandshakeFailure::PlainHttp);
+        tracing::warn!(%peer, reason = HandshakeFailure::PlainHttp.explain(), "TLS handshake failed");
+        answer_plain_http(stream).await;
+        return;
+    }
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let why = auth::classify(&e);
+            metrics.handshake_failed(why);
+            tracing::warn!(%peer, reason = why.explain(), error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics.handshake_failed(HandshakeFailure::Timeout);
+            tracing::warn!(%peer, reason = HandshakeFailure::Timeout.explain(), "TLS handshake failed");
+            return;
+        }
+    };
+    forward::serve_connection(tls, shared).await;
+}
+
+/// Tells a plain-HTTP client what went wrong, as dockerd would. The request
+/// is drained before closing: closing with unread data sends a reset, and
+/// the client would see "connection reset" instead of the answer.
+async fn answer_plain_http(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.write_all(PLAIN_HTTP_ON_TLS).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut total = 0;
+        while let Ok(n) = stream.read(&mut sink).await {
+            total += n;
+            if n == 0 || total > 64 * 1024 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// A TLS client starts with a handshake record (0x16); an HTTP client with a
+/// method name. Peeking leaves the bytes for the TLS acceptor.
+async fn speaks_plain_http(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => first[0].is_ascii_uppercase(),
+        _ => false,
+    }
+}

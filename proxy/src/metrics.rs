@@ -1,0 +1,190 @@
+//! Counters for `/metrics`, updated lock-free on the request path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use hyper::Method;
+
+const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "DELETE", "other"];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Why a TLS handshake failed, as a metric label and a log reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    NoClientCert,
+    UnknownCa,
+    Expired,
+    BadCert,
+    PlainHttp,
+    Protocol,
+    Timeout,
+    Other,
+}
+
+impl HandshakeFailure {
+    const ALL: [HandshakeFailure; 8] = [
+        HandshakeFailure::NoClientCert,
+        HandshakeFailure::UnknownCa,
+        HandshakeFailure::Expired,
+        HandshakeFailure::BadCert,
+        HandshakeFailure::PlainHttp,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::NoClientCert => "no_client_cert",
+            HandshakeFailure::UnknownCa => "unknown_ca",
+            HandshakeFailure::Expired => "expired_cert",
+            HandshakeFailure::BadCert => "bad_cert",
+            HandshakeFailure::PlainHttp => "plain_http",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Other => "other",
+        }
+    }
+
+    pub fn explain(self) -> &'static str {
+        match self {
+            HandshakeFailure::NoClientCert => "the client sent no certificate (set DOCKER_CERT_PATH and DOCKER_TLS_VERIFY=1)",
+            HandshakeFailure::UnknownCa => "the client certificate is not signed by this service's CA",
+            HandshakeFailure::Expired => "the client certificate has expired or is not yet valid",
+            HandshakeFailure::BadCert => "the client certificate was rejected",
+            HandshakeFailure::PlainHttp => "the client spoke plain HTTP to the TLS port",
+            HandshakeFailure::Protocol => "the client broke the TLS protocol",
+            HandshakeFailure::Timeout => "the client did not finish the handshake in time",
+            HandshakeFailure::Other => "the handshake failed",
+        }
+    }
+}
+
+/// Process-wide counters. One instance, shared by every listener and task.
+#[derive(Default)]
+pub struct Metrics {
+    pub listeners_bound: AtomicBool,
+    open_connections: AtomicU64,
+    connections_total: AtomicU64,
+    requests: [[AtomicU64; 5]; 6],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    upgrades_total: AtomicU64,
+    upgrades_open: AtomicU64,
+    handshake_failures: [AtomicU64; 8],
+    held_requests: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// Decrements a gauge when dropped, so every exit path of a task counts.
+pub struct GaugeGuard<'a>(&'a AtomicU64);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Metrics {
+    pub fn connection_opened(&self) -> GaugeGuard<'_> {
+        self.connections_total.fetch_add(1, Relaxed);
+        self.open_connections.fetch_add(1, Relaxed);
+        GaugeGuard(&self.open_connections)
+    }
+
+    pub fn upgrade_opened(&self) -> GaugeGuard<'_> {
+        self.upgrades_total.fetch_add(1, Relaxed);
+        self.upgrades_open.fetch_add(1, Relaxed);
+        GaugeGuard(&self.upgrades_open)
+    }
+
+    pub fn request(&self, method: &Method, status: u16) {
+        let m = METHODS
+            .iter()
+            .position(|m| *m == method.as_str())
+            .unwrap_or(METHODS.len() - 1);
+        let c = (usize::from(status / 100)).clamp(1, 5) - 1;
+        self.requests[m][c].fetch_add(1, Relaxed);
+    }
+
+    pub fn bytes(&self, inbound: u64, outbound: u64) {
+        if inbound > 0 {
+            self.bytes_in.fetch_add(inbound, Relaxed);
+        }
+        if outbound > 0 {
+            self.bytes_out.fetch_add(outbound, Relaxed);
+        }
+    }
+
+    pub fn handshake_failed(&self, why: HandshakeFailure) {
+        let i = HandshakeFailure::ALL.iter().position(|f| *f == why).unwrap_or(7);
+        self.handshake_failures[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn held(&self) {
+        self.held_requests.fetch_add(1, Relaxed);
+    }
+
+    pub fn refused(&self) {
+        self.refused.fetch_add(1, Relaxed);
+    }
+
+    pub fn open_connections(&self) -> u64 {
+        self.open_connections.load(Relaxed)
+    }
+
+    /// The proxy's part of the Prometheus text exposition.
+    pub fn render(&self, out: &mut String) {
+        let g = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        g(out, "dind_proxy_listeners_bound", "1 when the public listeners are bound.", "gauge", self.listeners_bound.load(Relaxed) as u64);
+        g(out, "dind_proxy_open_connections", "Client connections open now.", "gauge", self.open_connections.load(Relaxed));
+        g(out, "dind_proxy_connections_total", "Client connections accepted.", "counter", self.connections_total.load(Relaxed));
+        let _ = writeln!(out, "# HELP dind_proxy_requests_total Requests answered, by method and status class.\n# TYPE dind_proxy_requests_total counter");
+        for (m, row) in METHODS.iter().zip(&self.requests) {
+            for (c, n) in CLASSES.iter().zip(row) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(out, "dind_proxy_requests_total{{method=\"{m}\",class=\"{c}\"}} {n}");
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP dind_proxy_bytes_total Bytes relayed, by direction (in: from clients).\n# TYPE dind_proxy_bytes_total counter");
+        let _ = writeln!(out, "dind_proxy_bytes_total{{direction=\"in\"}} {}", self.bytes_in.load(Relaxed));
+        let _ = writeln!(out, "dind_proxy_bytes_total{{direction=\"out\"}} {}", self.bytes_out.load(Relaxed));
+        g(out, "dind_proxy_upgrades_total", "Upgraded sessions (attach, exec, BuildKit) started.", "counter", self.upgrades_total.load(Relaxed));
+        g(out, "dind_proxy_upgrades_open", "Upgraded sessions open now.", "gauge", self.upgrades_open.load(Relaxed));
+        let _ = writeln!(out, "# HELP dind_proxy_tls_handshake_failures_total Failed TLS handshakes, by reason.\n# TYPE dind_proxy_tls_handshake_failures_total counter");
+        for (f, n) in HandshakeFailure::ALL.iter().zip(&self.handshake_failures) {
+            let _ = writeln!(out, "dind_proxy_tls_handshake_failures_total{{reason=\"{}\"}} {}", f.label(), n.load(Relaxed));
+        }
+        g(out, "dind_proxy_held_requests_total", "Requests held while the engine was not ready.", "counter", self.held_requests.load(Relaxed));
+        g(out, "dind_proxy_refused_requests_total", "Requests the proxy answered itself (not ready, denied, malformed).", "counter", self.refused.load(Relaxed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_counts_by_method_class_and_reason() {
+        let m = Metrics::default();
+        m.request(&Method::GET, 200);
+        m.request(&Method::GET, 204);
+        m.request(&Method::PATCH, 503);
+        m.handshake_failed(HandshakeFailure::UnknownCa);
+        {
+            let _c = m.connection_opened();
+            assert_eq!(m.open_connections(), 1);
+        }
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("dind_proxy_requests_total{method=\"GET\",class=\"2xx\"} 2"), "{out}");
+        assert!(out.contains("dind_proxy_requests_total{method=\"other\",class=\"5xx\"} 1"), "{out}");
+        assert!(out.contains("dind_proxy_tls_handshake_failures_total{reason=\"unknown_ca\"} 1"));
+        assert!(out.contains("dind_proxy_open_connections 0"));
+        assert!(out.contains("dind_proxy_connections_total 1"));
+    }
+}
