@@ -1,0 +1,322 @@
+//! The command line: the stock docker:dind entrypoint's rules first, then ours.
+//!
+//! The stock entrypoint treats no arguments or a leading flag as "run dockerd
+//! with these extra flags", `dockerd ...` as "run exactly this", and anything
+//! else as a command to exec. Pipelines depend on all three (GitLab passes
+//! `command: ["--registry-mirror", "..."]` straight through), so they come
+//! before our own subcommands. Our settings are flags of `run` and, for the
+//! image, `DIND_*` variables.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::certs::KeyType;
+
+/// What one start of the binary is asked to do.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Supervise dockerd. With `exact`, `dockerd_args` is dockerd's whole
+    /// command line; otherwise it is appended to our defaults.
+    Run {
+        settings: Box<Settings>,
+        dockerd_args: Vec<String>,
+        exact: bool,
+    },
+    /// Mint or refresh the certificate set and exit.
+    Certs(TlsArgs),
+    /// Not ours: replace this process with the command (client mode).
+    Exec(Vec<OsString>),
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dind-supervisor",
+    version,
+    about = "PID 1 for Docker-in-Docker service containers",
+    long_about = "PID 1 for Docker-in-Docker service containers.\n\n\
+        With no arguments, or with arguments that start with '-', it runs `run` \
+        and passes those arguments to dockerd, like the docker:dind entrypoint. \
+        `dind-supervisor dockerd FLAGS...` runs dockerd with exactly FLAGS. \
+        Any other command is executed as is."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mint certificates, start dockerd and supervise it (the default).
+    Run {
+        #[command(flatten)]
+        settings: Box<Settings>,
+        /// Extra dockerd flags, after `--`.
+        #[arg(last = true)]
+        dockerd_args: Vec<String>,
+    },
+    /// Mint or refresh the certificate set in the certificate directory, then exit.
+    Certs(TlsArgs),
+}
+
+/// Subcommands of ours; every other non-flag first word is executed.
+const OURS: &[&str] = &["run", "certs", "help"];
+
+/// Sorts `argv` (with the program name first) into an [`Invocation`].
+pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
+    let first = argv.get(1).map(|a| a.to_string_lossy().into_owned());
+    match first.as_deref() {
+        None => run_with(argv[..1].to_vec(), Vec::new(), false),
+        Some(a) if a.starts_with('-') => run_with(argv[..1].to_vec(), lossy(&argv[1..]), false),
+        Some("dockerd") => run_with(argv[..1].to_vec(), lossy(&argv[2..]), true),
+        Some(a) if OURS.contains(&a) => match Cli::try_parse_from(argv)?.command {
+            Command::Run {
+                settings,
+                dockerd_args,
+            } => Ok(Invocation::Run {
+                settings,
+                dockerd_args,
+                exact: false,
+            }),
+            Command::Certs(tls) => Ok(Invocation::Certs(tls)),
+        },
+        Some(_) => Ok(Invocation::Exec(argv[1..].to_vec())),
+    }
+}
+
+/// `run` with settings from the environment only: the stock forms leave no
+/// room for our flags on the command line.
+fn run_with(
+    prog: Vec<OsString>,
+    dockerd_args: Vec<String>,
+    exact: bool,
+) -> Result<Invocation, clap::Error> {
+    let mut argv = prog;
+    argv.push("run".into());
+    let Command::Run { settings, .. } = Cli::try_parse_from(argv)?.command else {
+        unreachable!("parsed `run`")
+    };
+    Ok(Invocation::Run {
+        settings,
+        dockerd_args,
+        exact,
+    })
+}
+
+fn lossy(args: &[OsString]) -> Vec<String> {
+    args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+}
+
+/// Certificate settings, shared by `run` and `certs`.
+#[derive(Debug, Args, Clone)]
+pub struct TlsArgs {
+    /// Certificate directory; empty turns TLS off. Default: $DOCKER_TLS_CERTDIR, else /certs.
+    #[arg(long, value_name = "DIR")]
+    pub tls_certdir: Option<PathBuf>,
+    /// Key type of the CA, server and client keys.
+    #[arg(long, env = "DIND_TLS_KEY_TYPE", value_enum, default_value = "ecdsa-p256")]
+    pub tls_key_type: KeyType,
+    /// Validity of newly issued certificates, in days.
+    #[arg(long, env = "DIND_CERT_VALIDITY_DAYS", default_value_t = 825,
+          value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub cert_validity_days: u32,
+}
+
+/// Everything `run` can be told; checked into a `Config` by `config.rs`.
+#[derive(Debug, Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// Registry mirrors for dockerd (repeat, or comma/space separated).
+    #[arg(long = "registry-mirror", env = "DIND_REGISTRY_MIRRORS", value_name = "URL")]
+    pub registry_mirrors: Vec<String>,
+    /// Registries dockerd may reach without TLS verification (repeat, or comma/space separated).
+    #[arg(long = "insecure-registry", env = "DIND_INSECURE_REGISTRIES", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Storage driver [default: overlay2, with a fallback when the data root sits on overlayfs].
+    #[arg(long, env = "DIND_STORAGE_DRIVER")]
+    pub storage_driver: Option<String>,
+    /// What to do when overlay2 cannot work because the data root is on overlayfs.
+    #[arg(long, env = "DIND_STORAGE_ON_OVERLAY", value_enum, default_value = "fallback")]
+    pub storage_on_overlay: OnOverlayArg,
+    /// MTU for dockerd's bridge: `auto` (the default route's, when below 1500) or a number.
+    #[arg(long, env = "DIND_MTU", default_value = "auto")]
+    pub mtu: String,
+
+    /// How long a stop may take before dockerd and everything left are killed.
+    #[arg(long, env = "DIND_SHUTDOWN_TIMEOUT", default_value = "8s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// When to restart dockerd after it exits on its own.
+    #[arg(long, env = "DIND_RESTART", value_enum, default_value = "on-failure")]
+    pub restart: RestartPolicy,
+    /// Restarts allowed in a row (a run Ready for 60 s resets the count); then exit non-zero.
+    #[arg(long, env = "DIND_RESTART_MAX", default_value_t = 5)]
+    pub restart_max: u32,
+
+    /// Log format of the supervisor (dockerd's lines are re-emitted in it too).
+    #[arg(long, env = "DIND_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "DIND_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Public API addresses (repeat, or comma separated) [default: 0.0.0.0:2376 with TLS, 0.0.0.0:2375 without].
+    #[arg(long = "listen", env = "DIND_LISTEN", value_delimiter = ',', value_name = "ADDR:PORT")]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Mode of the unix socket served at DOCKER_HOST's path (octal).
+    #[arg(long, env = "DIND_SOCKET_MODE", default_value = "0660", value_parser = parse_mode)]
+    pub socket_mode: u32,
+    /// Group of that socket; when /etc/group lacks it, the socket is made 0666.
+    #[arg(long, env = "DIND_SOCKET_GROUP", default_value = "docker")]
+    pub socket_group: String,
+    /// How long a request waits for the engine to be ready again after a restart, before 503.
+    #[arg(long, env = "DIND_HOLD_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub hold_timeout: Duration,
+
+    /// Plain-HTTP health endpoint (/livez, /readyz, /metrics, /status).
+    #[arg(long, env = "DIND_HEALTH_ADDR", default_value = "0.0.0.0:2378")]
+    pub health_addr: std::net::SocketAddr,
+
+    /// dockerd binary, looked up on PATH.
+    #[arg(long, env = "DIND_DOCKERD", default_value = "dockerd")]
+    pub dockerd: PathBuf,
+    /// dockerd's private socket; jobs reach the engine through the proxy.
+    #[arg(long, env = "DIND_DOCKERD_SOCKET", default_value = "/var/run/docker.sock")]
+    pub dockerd_socket: PathBuf,
+    /// dockerd's data root (checked for overlay-on-overlay).
+    #[arg(long, env = "DIND_DATA_ROOT", default_value = "/var/lib/docker")]
+    pub data_root: PathBuf,
+    /// Where the supervisor keeps generated files (daemon.json, iptables shims).
+    #[arg(long, env = "DIND_RUN_DIR", default_value = "/run/dind-supervisor")]
+    pub run_dir: PathBuf,
+    /// Directories searched (recursively) for stale docker*.pid files at start.
+    #[arg(long, env = "DIND_STALE_PID_DIRS", value_delimiter = ',', default_value = "/run,/var/run")]
+    pub stale_pid_dirs: Vec<PathBuf>,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode like 0660"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOverlayArg {
+    /// Use fuse-overlayfs if installed, else vfs, with a warning.
+    Fallback,
+    /// Refuse to start.
+    Exit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        std::iter::once("dind-supervisor")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    fn run_args(inv: Invocation) -> (Vec<String>, bool) {
+        match inv {
+            Invocation::Run {
+                dockerd_args,
+                exact,
+                ..
+            } => (dockerd_args, exact),
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_arguments_runs_dockerd_with_defaults() {
+        assert_eq!(run_args(parse(argv(&[])).unwrap()), (vec![], false));
+    }
+
+    #[test]
+    fn leading_flag_is_passed_to_dockerd_as_gitlab_command_does() {
+        let (args, exact) = run_args(
+            parse(argv(&["--registry-mirror", "https://mirror.example", "--debug"])).unwrap(),
+        );
+        assert_eq!(args, ["--registry-mirror", "https://mirror.example", "--debug"]);
+        assert!(!exact);
+    }
+
+    #[test]
+    fn dockerd_first_means_exactly_these_flags() {
+        let (args, exact) = run_args(parse(argv(&["dockerd", "-H", "unix:///x.sock"])).unwrap());
+        assert_eq!(args, ["-H", "unix:///x.sock"]);
+        assert!(exact);
+    }
+
+    #[test]
+    fn other_commands_are_executed() {
+        match parse(argv(&["sh", "-c", "echo hi"])).unwrap() {
+            Invocation::Exec(a) => assert_eq!(a, ["sh", "-c", "echo hi"]),
+            other => panic!("expected exec, got {other:?}"),
+        }
+        // A word that merely resembles ours is still a client command.
+        assert!(matches!(parse(argv(&["docker", "ps"])).unwrap(), Invocation::Exec(_)));
+    }
+
+    #[test]
+    fn run_takes_our_flags_and_dockerd_flags_after_the_separator() {
+        let inv = parse(argv(&[
+            "run",
+            "--mtu",
+            "1400",
+            "--restart",
+            "never",
+            "--shutdown-timeout",
+            "3s",
+            "--",
+            "--debug",
+        ]))
+        .unwrap();
+        let Invocation::Run {
+            settings,
+            dockerd_args,
+            exact,
+        } = inv
+        else {
+            panic!()
+        };
+        assert_eq!(settings.mtu, "1400");
+        assert_eq!(settings.restart, RestartPolicy::Never);
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(3));
+        assert_eq!(dockerd_args, ["--debug"]);
+        assert!(!exact);
+    }
+
+    #[test]
+    fn certs_subcommand_parses() {
+        let inv = parse(argv(&["certs", "--tls-key-type", "rsa-2048", "--tls-certdir", "/tmp/c"])).unwrap();
+        let Invocation::Certs(tls) = inv else { panic!() };
+        assert_eq!(tls.tls_key_type, KeyType::Rsa2048);
+        assert_eq!(tls.tls_certdir.as_deref(), Some(std::path::Path::new("/tmp/c")));
+    }
+
+    #[test]
+    fn bad_setting_is_a_clap_error_not_a_panic() {
+        assert!(parse(argv(&["run", "--restart", "sometimes"])).is_err());
+    }
+}

@@ -1,0 +1,328 @@
+//! Starting dockerd: host preparation, its command line, its output, and
+//! the probe that tells when it answers.
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+pub use proxy::upstream::Pong;
+
+use crate::config;
+use crate::daemon_json;
+use crate::iptables;
+use crate::mtu::{self, MtuSetting};
+use crate::storage;
+
+/// How many of dockerd's last stderr lines are kept for the crash report.
+const TAIL_LINES: usize = 20;
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the probe reports that dockerd still does not answer.
+const SLOW_START_REPORT: Duration = Duration::from_secs(10);
+
+/// Everything needed to start (and restart) dockerd, decided once.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// PATH for dockerd, when the iptables choice needs shims in front.
+    pub path_env: Option<String>,
+    pub socket: PathBuf,
+    pub stale_pid_dirs: Vec<PathBuf>,
+}
+
+/// A started dockerd. Its exit status is collected by the reaper, never here.
+pub struct Running {
+    pub pid: Pid,
+    pub started: Instant,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    /// The readiness probe; aborted when this dockerd is gone.
+    probe: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.probe.abort();
+    }
+}
+
+/// PATH when the environment has none (a bare `docker run` sets one, but an
+/// init system may not).
+const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Time dockerd keeps for itself after its containers' stop timeout: stopping
+/// containerd, unmounting, removing the socket.
+const DOCKERD_OWN_SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// Readies the host and decides dockerd's command line: stale pid files,
+/// iptables backend, storage driver, MTU, registries and daemon.json merge.
+/// Runs before supervision starts, so the helper processes it may run are
+/// waited for here and never meet the reaper.
+pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Result<Prepared> {
+    remove_stale_pid_files(&cfg.stale_pid_dirs);
+    let path = std::env::var("PATH").unwrap_or_else(|_| FALLBACK_PATH.to_owned());
+
+    let ipt = iptables::choose(cfg.iptables_legacy.as_deref(), &path, &cfg.run_dir.join("iptables"))
+        .context("choosing the iptables backend")?;
+    tracing::info!(backend = ?ipt.backend, reason = %ipt.reason, "iptables backend");
+
+    if cfg.exact {
+        tracing::info!(args = ?cfg.user_args, "running dockerd with exactly the given flags");
+        return Ok(Prepared {
+            program: cfg.program.clone(),
+            args: cfg.user_args.clone(),
+            path_env: ipt.path_env,
+            socket: cfg.socket.clone(),
+            stale_pid_dirs: cfg.stale_pid_dirs.clone(),
+        });
+    }
+
+    let default_config = Path::new(daemon_json::DEFAULT_CONFIG);
+    let user_config = daemon_json::load(&cfg.user_args, default_config)?;
+    let explicit_driver = daemon_json::explicit_storage_driver(&cfg.user_args, default_config)?;
+    let storage = storage::choose(
+        &storage::Request {
+            explicit: explicit_driver.as_deref(),
+            requested: cfg.storage_driver.as_deref(),
+            on_overlay: cfg.storage_on_overlay,
+        },
+        &cfg.data_root,
+        ipt.path_env.as_deref().unwrap_or(&path),
+    )?;
+    tracing::info!(driver = %storage.driver, reason = %storage.reason, "storage driver");
+
+    let detected = mtu::detect();
+    let mtu = mtu::choose(cfg.mtu, detected);
+    tracing::info!(mtu = ?mtu.mtu, reason = %mtu.reason, "mtu");
+
+    let wanted = daemon_json::Wanted {
+        registry_mirrors: cfg.registry_mirrors.clone(),
+        insecure_registries: cfg.insecure_registries.clone(),
+        storage_driver: (!storage.explicit).then(|| daemon_json::Scalar {
+            value: storage.driver.clone(),
+            explicit: cfg.storage_driver.is_some(),
+        }),
+        mtu: mtu.mtu.map(|n| daemon_json::Scalar {
+            value: n,
+            explicit: cfg.mtu != MtuSetting::Auto,
+        }),
+    };
+    let plan = daemon_json::plan(&wanted, &cfg.user_args, default_config, &cfg.run_dir.join("daemon.json"))?;
+    for note in &plan.notes {
+        tracing::info!("{note}");
+    }
+    for warning in &plan.warnings {
+        tracing::warn!("{warning}");
+    }
+    daemon_json::apply(&plan)?;
+
+    let mut args = vec![format!("--host=unix://{}", cfg.socket.display())];
+    if daemon_json::flag_value(&cfg.user_args, "--data-root", None).is_none()
+        && user_config.get("data-root").is_none()
+        && cfg.data_root != Path::new(storage::DEFAULT_DATA_ROOT)
+    {
+        args.push(format!("--data-root={}", cfg.data_root.display()));
+    }
+    // dockerd stops containers with its own timeout (15 s by default), which
+    // would outlast `docker stop`'s 10 s grace; give it our deadline minus
+    // the time it needs for itself, unless the user chose one.
+    if daemon_json::flag_value(&cfg.user_args, "--shutdown-timeout", None).is_none()
+        && user_config.get("shutdown-timeout").is_none()
+    {
+        let secs = shutdown_timeout.saturating_sub(DOCKERD_OWN_SHUTDOWN).as_secs().max(1);
+        args.push(format!("--shutdown-timeout={secs}"));
+    }
+    args.extend(plan.dockerd_args(&cfg.user_args));
+    tracing::info!(?args, "dockerd command line");
+    Ok(Prepared {
+        program: cfg.program.clone(),
+        args,
+        path_env: ipt.path_env,
+        socket: cfg.socket.clone(),
+        stale_pid_dirs: cfg.stale_pid_dirs.clone(),
+    })
+}
+
+/// Starts dockerd in its own process group (a terminal's Ctrl-C must reach
+/// it once, through us) with its output piped into our log. Returns the
+/// process and a receiver that fires when it first answers `/_ping`.
+pub fn spawn(p: &Prepared) -> io::Result<(Running, oneshot::Receiver<Pong>)> {
+    let mut cmd = Command::new(&p.program);
+    cmd.args(&p.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(path) = &p.path_env {
+        cmd.env("PATH", path);
+    }
+    // std's Child is dropped without waiting: the reaper owns the status.
+    let mut child = cmd.spawn()?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    if let Some(out) = child.stdout.take() {
+        relay(pipe::Receiver::from_owned_fd(out.into())?, None);
+    }
+    if let Some(err) = child.stderr.take() {
+        relay(pipe::Receiver::from_owned_fd(err.into())?, Some(tail.clone()));
+    }
+    let (tx, rx) = oneshot::channel();
+    let probe = tokio::spawn(probe(p.socket.clone(), tx));
+    Ok((
+        Running {
+            pid,
+            started: Instant::now(),
+            tail,
+            probe,
+        },
+        rx,
+    ))
+}
+
+/// Polls `/_ping` until dockerd answers, then reports once.
+async fn probe(socket: PathBuf, tx: oneshot::Sender<Pong>) {
+    let started = Instant::now();
+    let mut next_report = started + SLOW_START_REPORT;
+    loop {
+        let err = match proxy::upstream::ping(&socket, PROBE_TIMEOUT).await {
+            Ok(pong) => {
+                let _ = tx.send(pong);
+                return;
+            }
+            Err(e) => e,
+        };
+        if Instant::now() >= next_report {
+            tracing::warn!(
+                waited_s = started.elapsed().as_secs(),
+                last_error = %err,
+                "dockerd does not answer yet"
+            );
+            next_report += SLOW_START_REPORT;
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+/// Re-emits one of dockerd's output streams line by line, marked as
+/// dockerd's, at the level dockerd gave the line. The task ends at EOF.
+fn relay(rx: pipe::Receiver, tail: Option<Arc<Mutex<VecDeque<String>>>>) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(rx).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let (level, text) = parse_logrus(&line);
+            match level {
+                "error" | "fatal" | "panic" => tracing::error!(target: "dockerd", "{text}"),
+                "warning" | "warn" => tracing::warn!(target: "dockerd", "{text}"),
+                "debug" | "trace" => tracing::debug!(target: "dockerd", "{text}"),
+                _ => tracing::info!(target: "dockerd", "{text}"),
+            }
+            if let Some(tail) = &tail {
+                if let Ok(mut t) = tail.lock() {
+                    if t.len() == TAIL_LINES {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            }
+        }
+    });
+}
+
+/// Splits a logrus text line (`time="..." level=info msg="..."`) into its
+/// level and the rest without the timestamp, which our own log adds.
+fn parse_logrus(line: &str) -> (&str, &str) {
+    let rest = match line.strip_prefix("time=\"") {
+        Some(r) => r.split_once("\" ").map_or(line, |(_, r)| r),
+        None => line,
+    };
+    match rest.strip_prefix("level=") {
+        Some(r) => r.split_once(' ').unwrap_or((r, "")),
+        None => ("info", rest),
+    }
+}
+
+/// Removes `docker*.pid` files below `dirs`, as the stock entrypoint does
+/// with `find /run /var/run -iname 'docker*.pid' -delete`: a pid file left
+/// by a killed dockerd or containerd can stop the next one from starting.
+pub fn remove_stale_pid_files(dirs: &[PathBuf]) {
+    for dir in dirs {
+        walk_pid_files(dir, 0);
+    }
+}
+
+fn walk_pid_files(dir: &Path, depth: usize) {
+    // /var/run is usually a symlink to /run; symlinks are not followed, so
+    // each file is seen once. Depth is bounded against pathological trees.
+    if depth > 8 {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let Ok(ft) = entry.file_type() else { continue };
+        let path = entry.path();
+        if ft.is_dir() {
+            walk_pid_files(&path, depth + 1);
+        } else if ft.is_file() && is_docker_pid_file(&entry.file_name()) {
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "removed stale pid file"),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove stale pid file"),
+            }
+        }
+    }
+}
+
+fn is_docker_pid_file(name: &OsStr) -> bool {
+    let name = name.to_string_lossy().to_ascii_lowercase();
+    name.starts_with("docker") && name.ends_with(".pid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logrus_lines_keep_level_and_drop_timestamp() {
+        assert_eq!(
+            parse_logrus(r#"time="2026-11-26T10:00:00Z" level=warning msg="no bridge""#),
+            ("warning", r#"msg="no bridge""#)
+        );
+        assert_eq!(parse_logrus("plain text"), ("info", "plain text"));
+    }
+
+    #[test]
+    fn stale_pid_files_are_removed_recursively_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("docker/containerd");
+        fs::create_dir_all(&nested).unwrap();
+        for f in ["docker.pid", "Docker-Foo.PID"] {
+            fs::write(dir.path().join(f), "1").unwrap();
+        }
+        fs::write(nested.join("dockerd.pid"), "1").unwrap();
+        fs::write(dir.path().join("containerd.pid"), "1").unwrap();
+        fs::write(dir.path().join("docker.sock.pid.bak"), "1").unwrap();
+        remove_stale_pid_files(&[dir.path().to_owned()]);
+        assert!(!dir.path().join("docker.pid").exists());
+        assert!(!dir.path().join("Docker-Foo.PID").exists());
+        assert!(!nested.join("dockerd.pid").exists());
+        assert!(dir.path().join("containerd.pid").exists());
+        assert!(dir.path().join("docker.sock.pid.bak").exists());
+    }
+}

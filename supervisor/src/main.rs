@@ -1,0 +1,245 @@
+//! `dind-supervisor`: PID 1 of a Docker-in-Docker service container.
+//!
+//! # Layout
+//! - [`cli`]: the stock entrypoint's argument rules, then our subcommands.
+//! - [`config`]: settings and `DOCKER_*` variables, checked once.
+//! - [`certs`]: minting the CA, server and client certificates.
+//! - [`cgroup`], [`iptables`], [`storage`], [`mtu`], [`daemon_json`]: host
+//!   preparation decided before dockerd starts.
+//! - [`dockerd`]: dockerd's command line, start, output and ready probe.
+//! - [`supervise`]: the run loop that owns dockerd and the readiness latch.
+//! - [`signals`], [`reap`], [`procfs`]: PID 1 duties.
+
+mod certs;
+mod cgroup;
+mod cli;
+mod config;
+mod daemon_json;
+mod dockerd;
+mod iptables;
+mod logging;
+mod mtu;
+mod procfs;
+mod reap;
+mod signals;
+mod storage;
+mod supervise;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::cli::Invocation;
+use crate::config::{Config, ProcessEnv};
+
+/// Exit code for a configuration the supervisor refuses (sysexits EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let invocation = match cli::parse(std::env::args_os().collect()) {
+        Ok(i) => i,
+        Err(e) => e.exit(),
+    };
+    match invocation {
+        Invocation::Exec(argv) => exec(argv),
+        Invocation::Certs(tls) => {
+            logging::init(cli::LogFormat::Text, "info");
+            report(run_certs(&tls))
+        }
+        Invocation::Run {
+            settings,
+            dockerd_args,
+            exact,
+        } => {
+            logging::init(settings.log_format, &settings.log_level);
+            let config = match Config::new(*settings, dockerd_args, exact, &ProcessEnv) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match run(config, started) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Certificates, host preparation, dockerd, supervision; returns the exit code.
+fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        // Signal handlers exist before any child does, so no SIGCHLD and no
+        // early SIGTERM is lost.
+        let signals = signals::Signals::install().context("installing signal handlers")?;
+        become_init();
+        let (latch, readiness) = proxy::readiness::channel();
+        let metrics = Arc::new(proxy::metrics::Metrics::default());
+        // Health answers (503) from the first moment, so probes can tell
+        // "starting" from "dead".
+        let health_listener = proxy::health::bind(config.health_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} for health: free it or set DIND_HEALTH_ADDR", config.health_addr))?;
+        tracing::info!(addr = %health_listener.local_addr()?, "health endpoint listening");
+
+        let certs = match &config.tls {
+            Some(spec) => {
+                let report = certs::ensure(spec)?;
+                log_certs(spec, &report);
+                Some(report)
+            }
+            None => {
+                tracing::warn!("TLS is off (DOCKER_TLS_CERTDIR is empty): the API is served without authentication on plain TCP");
+                None
+            }
+        };
+        let prepared = dockerd::prepare(&config.dockerd, config.supervise.shutdown_timeout)?;
+        let endpoints = match &config.proxy {
+            Some(p) => endpoints(p, config.tls.as_ref())?,
+            None => Vec::new(),
+        };
+        let health = proxy::health::Health {
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
+            proxied: !endpoints.is_empty(),
+            extra: status_extra(&endpoints, certs.as_ref()),
+        };
+        tokio::spawn(proxy::health::serve(health_listener, Arc::new(health)));
+        let proxy_task = config.proxy.as_ref().map(|p| {
+            let proxy_config = proxy::Config {
+                endpoints,
+                upstream: prepared.socket.clone(),
+                limits: proxy::forward::Limits {
+                    hold: p.hold,
+                    ..Default::default()
+                },
+            };
+            tokio::spawn(proxy::serve(proxy_config, readiness.clone(), metrics.clone()))
+        });
+        let code = supervise::Supervisor::new(config.supervise, prepared, latch, started, proxy_task)
+            .run(signals)
+            .await;
+        Ok(code)
+    })
+}
+
+/// PID 1 inherits orphans by definition; elsewhere ask the kernel for them,
+/// so containerd shims are reaped here and not by whoever started us. As PID
+/// 1 also nest cgroup v2 before any other process exists.
+fn become_init() {
+    if nix::unistd::getpid().as_raw() == 1 {
+        match cgroup::nest_default() {
+            Ok(outcome) => tracing::info!(?outcome, "cgroup"),
+            Err(e) => tracing::warn!(error = %e, "cgroup v2 nesting failed; dockerd may not manage cgroups"),
+        }
+    } else if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "cannot become a child subreaper; orphans will go to the real init");
+    }
+}
+
+/// The proxy's endpoints: TCP (mutual TLS when certificates are on) and the
+/// unix socket named by DOCKER_HOST.
+fn endpoints(p: &config::Proxy, tls: Option<&certs::CertSpec>) -> anyhow::Result<Vec<proxy::Endpoint>> {
+    let server_tls = match tls {
+        Some(spec) => {
+            let paths = certs::Paths::new(&spec.dir);
+            Some(proxy::auth::server_config(&proxy::auth::ServerFiles {
+                ca: paths.server_ca(),
+                cert: paths.server_cert(),
+                key: paths.server_key(),
+            })?)
+        }
+        None => None,
+    };
+    let mut out: Vec<proxy::Endpoint> = p
+        .listen
+        .iter()
+        .map(|&addr| proxy::Endpoint::Tcp {
+            addr,
+            tls: server_tls.clone(),
+        })
+        .collect();
+    if let Some(s) = &p.socket {
+        if s.gid.is_none() {
+            tracing::warn!(path = %s.path.display(), "no `docker` group in /etc/group: the API socket is world-writable (0666)");
+        }
+        out.push(proxy::Endpoint::Unix {
+            path: s.path.clone(),
+            mode: s.mode,
+            gid: s.gid,
+        });
+    }
+    Ok(out)
+}
+
+/// What `/status` adds to the live state: endpoints and certificates.
+fn status_extra(endpoints: &[proxy::Endpoint], certs: Option<&certs::Report>) -> serde_json::Value {
+    let cert = |c: &certs::CertInfo| {
+        serde_json::json!({
+            "path": c.path,
+            "sha256": c.sha256_fingerprint,
+            "not_after": c.not_after.format(&time::format_description::well_known::Rfc3339).ok(),
+        })
+    };
+    serde_json::json!({
+        "endpoints": endpoints.iter().map(|e| serde_json::json!({"url": e.url(), "tls": e.is_tls()})).collect::<Vec<_>>(),
+        "certificates": certs.map(|r| serde_json::json!({"ca": cert(&r.ca_cert), "server": cert(&r.server_cert)})),
+    })
+}
+
+fn run_certs(tls: &cli::TlsArgs) -> anyhow::Result<()> {
+    match config::tls_spec(tls, &ProcessEnv)? {
+        Some(spec) => {
+            log_certs(&spec, &certs::ensure(&spec)?);
+            Ok(())
+        }
+        None => anyhow::bail!("TLS is off (DOCKER_TLS_CERTDIR is empty): set a certificate directory with --tls-certdir"),
+    }
+}
+
+fn log_certs(spec: &certs::CertSpec, r: &certs::Report) {
+    tracing::info!(
+        dir = %spec.dir.display(),
+        key_type = ?spec.key_type,
+        elapsed_ms = r.elapsed.as_secs_f64() * 1e3,
+        ca = %r.ca,
+        server = %r.server,
+        client = %r.client,
+        sans = %spec.sans.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        server_not_after = %r.server_cert.not_after,
+        server_sha256 = %r.server_cert.sha256_fingerprint,
+        "certificates ready"
+    );
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Client mode: replace this process with the command, as the stock
+/// entrypoint's `exec "$@"` does.
+fn exec(argv: Vec<OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
+    eprintln!("dind-supervisor: cannot run {:?}: {err}", argv[0]);
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+}

@@ -1,0 +1,344 @@
+//! The run loop: owns dockerd's process and the readiness latch, reaps,
+//! forwards signals, restarts on a crash and stops inside the deadline.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use proxy::readiness::{Latch, State};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::sleep_until;
+
+use crate::cli::RestartPolicy;
+use crate::config::Supervise;
+use crate::dockerd::{self, Prepared, Running};
+use crate::reap::{self, Exit};
+use crate::signals::{self, Event, Signals};
+
+/// A run that held Ready this long was healthy: its crash starts a new count.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Of the shutdown budget, what dockerd keeps for itself after its
+/// containers are stopped: containerd, unmounts, the socket.
+const CONTAINER_STOP_RESERVE: Duration = Duration::from_secs(3);
+/// Bound on the wait for descendants after dockerd is gone.
+const LEFTOVER_GRACE: Duration = Duration::from_millis(500);
+
+/// Why the supervisor is stopping, and by when it must be done.
+struct Stopping {
+    signal: Signal,
+    since: Instant,
+    deadline: Instant,
+    /// SIGKILL already went out (deadline passed or a second signal came).
+    killed: bool,
+}
+
+/// The one owner of dockerd's pid, the latch, and the restart count.
+pub struct Supervisor {
+    policy: Supervise,
+    prepared: Prepared,
+    latch: Latch,
+    started: Instant,
+    /// The current dockerd, None between a crash and its restart.
+    dockerd: Option<Running>,
+    /// Fires once when the current dockerd first answers /_ping.
+    ready: Option<oneshot::Receiver<dockerd::Pong>>,
+    ready_since: Option<Instant>,
+    failures: u32,
+    restart_at: Option<Instant>,
+    stopping: Option<Stopping>,
+    /// Stopping inner containers within our budget before dockerd is
+    /// signalled; dockerd's own shutdown would give each 10 s.
+    pre_stop: Option<JoinHandle<()>>,
+    /// The public proxy; its early end (a port it cannot bind) stops us.
+    proxy: Option<JoinHandle<Result<(), proxy::ServeError>>>,
+    /// Exit code decided by a fatal error, overriding dockerd's status.
+    failed: Option<i32>,
+}
+
+impl Supervisor {
+    pub fn new(
+        policy: Supervise,
+        prepared: Prepared,
+        latch: Latch,
+        started: Instant,
+        proxy: Option<JoinHandle<Result<(), proxy::ServeError>>>,
+    ) -> Self {
+        Supervisor {
+            policy,
+            prepared,
+            latch,
+            started,
+            dockerd: None,
+            ready: None,
+            ready_since: None,
+            failures: 0,
+            restart_at: None,
+            stopping: None,
+            pre_stop: None,
+            proxy,
+            failed: None,
+        }
+    }
+
+    /// Runs until dockerd is gone for good; returns the process exit code.
+    pub async fn run(mut self, mut signals: Signals) -> i32 {
+        self.launch();
+        loop {
+            let stop_deadline = self
+                .stopping
+                .as_ref()
+                .filter(|s| !s.killed && self.dockerd.is_some())
+                .map(|s| s.deadline);
+            tokio::select! {
+                ev = signals.recv() => {
+                    if let Some(code) = self.on_signal(ev) {
+                        return self.finish(code).await;
+                    }
+                }
+                pong = async { self.ready.as_mut().expect("guarded").await }, if self.ready.is_some() => {
+                    self.ready = None;
+                    if let Ok(pong) = pong {
+                        self.on_ready(pong);
+                    }
+                }
+                _ = sleep_until(self.restart_at.unwrap_or_else(Instant::now).into()), if self.restart_at.is_some() => {
+                    self.restart_at = None;
+                    self.launch();
+                    if self.dockerd.is_none() && self.restart_at.is_none() {
+                        return self.finish(1).await;
+                    }
+                }
+                ended = async { self.proxy.as_mut().expect("guarded").await }, if self.proxy.is_some() => {
+                    self.proxy = None;
+                    let error = match ended {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(e) => Some(format!("proxy task failed: {e}")),
+                    };
+                    if let Some(error) = error {
+                        tracing::error!("{error}");
+                        self.failed = Some(1);
+                        if let Some(code) = self.on_stop(Signal::SIGTERM) {
+                            return self.finish(code).await;
+                        }
+                    }
+                }
+                _ = async { self.pre_stop.as_mut().expect("guarded").await }, if self.pre_stop.is_some() => {
+                    self.pre_stop = None;
+                    self.signal_dockerd_to_stop();
+                }
+                _ = sleep_until(stop_deadline.unwrap_or_else(Instant::now).into()), if stop_deadline.is_some() => {
+                    self.kill_everything("dockerd did not stop before the shutdown deadline");
+                }
+            }
+        }
+    }
+
+    fn launch(&mut self) {
+        match dockerd::spawn(&self.prepared) {
+            Ok((running, ready)) => {
+                tracing::info!(pid = %running.pid, socket = %self.prepared.socket.display(), "dockerd started");
+                let pid = running.pid.as_raw() as u32;
+                self.latch.engine(|e| e.pid = Some(pid));
+                self.dockerd = Some(running);
+                self.ready = Some(ready);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, program = %self.prepared.program.display(), "cannot start dockerd");
+                self.schedule_restart(Exit::Code(127));
+            }
+        }
+    }
+
+    fn on_ready(&mut self, pong: dockerd::Pong) {
+        self.ready_since = Some(Instant::now());
+        let since_start = self.started.elapsed().as_secs_f64();
+        self.latch.engine(|e| {
+            e.version = pong.version.clone();
+            e.api_version = pong.api_version.clone();
+            e.seconds_to_ready.get_or_insert(since_start);
+        });
+        if self.latch.set(State::Ready) {
+            tracing::info!(
+                seconds_to_ready = self.started.elapsed().as_secs_f64(),
+                api_version = pong.api_version.as_deref().unwrap_or("unknown"),
+                pid = ?self.dockerd.as_ref().map(|d| d.pid.as_raw()),
+                "engine ready"
+            );
+        }
+    }
+
+    /// Returns Some(exit code) when the supervisor is done.
+    fn on_signal(&mut self, ev: Event) -> Option<i32> {
+        match ev {
+            Event::Child => {
+                let dockerd_pid = self.dockerd.as_ref().map(|d| d.pid);
+                for (pid, exit) in reap::reap_all() {
+                    if Some(pid) == dockerd_pid {
+                        if let Some(code) = self.on_dockerd_exit(exit) {
+                            return Some(code);
+                        }
+                    } else {
+                        tracing::debug!(%pid, %exit, "reaped orphan");
+                    }
+                }
+                None
+            }
+            Event::Forward(sig) => {
+                if let Some(d) = &self.dockerd {
+                    tracing::info!(signal = %sig, pid = %d.pid, "forwarding signal to dockerd");
+                    signals::send(d.pid, sig);
+                }
+                None
+            }
+            Event::Stop(sig) => self.on_stop(sig),
+        }
+    }
+
+    fn on_stop(&mut self, sig: Signal) -> Option<i32> {
+        if let Some(stopping) = &self.stopping {
+            if !stopping.killed {
+                tracing::warn!(signal = %sig, "second stop signal; killing dockerd now");
+                self.kill_everything("second stop signal");
+            }
+            return None;
+        }
+        let now = Instant::now();
+        self.latch.set(State::ShuttingDown);
+        self.restart_at = None;
+        self.stopping = Some(Stopping {
+            signal: sig,
+            since: now,
+            deadline: now + self.policy.shutdown_timeout,
+            killed: false,
+        });
+        if self.dockerd.is_none() {
+            // Nothing runs (between restarts): the stop is already complete.
+            return Some(if sig == Signal::SIGQUIT { 128 + sig as i32 } else { 0 });
+        }
+        // SIGQUIT asks dockerd for a stack dump on the way out: no pre-stop.
+        if sig != Signal::SIGQUIT && self.ready_since.is_some() {
+            let grace = self.policy.shutdown_timeout.saturating_sub(CONTAINER_STOP_RESERVE).max(Duration::from_secs(1));
+            let socket = self.prepared.socket.clone();
+            tracing::info!(?grace, "stopping containers before dockerd");
+            self.pre_stop = Some(tokio::spawn(async move {
+                match proxy::upstream::stop_containers(&socket, grace).await {
+                    Ok(n) => tracing::info!(stopped = n, "containers stopped"),
+                    Err(e) => tracing::warn!(error = %e, "cannot stop containers first; dockerd will"),
+                }
+            }));
+        } else {
+            self.signal_dockerd_to_stop();
+        }
+        None
+    }
+
+    fn signal_dockerd_to_stop(&self) {
+        if let (Some(d), Some(s)) = (&self.dockerd, &self.stopping) {
+            tracing::info!(signal = %s.signal, pid = %d.pid, deadline = ?self.policy.shutdown_timeout, "stopping dockerd");
+            signals::send(d.pid, s.signal);
+        }
+    }
+
+    /// Decides what a dockerd exit means. Some(code) ends the supervisor.
+    fn on_dockerd_exit(&mut self, exit: Exit) -> Option<i32> {
+        let running = self.dockerd.take().expect("dockerd was running");
+        self.ready = None;
+        if let Some(stopping) = &self.stopping {
+            tracing::info!(%exit, "dockerd stopped");
+            // Exited on our signal inside the deadline: a clean stop is 0 even
+            // when dockerd reports the signal it died of.
+            let code = match exit {
+                Exit::Signal(s) if s == stopping.signal && !stopping.killed => 0,
+                other => other.code(),
+            };
+            return Some(code);
+        }
+        let tail = running.stderr_tail();
+        tracing::error!(%exit, pid = %running.pid, last_lines = ?tail, "dockerd exited unexpectedly");
+        if self.ready_since.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+            self.failures = 0;
+        }
+        self.ready_since = None;
+        let restart = match self.policy.restart {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !exit.success(),
+            RestartPolicy::Never => false,
+        };
+        if !restart {
+            tracing::info!(policy = ?self.policy.restart, "not restarting dockerd");
+            return Some(exit.code());
+        }
+        self.schedule_restart(exit);
+        if self.restart_at.is_none() {
+            Some(if exit.success() { 1 } else { exit.code() })
+        } else {
+            None
+        }
+    }
+
+    fn schedule_restart(&mut self, exit: Exit) {
+        self.failures += 1;
+        if self.failures > self.policy.restart_max {
+            tracing::error!(
+                restarts = self.policy.restart_max,
+                last = %exit,
+                "dockerd keeps failing; giving up (raise DIND_RESTART_MAX or fix the cause above)"
+            );
+            return;
+        }
+        let backoff = BACKOFF_FIRST
+            .saturating_mul(1 << (self.failures - 1).min(5))
+            .min(BACKOFF_MAX);
+        self.latch.set(State::Restarting);
+        self.latch.engine(|e| {
+            e.restarts += 1;
+            e.pid = None;
+        });
+        dockerd::remove_stale_pid_files(&self.prepared.stale_pid_dirs);
+        tracing::warn!(attempt = self.failures, of = self.policy.restart_max, ?backoff, "restarting dockerd");
+        self.restart_at = Some(Instant::now() + backoff);
+    }
+
+    fn kill_everything(&mut self, why: &str) {
+        if let Some(s) = &mut self.stopping {
+            s.killed = true;
+        }
+        if let Some(pre_stop) = self.pre_stop.take() {
+            pre_stop.abort();
+        }
+        if let Some(d) = &self.dockerd {
+            tracing::warn!(reason = why, pid = %d.pid, "killing dockerd and everything it left");
+            signals::send(d.pid, Signal::SIGKILL);
+        }
+        signals::kill_descendants(Pid::this());
+    }
+
+    /// Kills and reaps whatever is left, then reports how long the stop took.
+    async fn finish(self, code: i32) -> i32 {
+        let code = self.failed.unwrap_or(code);
+        self.latch.set(State::ShuttingDown);
+        let left = signals::kill_descendants(Pid::this());
+        let until = Instant::now() + LEFTOVER_GRACE;
+        loop {
+            reap::reap_all();
+            if crate::procfs::descendants(Pid::this()).is_empty() || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        match &self.stopping {
+            Some(s) => tracing::info!(
+                shutdown_ms = s.since.elapsed().as_millis() as u64,
+                leftovers_killed = left,
+                exit_code = code,
+                "shutdown complete"
+            ),
+            None => tracing::info!(leftovers_killed = left, exit_code = code, "supervisor exiting"),
+        }
+        code
+    }
+}
