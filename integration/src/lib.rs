@@ -1,0 +1,1 @@
+//! Integration-test support lives in `tests/`; this crate has no library code.

@@ -1,0 +1,323 @@
+//! The authenticated proxy against a real dockerd with real docker CLIs:
+//! transparency (streams, upgrades, half-close, builds, copies), rejections,
+//! the readiness gate and the health endpoint.
+
+mod support;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::{docker_clis, ok, Service, ServiceOptions};
+
+/// Every everyday docker command, through mutual TLS, with each CLI.
+#[test]
+fn docker_cli_works_through_mutual_tls() {
+    let svc = Service::start(ServiceOptions::default());
+    svc.wait_ready();
+    let image = svc.load_busybox();
+    for cli in docker_clis() {
+        let name = cli.display().to_string();
+        let d = |args: &[&str]| {
+            let mut c = svc.tls_cli(&cli);
+            c.args(args);
+            c
+        };
+        let v = ok(&mut d(&["version", "--format", "{{.Server.Version}}"]));
+        assert!(!v.trim().is_empty(), "{name}: no server version");
+        ok(&mut d(&["info"]));
+        assert_eq!(ok(&mut d(&["run", "--rm", image, "echo", "hello"])).trim(), "hello", "{name}");
+
+        // stdin through an attach, closed by the client: half-close must
+        // reach the container and its output must still come back.
+        let mut run = d(&["run", "-i", "--rm", image, "cat"]);
+        let out = pipe(&mut run, b"line one\nline two\n");
+        assert_eq!(out, "line one\nline two\n", "{name}: run -i");
+
+        // A pseudo-terminal: the CLI wants a real tty on its side.
+        let mut tty = Command::new("script");
+        let cmdline = format!(
+            "{} run --rm -t {image} sh -c 'echo tty-$((6*7))'",
+            cli.display()
+        );
+        tty.args(["-qec", &cmdline, "/dev/null"])
+            .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", svc.port))
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", svc.certs().join("client"))
+            .stdin(Stdio::null());
+        assert!(ok(&mut tty).contains("tty-42"), "{name}: run -t");
+
+        let ctr = format!("exec-{}", std::process::id());
+        ok(&mut d(&["run", "-d", "--name", &ctr, image, "sleep", "600"]));
+        let data: String = (1..=2000).map(|i| format!("{i}\n")).collect();
+        let mut exec = d(&["exec", "-i", &ctr, "cat"]);
+        assert_eq!(pipe(&mut exec, data.as_bytes()), data, "{name}: exec -i");
+        ok(&mut d(&["rm", "-f", &ctr]));
+    }
+}
+
+#[test]
+fn streams_pass_without_buffering() {
+    let svc = Service::start(ServiceOptions::default());
+    svc.wait_ready();
+    let image = svc.load_busybox();
+    let cli = docker_clis().pop().unwrap();
+    let d = |args: &[&str]| {
+        let mut c = svc.tls_cli(&cli);
+        c.args(args);
+        c
+    };
+    ok(&mut d(&["run", "-d", "--name", "ticker", image, "sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"]));
+    // logs -f: the first lines arrive while the container still runs.
+    let mut logs = d(&["logs", "-f", "ticker"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(logs.stdout.take().unwrap()).lines();
+    let started = Instant::now();
+    for n in 1..=5 {
+        let line = lines.next().expect("log line").unwrap();
+        assert_eq!(line, format!("tick {n}"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    logs.kill().unwrap();
+    let _ = logs.wait();
+
+    // events: an event shows up while the stream is open.
+    let since = chrono_now(&svc);
+    let mut events = d(&["events", "--since", &since, "--filter", "event=create", "--format", "{{.Actor.Attributes.name}}"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ok(&mut d(&["create", "--name", "evented", image, "true"]));
+    let mut ev = BufReader::new(events.stdout.take().unwrap()).lines();
+    assert_eq!(ev.next().unwrap().unwrap(), "evented");
+    events.kill().unwrap();
+    let _ = events.wait();
+    ok(&mut d(&["rm", "-f", "ticker", "evented"]));
+}
+
+/// The engine's clock, as `docker events --since` wants it.
+fn chrono_now(svc: &Service) -> String {
+    svc.docker_ok(&["info", "--format", "{{.SystemTime}}"]).trim().to_owned()
+}
+
+#[test]
+fn builds_copies_and_save_load_round_trip() {
+    let svc = Service::start(ServiceOptions::default());
+    svc.wait_ready();
+    let image = svc.load_busybox();
+    let ctx = support::short_tempdir();
+    fs::write(ctx.path().join("payload"), "from the build context\n").unwrap();
+    // No RUN step: these engines have no network (--bridge=none).
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {image}\nCOPY payload /payload\nCMD [\"cat\", \"/payload\"]\n"),
+    )
+    .unwrap();
+    let debian_cli = Path::new("/usr/bin/docker");
+    let cli = docker_clis().pop().unwrap();
+    // Classic builder: the context streams as a chunked request body.
+    ok(svc.tls_cli(&cli).args(["build", "-t", "classic:1"]).arg(ctx.path()).env("DOCKER_BUILDKIT", "0"));
+    assert_eq!(ok(svc.tls_cli(&cli).args(["run", "--rm", "classic:1"])), "from the build context\n");
+    // BuildKit: the 20.10 client speaks /session (Upgrade: h2c) and /grpc.
+    if debian_cli.is_file() {
+        ok(svc.tls_cli(debian_cli).args(["build", "-t", "buildkit:1"]).arg(ctx.path()).env("DOCKER_BUILDKIT", "1"));
+        assert_eq!(ok(svc.tls_cli(&cli).args(["run", "--rm", "buildkit:1"])), "from the build context\n");
+    }
+
+    // docker cp of 100 MiB both ways, checked by checksum.
+    let big = ctx.path().join("big");
+    ok(Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=100"]).arg(format!("of={}", big.display())));
+    ok(svc.tls_cli(&cli).args(["run", "-d", "--name", "cp", image, "sleep", "600"]));
+    ok(svc.tls_cli(&cli).args(["cp"]).arg(&big).arg("cp:/big"));
+    let inside = ok(svc.tls_cli(&cli).args(["exec", "cp", "sha256sum", "/big"]));
+    let back = ctx.path().join("back");
+    ok(svc.tls_cli(&cli).args(["cp", "cp:/big"]).arg(&back));
+    let local = ok(Command::new("sha256sum").arg(&big));
+    let returned = ok(Command::new("sha256sum").arg(&back));
+    let sum = |s: &str| s.split_whitespace().next().unwrap_or_default().to_owned();
+    assert_eq!(sum(&inside), sum(&local), "copy in");
+    assert_eq!(sum(&returned), sum(&local), "copy out");
+
+    // save | load round trip through the proxy on both legs.
+    let tar = ctx.path().join("img.tar");
+    ok(svc.tls_cli(&cli).args(["save", "-o"]).arg(&tar).arg("classic:1"));
+    ok(svc.tls_cli(&cli).args(["rmi", "classic:1"]));
+    let loaded = ok(svc.tls_cli(&cli).args(["load", "-i"]).arg(&tar));
+    assert!(loaded.contains("classic:1"), "{loaded}");
+    ok(svc.tls_cli(&cli).args(["rm", "-f", "cp"]));
+}
+
+#[test]
+fn clients_without_the_right_certificate_are_rejected() {
+    let svc = Service::start(ServiceOptions::default());
+    svc.wait_ready();
+    let cli = docker_clis().pop().unwrap();
+    let client = svc.certs().join("client");
+    let curl = |extra: &[&str]| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(client.join("ca.pem"))
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{}/_ping", svc.port))
+            .output()
+            .unwrap()
+    };
+    // The right certificate works…
+    let good = curl(&["--cert", &path(&client.join("cert.pem")), "--key", &path(&client.join("key.pem"))]);
+    assert_eq!(String::from_utf8_lossy(&good.stdout), "OK", "{}", String::from_utf8_lossy(&good.stderr));
+    // …none does not.
+    assert!(!curl(&[]).status.success(), "no client certificate must fail");
+    svc.wait_log("the client sent no certificate", 1, Duration::from_secs(5));
+
+    // Another CA's certificate.
+    let other = support::short_tempdir();
+    ok(Command::new(support::binary()).args(["certs", "--tls-certdir"]).arg(other.path()));
+    let oc = other.path().join("client");
+    assert!(!curl(&["--cert", &path(&oc.join("cert.pem")), "--key", &path(&oc.join("key.pem"))]).status.success());
+    svc.wait_log("not signed by this service's CA", 1, Duration::from_secs(5));
+    let out = Command::new(&cli)
+        .args(["version"])
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", svc.port))
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &oc)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Server:") || !out.status.success());
+
+    // An expired certificate signed by the right CA.
+    let expired = support::short_tempdir();
+    mint_expired_client(&svc.certs(), expired.path());
+    assert!(!curl(&["--cert", &path(&expired.path().join("cert.pem")), "--key", &path(&expired.path().join("key.pem"))]).status.success());
+    svc.wait_log("has expired", 1, Duration::from_secs(5));
+
+    // Plain HTTP on the TLS port gets dockerd's own answer.
+    let plain = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{}/_ping", svc.port))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&plain.stdout).contains("Client sent an HTTP request to an HTTPS server"),
+        "{plain:?}"
+    );
+    let (_, metrics) = svc.health("/metrics");
+    for reason in ["no_client_cert", "unknown_ca", "expired_cert", "plain_http"] {
+        let line = metrics
+            .lines()
+            .find(|l| l.contains(&format!("reason=\"{reason}\"")))
+            .unwrap_or_else(|| panic!("no {reason} in metrics"));
+        assert!(!line.ends_with(" 0"), "{line}");
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A client certificate signed by the service's CA that expired yesterday.
+fn mint_expired_client(certs: &Path, out: &Path) {
+    let ca_key = rcgen::KeyPair::from_pem(&fs::read_to_string(certs.join("ca/key.pem")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&fs::read_to_string(certs.join("ca/cert.pem")).unwrap(), ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(30);
+    params.not_after = now - time::Duration::days(1);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    fs::write(out.join("cert.pem"), cert.pem()).unwrap();
+    fs::write(out.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+/// The public port refuses connections until the engine is Ready, and the
+/// unix socket appears only then; a connect that succeeds is answered.
+#[test]
+fn nothing_listens_before_ready_and_the_socket_appears_only_when_ready() {
+    let dir = support::short_tempdir();
+    // dockerd that takes two extra seconds to start, so "before" is long.
+    let slow = dir.path().join("slow-dockerd");
+    fs::write(&slow, "#!/bin/sh\nsleep 2\nexec dockerd \"$@\"\n").unwrap();
+    fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("shared/docker.sock");
+    let svc = Service::start_in(
+        dir,
+        ServiceOptions {
+            env: vec![
+                ("DIND_DOCKERD".into(), slow.display().to_string()),
+                ("DOCKER_HOST".into(), format!("unix://{}", sock.display())),
+            ],
+            ..Default::default()
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refused = 0;
+    loop {
+        assert!(Instant::now() < deadline, "never ready:\n{}", svc.log_text());
+        let tcp_up = TcpStream::connect(("127.0.0.1", svc.port)).is_ok();
+        let sock_up = sock.exists();
+        if tcp_up || sock_up {
+            // Whatever appeared first, the engine must already be Ready (the
+            // log line may reach us a moment after the listener does).
+            svc.wait_log("engine ready", 1, Duration::from_secs(2));
+            break;
+        }
+        refused += 1;
+        let (status, _) = svc.health("/readyz");
+        assert_ne!(status, 200, "ready while nothing listens");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(refused > 10, "the test never saw the not-ready phase");
+    svc.wait_log("listening", 2, Duration::from_secs(5));
+    assert!(sock.exists());
+    let mode = fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert!(mode == 0o660 || mode == 0o666, "mode {mode:o}");
+    ok(Command::new("docker").arg("-H").arg(format!("unix://{}", sock.display())).arg("version"));
+    assert_eq!(svc.health("/readyz").0, 200);
+    let (_, status) = svc.health("/status");
+    assert!(status.contains("\"state\":\"ready\""), "{status}");
+    assert!(status.contains("sha256"), "{status}");
+}
+
+/// While dockerd is killed and restarted, a request waits and then succeeds.
+#[test]
+fn a_request_during_a_dockerd_restart_waits_and_succeeds() {
+    let svc = Service::start(ServiceOptions::default());
+    svc.wait_ready();
+    let cli = docker_clis().pop().unwrap();
+    let sup = svc.supervisor_pid();
+    let dockerd = support::children(sup)
+        .into_iter()
+        .find(|p| fs::read_to_string(format!("/proc/{p}/comm")).map(|c| c.trim() == "dockerd").unwrap_or(false))
+        .expect("dockerd runs");
+    nix::sys::signal::kill(dockerd, Signal::SIGKILL).unwrap();
+    svc.wait_log("dockerd exited unexpectedly", 1, Duration::from_secs(10));
+    // The listener stays; the request is held until Ready again.
+    let started = Instant::now();
+    let v = ok(svc.tls_cli(&cli).args(["version", "--format", "{{.Server.Version}}"]));
+    assert!(!v.trim().is_empty());
+    assert!(svc.log_count("engine ready") >= 2, "answered before the restart finished?\n{}", svc.log_text());
+    eprintln!("held for {:?}", started.elapsed());
+    let (_, metrics) = svc.health("/metrics");
+    assert!(metrics.contains("dind_dockerd_restarts_total 1"), "{metrics}");
+}
+
+/// Writes `input` to the command's stdin, closes it, returns stdout.
+fn pipe(cmd: &mut Command, input: &[u8]) -> String {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = thread::spawn(move || {
+        stdin.write_all(&input).unwrap();
+    });
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    writer.join().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{cmd:?}: {status}");
+    out
+}

@@ -1,0 +1,423 @@
+//! Helpers shared by the integration tests: the real binary, a private
+//! dockerd per test, and the docker CLI pointed at it.
+//!
+//! Every test runs as root against the real engine. A test that cannot run
+//! (not root, no dockerd) fails with the reason; none passes silently.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The supervisor binary under test: `DIND_SUPERVISOR_BIN`, else the release
+/// build, else the debug build of this workspace.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("DIND_SUPERVISOR_BIN") {
+        // Canonical, so it compares equal to /proc/PID/exe.
+        return PathBuf::from(&p).canonicalize().unwrap_or_else(|_| PathBuf::from(p));
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-gnu");
+    for profile in ["release", "debug"] {
+        let p = target.join(profile).join("dind-supervisor");
+        if let Ok(p) = p.canonicalize() {
+            return p;
+        }
+    }
+    panic!("dind-supervisor is not built: run `cargo build --release -p dind-supervisor` first (or set DIND_SUPERVISOR_BIN)");
+}
+
+/// Fails the test loudly when the machine cannot run it.
+pub fn require_root_and_engine() {
+    assert!(nix::unistd::geteuid().is_root(), "integration tests need root (they start dockerd)");
+    assert!(
+        which("dockerd").is_some(),
+        "dockerd is not on PATH: install Debian's docker.io (the README's test command does)"
+    );
+    assert!(which("docker").is_some(), "the docker CLI is not on PATH");
+}
+
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A scratch directory with a short path (unix socket paths are limited to
+/// 108 bytes and containerd nests sockets under the exec root).
+pub fn short_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("dsv").tempdir_in("/tmp").expect("tempdir in /tmp")
+}
+
+/// One supervisor process with its own dockerd, data root, exec root,
+/// sockets and certificates, so tests can run side by side.
+pub struct Service {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub log: Arc<Mutex<Vec<String>>>,
+    /// The proxy's TCP port on 127.0.0.1 (TLS unless TLS is off).
+    pub port: u16,
+    /// The health endpoint's port on 127.0.0.1.
+    pub health_port: u16,
+}
+
+/// How a [`Service`] is started.
+pub struct ServiceOptions {
+    pub env: Vec<(String, String)>,
+    pub dockerd_args: Vec<String>,
+    /// Wrap the supervisor so it runs as PID 1 of a new pid namespace.
+    pub as_pid1: bool,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            env: Vec::new(),
+            dockerd_args: Vec::new(),
+            as_pid1: false,
+        }
+    }
+}
+
+impl Service {
+    pub fn start(opts: ServiceOptions) -> Service {
+        require_root_and_engine();
+        let dir = short_tempdir();
+        Service::start_in(dir, opts)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, opts: ServiceOptions) -> Service {
+        let d = dir.path();
+        for sub in ["run", "exec", "data"] {
+            fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let mut cmd = if opts.as_pid1 {
+            let mut c = Command::new("unshare");
+            c.args(["--pid", "--fork", "--mount-proc", "--kill-child"]).arg(binary());
+            c
+        } else {
+            Command::new(binary())
+        };
+        // The leading-flag form: exactly how a GitLab service passes flags.
+        cmd.arg(format!("--exec-root={}", d.join("exec").display()))
+            .arg(format!("--pidfile={}", d.join("run/docker.pid").display()))
+            .arg("--bridge=none")
+            .arg("--iptables=false")
+            .args(&opts.dockerd_args)
+            .env("DOCKER_TLS_CERTDIR", d.join("certs"))
+            .env("DIND_DOCKERD_SOCKET", d.join("docker.sock"))
+            .env("DIND_DATA_ROOT", d.join("data"))
+            .env("DIND_RUN_DIR", d.join("run"))
+            .env("DIND_STALE_PID_DIRS", d.join("run"))
+            .env("DIND_LOG_LEVEL", "info")
+            .env_remove("DOCKER_HOST")
+            .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let (port, health_port) = (free_port(), free_port());
+        cmd.env("DIND_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DIND_HEALTH_ADDR", format!("127.0.0.1:{health_port}"));
+        let mut child = cmd.spawn().expect("start dind-supervisor");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("DIND_TEST_ECHO").is_some() {
+                        eprintln!("[svc] {line}");
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        Service {
+            dir,
+            child: Some(child),
+            log,
+            port,
+            health_port,
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    /// The pid of the supervisor itself (inside `unshare`, it is the
+    /// wrapper's child).
+    pub fn supervisor_pid(&self) -> Pid {
+        let outer = self.pid();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let exe = fs::read_link(format!("/proc/{outer}/exe")).ok();
+            if exe.as_deref() == Some(binary().as_path()) {
+                return outer;
+            }
+            if let Some(c) = children(outer).first() {
+                return *c;
+            }
+            assert!(Instant::now() < deadline, "no supervisor process under {outer}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until the log has `n` lines containing `needle`.
+    pub fn wait_log(&self, needle: &str, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.log_count(needle) < n {
+            if let Some(status) = self.child.as_ref().and_then(|_| None::<ExitStatus>) {
+                panic!("supervisor exited ({status}) before {needle:?}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {n}× {needle:?} in the supervisor log within {limit:?}:\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn wait_ready(&self) {
+        self.wait_log("engine ready", 1, Duration::from_secs(60));
+    }
+
+    /// Runs the docker CLI against this service's private socket.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .args(args)
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker CLI")
+    }
+
+    /// Like [`Service::docker`], asserting success; returns stdout.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}\n{}\n--- supervisor log ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Loads the tiny busybox test image into this engine.
+    pub fn load_busybox(&self) -> &'static str {
+        let tar = busybox_rootfs_tar();
+        let out = Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .args(["import", "--change", "CMD [\"sh\"]"])
+            .arg(tar)
+            .arg(BUSYBOX_IMAGE)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+        BUSYBOX_IMAGE
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.supervisor_pid(), sig).expect("signal supervisor");
+    }
+
+    /// Waits for the supervisor (or its unshare wrapper) to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return (status, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < limit,
+                "supervisor still running after {limit:?}:\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // Leave nothing behind, even when a test failed half-way.
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // dockerd may leave mounts under the data and exec roots.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "grep -o ' {0}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+                self.dir.path().display()
+            ))
+            .status();
+    }
+}
+
+impl Service {
+    /// The docker CLI `cli` against the proxy's mutual-TLS port with the
+    /// client certificates the service minted, as a CI job would use it.
+    pub fn tls_cli(&self, cli: &Path) -> Command {
+        let mut c = Command::new(cli);
+        c.env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", self.port))
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", self.certs().join("client"))
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `GET path` on the health endpoint: (status, body).
+    pub fn health(&self, path: &str) -> (u16, String) {
+        http_get(&format!("127.0.0.1:{}", self.health_port), path)
+    }
+}
+
+/// A minimal HTTP/1.0 GET with std only: status and body; status 0 when
+/// nothing listens.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The docker CLIs on this machine: Debian's docker.io client (20.10, with
+/// BuildKit built in) and the newer static CLI, when present.
+pub fn docker_clis() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = ["/usr/bin/docker", "/usr/local/bin/docker"]
+        .into_iter()
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .collect();
+    out.dedup();
+    assert!(!out.is_empty(), "no docker CLI installed");
+    out
+}
+
+/// Runs `cmd`, asserting success; returns stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Direct children of `pid` (of any of its threads), from /proc.
+pub fn children(pid: Pid) -> Vec<Pid> {
+    children_with_state(pid).into_iter().map(|(p, _)| p).collect()
+}
+
+/// `(pid, state)` of every process whose parent is `parent`.
+pub fn children_with_state(parent: Pid) -> Vec<(Pid, char)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        let mut f = stat[close + 1..].split_whitespace();
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if f.next().and_then(|p| p.parse::<i32>().ok()) == Some(parent.as_raw()) {
+            out.push((Pid::from_raw(pid), state));
+        }
+    }
+    out
+}
+
+pub const BUSYBOX_IMAGE: &str = "dind-test/busybox:latest";
+
+/// A rootfs tarball holding only a static busybox, made once per test run:
+/// no registry can be reached here, so test images are imported.
+pub fn busybox_rootfs_tar() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("busybox is not installed: apt-get install busybox-static");
+        let root = std::env::temp_dir().join(format!("dsv-busybox-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::create_dir_all(root.join("tmp")).unwrap();
+        fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+        for applet in ["sh", "sleep", "cat", "echo", "true", "ls", "sha256sum", "head", "trap", "wc", "dd"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        let tar = root.with_extension("tar");
+        let ok = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .args(["-cf"])
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tar of the busybox rootfs failed");
+        tar
+    })
+}
