@@ -27,6 +27,10 @@ pub enum Invocation {
     },
     /// Mint or refresh the certificate set and exit.
     Certs(TlsArgs),
+    /// Wait until the engine at DOCKER_HOST answers /_ping (for job scripts).
+    Wait(crate::wait::WaitArgs),
+    /// Probe the local /readyz once (for an image HEALTHCHECK).
+    Health(HealthArgs),
     /// Not ours: replace this process with the command (client mode).
     Exec(Vec<OsString>),
 }
@@ -59,16 +63,35 @@ enum Command {
     },
     /// Mint or refresh the certificate set in the certificate directory, then exit.
     Certs(TlsArgs),
+    /// Wait until the engine answers /_ping, reading DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH like the docker CLI.
+    Wait(crate::wait::WaitArgs),
+    /// Exit 0 when the local health endpoint says ready, else 1 (an image HEALTHCHECK).
+    Health(HealthArgs),
+}
+
+/// `health`: where the supervisor's health endpoint listens.
+#[derive(Debug, Args, Clone)]
+pub struct HealthArgs {
+    /// The supervisor's health address; 0.0.0.0 and [::] are probed on loopback.
+    #[arg(long, env = "DIND_HEALTH_ADDR", default_value = "0.0.0.0:2378")]
+    pub health_addr: std::net::SocketAddr,
+    /// Give up after this long.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Subcommands of ours; every other non-flag first word is executed.
-const OURS: &[&str] = &["run", "certs", "help"];
+const OURS: &[&str] = &["run", "certs", "wait", "health", "help"];
 
 /// Sorts `argv` (with the program name first) into an [`Invocation`].
 pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
     let first = argv.get(1).map(|a| a.to_string_lossy().into_owned());
     match first.as_deref() {
         None => run_with(argv[..1].to_vec(), Vec::new(), false),
+        // A lone help or version flag is for us, not dockerd: nobody asks a
+        // CI service for dockerd's help, and starting the whole supervisor
+        // (certificates, sockets) by surprise is worse.
+        Some("-h" | "--help" | "-V" | "--version") if argv.len() == 2 => Err(Cli::try_parse_from(argv).unwrap_err()),
         Some(a) if a.starts_with('-') => run_with(argv[..1].to_vec(), lossy(&argv[1..]), false),
         Some("dockerd") => run_with(argv[..1].to_vec(), lossy(&argv[2..]), true),
         Some(a) if OURS.contains(&a) => match Cli::try_parse_from(argv)?.command {
@@ -81,6 +104,8 @@ pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
                 exact: false,
             }),
             Command::Certs(tls) => Ok(Invocation::Certs(tls)),
+            Command::Wait(w) => Ok(Invocation::Wait(w)),
+            Command::Health(h) => Ok(Invocation::Health(h)),
         },
         Some(_) => Ok(Invocation::Exec(argv[1..].to_vec())),
     }
@@ -259,6 +284,16 @@ mod tests {
         );
         assert_eq!(args, ["--registry-mirror", "https://mirror.example", "--debug"]);
         assert!(!exact);
+    }
+
+    #[test]
+    fn a_lone_help_or_version_flag_is_ours() {
+        for flag in ["--help", "-h", "--version", "-V"] {
+            let err = parse(argv(&[flag])).unwrap_err();
+            assert!(matches!(err.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion), "{flag}");
+        }
+        // With more flags they still go to dockerd.
+        assert!(matches!(parse(argv(&["--debug", "--help"])).unwrap(), Invocation::Run { .. }));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`dockerd`]: dockerd's command line, start, output and ready probe.
 //! - [`supervise`]: the run loop that owns dockerd and the readiness latch.
 //! - [`signals`], [`reap`], [`procfs`]: PID 1 duties.
+//! - [`wait`]: the client side: `wait` and `health` for job scripts and probes.
 
 mod certs;
 mod cgroup;
@@ -24,6 +25,7 @@ mod reap;
 mod signals;
 mod storage;
 mod supervise;
+mod wait;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -50,6 +52,20 @@ fn main() -> ExitCode {
             logging::init(cli::LogFormat::Text, "info");
             report(run_certs(&tls))
         }
+        Invocation::Wait(args) => {
+            logging::init(cli::LogFormat::Text, "warn");
+            match client_runtime().block_on(wait::run(&args, &ProcessEnv)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("dind-supervisor wait: {e}");
+                    match e {
+                        wait::WaitError::Host(_) => ExitCode::from(EXIT_CONFIG),
+                        wait::WaitError::NotReady { .. } => ExitCode::FAILURE,
+                    }
+                }
+            }
+        }
+        Invocation::Health(args) => health(&args),
         Invocation::Run {
             settings,
             dockerd_args,
@@ -191,13 +207,18 @@ fn status_extra(endpoints: &[proxy::Endpoint], certs: Option<&certs::Report>) ->
         serde_json::json!({
             "path": c.path,
             "sha256": c.sha256_fingerprint,
-            "not_after": c.not_after.format(&time::format_description::well_known::Rfc3339).ok(),
+            "not_after": rfc3339(c.not_after),
         })
     };
     serde_json::json!({
         "endpoints": endpoints.iter().map(|e| serde_json::json!({"url": e.url(), "tls": e.is_tls()})).collect::<Vec<_>>(),
         "certificates": certs.map(|r| serde_json::json!({"ca": cert(&r.ca_cert), "server": cert(&r.server_cert)})),
     })
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 fn run_certs(tls: &cli::TlsArgs) -> anyhow::Result<()> {
@@ -213,16 +234,55 @@ fn run_certs(tls: &cli::TlsArgs) -> anyhow::Result<()> {
 fn log_certs(spec: &certs::CertSpec, r: &certs::Report) {
     tracing::info!(
         dir = %spec.dir.display(),
-        key_type = ?spec.key_type,
-        elapsed_ms = r.elapsed.as_secs_f64() * 1e3,
+        key_type = %spec.key_type,
+        elapsed_ms = (r.elapsed.as_secs_f64() * 1e4).round() / 10.0,
         ca = %r.ca,
         server = %r.server,
         client = %r.client,
         sans = %spec.sans.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-        server_not_after = %r.server_cert.not_after,
+        server_not_after = %rfc3339(r.server_cert.not_after),
         server_sha256 = %r.server_cert.sha256_fingerprint,
         "certificates ready"
     );
+}
+
+/// A small runtime for the client subcommands.
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime needs no resources that can fail")
+}
+
+/// One probe of the local `/readyz`: 0 when ready, 1 with the reason.
+fn health(args: &cli::HealthArgs) -> ExitCode {
+    let mut addr = args.health_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let target = wait::Target {
+        endpoint: wait::Endpoint::Tcp {
+            host: wait::Host::Ip(addr.ip()),
+            port: addr.port(),
+        },
+        tls: None,
+        path: "/readyz".into(),
+    };
+    let probe = wait::Probe {
+        attempt_timeout: args.timeout,
+        ..Default::default()
+    };
+    match client_runtime().block_on(wait::ping_once(&target, &probe)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(cause) => {
+            eprintln!("not ready: {cause}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {
