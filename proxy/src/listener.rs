@@ -82,16 +82,19 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
+    #[error("{} is in use by another server: stop it, or point DOCKER_HOST at another path", path.display())]
+    InUse { path: PathBuf },
 }
 
 /// Binds every endpoint once the engine is Ready, serves until ShuttingDown,
 /// then closes the listeners (open connections go on until dockerd ends
 /// them). Returns early, binding nothing, if shutdown comes first.
 pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metrics>) -> Result<(), ServeError> {
-    // A socket file left by an earlier run would claim readiness.
+    // A socket file left by an earlier run would claim readiness; one that
+    // something still serves is not ours to take.
     for ep in &config.endpoints {
         if let Endpoint::Unix { path, .. } = ep {
-            remove_socket(path);
+            clear_stale_socket(path)?;
         }
     }
     loop {
@@ -172,18 +175,42 @@ fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, S
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let listener = UnixListener::bind(&tmp).map_err(err)?;
-    let finish = || -> io::Result<()> {
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    let finish = || -> Result<(), ServeError> {
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(err)?;
         if let Some(gid) = gid {
-            std::os::unix::fs::chown(&tmp, None, Some(gid))?;
+            std::os::unix::fs::chown(&tmp, None, Some(gid)).map_err(err)?;
         }
-        fs::rename(&tmp, path)
+        // Checked again just before the rename: another server may have
+        // appeared at the path since start-up.
+        clear_stale_socket(path)?;
+        fs::rename(&tmp, path).map_err(err)
     };
     if let Err(e) = finish() {
         let _ = fs::remove_file(&tmp);
-        return Err(err(e));
+        return Err(e);
     }
     Ok(listener)
+}
+
+/// Removes a socket file nobody serves; refuses to touch one that answers,
+/// or anything that is not a socket.
+fn clear_stale_socket(path: &Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ServeError::Socket {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    if !meta.file_type().is_socket() || std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ServeError::InUse { path: path.to_owned() });
+    }
+    remove_socket(path);
+    Ok(())
 }
 
 fn remove_socket(path: &Path) {
@@ -284,5 +311,34 @@ async fn speaks_plain_http(stream: &TcpStream) -> bool {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(1)) => first[0].is_ascii_uppercase(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_live_socket_is_never_taken_over_and_a_dead_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let live = UnixListener::bind(&path).unwrap();
+        assert!(matches!(clear_stale_socket(&path), Err(ServeError::InUse { .. })));
+        assert!(matches!(bind_unix(&path, 0o660, None), Err(ServeError::InUse { .. })));
+        assert!(path.exists(), "the live socket must stay");
+        drop(live);
+        // Now nobody answers: the file is stale and gets replaced.
+        let ours = bind_unix(&path, 0o660, None).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        drop(ours);
+        fs::write(dir.path().join("file"), "x").unwrap();
+        assert!(matches!(clear_stale_socket(&dir.path().join("file")), Err(ServeError::InUse { .. })));
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary socket left behind");
     }
 }
