@@ -13,15 +13,25 @@ state="${DIND_DEMO_DIR:-/var/tmp/dind-supervisor-demo}"
 mkdir -p "$state"/{run,exec,data}
 rm -rf "$state/certs"
 
+port="${DIND_DEMO_PORT:-12376}"
+health="${DIND_DEMO_HEALTH_PORT:-12378}"
 cat <<EOT
 dind-supervisor demo: state in $state
-When the log says "engine ready", from another shell:
-  docker -H unix://$state/docker.sock info
-  docker -H unix://$state/docker.sock run --rm <image> ...
-Client certificates (for the TLS endpoint): $state/certs/client/{ca,cert,key}.pem
+When the log says "listening", from another shell connect as a CI job would,
+through the mutual-TLS proxy:
+  export DOCKER_HOST=tcp://127.0.0.1:$port DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=$state/certs/client
+  $bin wait && docker info
+or through the unix socket the proxy serves:
+  docker -H unix://$state/shared/docker.sock version
+Health: curl http://127.0.0.1:$health/readyz (also /livez /metrics /status)
 Ctrl-C stops dockerd and exits.
 EOT
 
+# DOCKER_HOST names the socket the proxy serves: set it to our own path so
+# one exported in the caller's shell can never point at the host engine's.
+export DOCKER_HOST="unix://$state/shared/docker.sock"
+export DIND_LISTEN="127.0.0.1:$port"
+export DIND_HEALTH_ADDR="127.0.0.1:$health"
 export DOCKER_TLS_CERTDIR="$state/certs"
 export DIND_DOCKERD_SOCKET="$state/docker.sock"
 export DIND_DATA_ROOT="$state/data"

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::certs::{self, CertSpec};
-use crate::cli::{LogFormat, OnOverlayArg, RestartPolicy, Settings, TlsArgs};
+use crate::cli::{OnOverlayArg, RestartPolicy, Settings, TlsArgs};
 use crate::daemon_json::flag_value;
 use crate::mtu::MtuSetting;
 use crate::storage::OnOverlay;
@@ -55,8 +55,6 @@ pub struct Config {
     pub tls: Option<CertSpec>,
     pub dockerd: Dockerd,
     pub supervise: Supervise,
-    pub log_format: LogFormat,
-    pub log_level: String,
     pub health_addr: SocketAddr,
     /// The public API; None when dockerd runs with exactly the user's flags
     /// and so owns its endpoints itself.
@@ -186,8 +184,6 @@ impl Config {
                 restart: settings.restart,
                 restart_max: settings.restart_max,
             },
-            log_format: settings.log_format,
-            log_level: settings.log_level,
             health_addr: settings.health_addr,
             proxy,
         })

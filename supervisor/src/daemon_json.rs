@@ -12,8 +12,8 @@
 //! Precedence: lists (`registry-mirrors`, `insecure-registries`) are unions: the file's items,
 //! then the user's flags, then ours, without duplicates. Scalars (`storage-driver`, `mtu`):
 //! the user's own dockerd flag wins over everything; then a value the user set explicitly in
-//! our settings ([`Scalar::explicit`]) wins over the file, with a warning, because they asked
-//! for it by name; then the file wins over a value we merely detected ([`Scalar::detected`]).
+//! our settings (an explicit [`Scalar`]) wins over the file, with a warning, because they asked
+//! for it by name; then the file wins over a value we merely detected.
 //!
 //! One cost of the generated copy: dockerd reloads its config file on SIGHUP, and edits to the
 //! original file are not seen until the supervisor regenerates the copy at the next start.
@@ -30,8 +30,6 @@ use serde_json::{Map, Value};
 
 /// dockerd's config file when no `--config-file` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/docker/daemon.json";
-/// Where the merged copy goes.
-pub const DEFAULT_GENERATED: &str = "/run/dind-supervisor/daemon.json";
 pub const CONFIG_FLAG: &str = "--config-file";
 
 /// A config directive: its daemon.json key and its dockerd flag.
@@ -73,18 +71,8 @@ pub struct Scalar<T> {
 }
 
 impl<T> Scalar<T> {
-    pub fn explicit(value: T) -> Self {
-        Scalar {
-            value,
-            explicit: true,
-        }
-    }
-
-    pub fn detected(value: T) -> Self {
-        Scalar {
-            value,
-            explicit: false,
-        }
+    pub fn new(value: T, explicit: bool) -> Self {
+        Scalar { value, explicit }
     }
 }
 
@@ -595,8 +583,8 @@ mod tests {
         let wanted = Wanted {
             registry_mirrors: args(&["https://m1", "https://m2", "https://m1"]),
             insecure_registries: args(&["reg:5000"]),
-            storage_driver: Some(Scalar::detected("vfs".into())),
-            mtu: Some(Scalar::detected(1450)),
+            storage_driver: Some(Scalar::new("vfs".into(), false)),
+            mtu: Some(Scalar::new(1450, false)),
         };
         let p = d.plan(&wanted, &[]).unwrap();
         assert_eq!(
@@ -747,8 +735,8 @@ mod tests {
     fn user_scalar_flag_wins_and_is_not_repeated() {
         let d = Dir::new();
         let wanted = Wanted {
-            storage_driver: Some(Scalar::explicit("vfs".into())),
-            mtu: Some(Scalar::detected(1450)),
+            storage_driver: Some(Scalar::new("vfs".into(), true)),
+            mtu: Some(Scalar::new(1450, false)),
             ..Wanted::default()
         };
         let user = args(&["-s", "overlay2", "--mtu=1400"]);
@@ -764,8 +752,8 @@ mod tests {
         let d = Dir::new();
         d.write_config(r#"{"storage-driver": "overlay2", "mtu": 1500}"#);
         let wanted = Wanted {
-            storage_driver: Some(Scalar::explicit("vfs".into())),
-            mtu: Some(Scalar::explicit(1400)),
+            storage_driver: Some(Scalar::new("vfs".into(), true)),
+            mtu: Some(Scalar::new(1400, true)),
             ..Wanted::default()
         };
         let p = d.plan(&wanted, &[]).unwrap();
@@ -782,7 +770,7 @@ mod tests {
         let d = Dir::new();
         d.write_config(r#"{"mtu": 1400}"#);
         let wanted = Wanted {
-            mtu: Some(Scalar::detected(1450)),
+            mtu: Some(Scalar::new(1450, false)),
             ..Wanted::default()
         };
         let p = d.plan(&wanted, &[]).unwrap();

@@ -82,7 +82,7 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
 
     let ipt = iptables::choose(cfg.iptables_legacy.as_deref(), &path, &cfg.run_dir.join("iptables"))
         .context("choosing the iptables backend")?;
-    tracing::info!(backend = ?ipt.backend, reason = %ipt.reason, "iptables backend");
+    tracing::info!(backend = %ipt.backend, reason = %ipt.reason, "iptables backend");
 
     if cfg.exact {
         tracing::info!(args = ?cfg.user_args, "running dockerd with exactly the given flags");
@@ -111,19 +111,14 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
 
     let detected = mtu::detect();
     let mtu = mtu::choose(cfg.mtu, detected);
-    tracing::info!(mtu = ?mtu.mtu, reason = %mtu.reason, "mtu");
+    tracing::info!(reason = %mtu.reason, "mtu");
 
     let wanted = daemon_json::Wanted {
         registry_mirrors: cfg.registry_mirrors.clone(),
         insecure_registries: cfg.insecure_registries.clone(),
-        storage_driver: (!storage.explicit).then(|| daemon_json::Scalar {
-            value: storage.driver.clone(),
-            explicit: cfg.storage_driver.is_some(),
-        }),
-        mtu: mtu.mtu.map(|n| daemon_json::Scalar {
-            value: n,
-            explicit: cfg.mtu != MtuSetting::Auto,
-        }),
+        storage_driver: (!storage.explicit)
+            .then(|| daemon_json::Scalar::new(storage.driver.clone(), cfg.storage_driver.is_some())),
+        mtu: mtu.mtu.map(|n| daemon_json::Scalar::new(n, cfg.mtu != MtuSetting::Auto)),
     };
     let plan = daemon_json::plan(&wanted, &cfg.user_args, default_config, &cfg.run_dir.join("daemon.json"))?;
     for note in &plan.notes {
@@ -228,6 +223,8 @@ fn relay(rx: pipe::Receiver, tail: Option<Arc<Mutex<VecDeque<String>>>>) {
         let mut lines = BufReader::new(rx).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let (level, text) = parse_logrus(&line);
+            // containerd's gRPC chatter says nothing a CI user needs.
+            let level = if text.contains("module=grpc") { "debug" } else { level };
             match level {
                 "error" | "fatal" | "panic" => tracing::error!(target: "dockerd", "{text}"),
                 "warning" | "warn" => tracing::warn!(target: "dockerd", "{text}"),

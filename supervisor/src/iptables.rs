@@ -17,8 +17,6 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// Where the shim symlinks go unless the caller says otherwise.
-pub const DEFAULT_SHIM_DIR: &str = "/run/dind-supervisor/iptables-legacy";
 /// The stock image's switch; see the module docs.
 pub const ENV_IPTABLES_LEGACY: &str = "DOCKER_IPTABLES_LEGACY";
 

@@ -161,14 +161,18 @@ impl Supervisor {
             e.api_version = pong.api_version.clone();
             e.seconds_to_ready.get_or_insert(since_start);
         });
-        if self.latch.set(State::Ready) {
+        // Logged before the latch moves, so "engine ready" precedes the
+        // proxy's "listening" in the log.
+        if self.latch.state() != State::Ready {
             tracing::info!(
                 seconds_to_ready = self.started.elapsed().as_secs_f64(),
                 api_version = pong.api_version.as_deref().unwrap_or("unknown"),
-                pid = ?self.dockerd.as_ref().map(|d| d.pid.as_raw()),
+                version = pong.version.as_deref().unwrap_or("unknown"),
+                pid = self.dockerd.as_ref().map_or(0, |d| d.pid.as_raw()),
                 "engine ready"
             );
         }
+        self.latch.set(State::Ready);
     }
 
     /// Returns Some(exit code) when the supervisor is done.
@@ -238,7 +242,8 @@ impl Supervisor {
 
     fn signal_dockerd_to_stop(&self) {
         if let (Some(d), Some(s)) = (&self.dockerd, &self.stopping) {
-            tracing::info!(signal = %s.signal, pid = %d.pid, deadline = ?self.policy.shutdown_timeout, "stopping dockerd");
+            let left = s.deadline.saturating_duration_since(Instant::now());
+            tracing::info!(signal = %s.signal, pid = %d.pid, time_left_ms = left.as_millis() as u64, "stopping dockerd");
             signals::send(d.pid, s.signal);
         }
     }
@@ -258,7 +263,13 @@ impl Supervisor {
             return Some(code);
         }
         let tail = running.stderr_tail();
-        tracing::error!(%exit, pid = %running.pid, last_lines = ?tail, "dockerd exited unexpectedly");
+        tracing::error!(
+            %exit,
+            pid = %running.pid,
+            ran_s = running.started.elapsed().as_secs(),
+            last_lines = ?tail,
+            "dockerd exited unexpectedly"
+        );
         if self.ready_since.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
             self.failures = 0;
         }
