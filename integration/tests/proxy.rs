@@ -321,3 +321,38 @@ fn pipe(cmd: &mut Command, input: &[u8]) -> String {
     assert!(status.success(), "{cmd:?}: {status}");
     out
 }
+
+/// `DOCKER_TLS_CERTDIR=""`: plain TCP, as the stock image does, with a warning.
+#[test]
+fn tls_off_serves_plain_tcp() {
+    let svc = Service::start(ServiceOptions {
+        env: vec![("DOCKER_TLS_CERTDIR".into(), String::new())],
+        ..Default::default()
+    });
+    svc.wait_ready();
+    svc.wait_log("listening", 1, Duration::from_secs(5));
+    let v = ok(Command::new("docker")
+        .args(["-H", &format!("tcp://127.0.0.1:{}", svc.port), "version", "--format", "{{.Server.Version}}"])
+        .env_remove("DOCKER_TLS_VERIFY"));
+    assert!(!v.trim().is_empty());
+    assert!(svc.log_text().contains("TLS is off"), "{}", svc.log_text());
+    assert!(!svc.certs().exists(), "no certificates when TLS is off");
+}
+
+/// A request head over the cap is answered 431, not forwarded.
+#[test]
+fn oversized_request_head_gets_431() {
+    let svc = Service::start(ServiceOptions {
+        env: vec![("DOCKER_TLS_CERTDIR".into(), String::new())],
+        ..Default::default()
+    });
+    svc.wait_ready();
+    svc.wait_log("listening", 1, Duration::from_secs(5));
+    let mut s = TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let huge = "a".repeat(2 << 20);
+    let _ = write!(s, "GET /_ping HTTP/1.1\r\nHost: d\r\nX-Big: {huge}\r\n\r\n");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(200)]);
+}

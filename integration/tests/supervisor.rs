@@ -213,3 +213,22 @@ fn registry_mirror_passed_as_service_command_reaches_dockerd() {
     let mirrors = svc.docker_ok(&["info", "--format", "{{json .RegistryConfig.Mirrors}}"]);
     assert!(mirrors.contains("http://mirror.internal:5000/"), "{mirrors}");
 }
+
+#[test]
+fn a_second_sigterm_kills_at_once() {
+    let mut svc = Service::start(ServiceOptions {
+        env: vec![("DIND_SHUTDOWN_TIMEOUT".into(), "30s".into())],
+        ..Default::default()
+    });
+    svc.wait_ready();
+    let image = svc.load_busybox();
+    svc.docker_ok(&["run", "-d", image, "sh", "-c", "trap '' TERM; while true; do sleep 1; done"]);
+    svc.signal(Signal::SIGTERM);
+    svc.wait_log("stopping containers before dockerd", 1, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    svc.signal(Signal::SIGTERM);
+    let (status, took) = svc.wait_exit(Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "escalation took {took:?}");
+    assert_eq!(status.code(), Some(137), "killed dockerd's status is 128+9:\n{}", svc.log_text());
+    assert!(svc.log_text().contains("second stop signal"));
+}

@@ -109,6 +109,13 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
         })
 }
 
+/// The subject of a client certificate (`CN=docker-client`), for the audit
+/// log. The verifier already accepted the certificate; this only reads it.
+pub fn subject(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.subject().to_string())
+}
+
 /// Names why a handshake failed, from the rustls error in the io::Error's
 /// source chain (tokio-rustls wraps it), never from message text.
 pub fn classify(err: &io::Error) -> HandshakeFailure {

@@ -69,8 +69,17 @@ struct Upstream {
     sender: Mutex<Option<client::SendRequest<Body>>>,
 }
 
+/// Who is on the other end of a client connection, for the audit log.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    /// `127.0.0.1:51234`, or `unix` for the socket endpoint.
+    pub addr: String,
+    /// The client certificate's subject, when mutual TLS is on.
+    pub subject: Option<String>,
+}
+
 /// Serves one accepted client connection until it closes.
-pub async fn serve_connection<I>(io: I, shared: Arc<Shared>)
+pub async fn serve_connection<I>(io: I, peer: Peer, shared: Arc<Shared>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -80,10 +89,11 @@ where
         metrics: shared.metrics.clone(),
     };
     let upstream = Arc::new(Upstream::default());
+    let peer = Arc::new(peer);
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| {
-        let (shared, upstream) = (svc_shared.clone(), upstream.clone());
-        async move { Ok::<_, Infallible>(handle(req, &shared, &upstream).await) }
+        let (shared, upstream, peer) = (svc_shared.clone(), upstream.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(handle(req, &shared, &upstream, &peer).await) }
     });
     let served = server::Builder::new()
         .timer(TokioTimer::new())
@@ -116,13 +126,18 @@ fn is_hangup(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-async fn handle(req: Request<Incoming>, shared: &Shared, upstream: &Upstream) -> Response<Body> {
+async fn handle(req: Request<Incoming>, shared: &Shared, upstream: &Upstream, peer: &Peer) -> Response<Body> {
     let method = req.method().clone();
     let resp = match forward(req, shared, upstream).await {
         Ok(resp) => resp,
         Err(refusal) => {
             shared.metrics.refused();
-            tracing::info!(status = refusal.status().as_u16(), reason = %refusal.message(), "request refused");
+            tracing::info!(
+                peer = %peer.addr,
+                status = refusal.status().as_u16(),
+                reason = %refusal.message(),
+                "request refused"
+            );
             refusal.response()
         }
     };

@@ -234,7 +234,13 @@ async fn accept_loop(bound: Bound, shared: Arc<Shared>) {
                         async move {
                             match tls {
                                 Some(acceptor) => serve_tls(stream, peer, acceptor, shared).await,
-                                None => forward::serve_connection(stream, shared).await,
+                                None => {
+                                    let peer = forward::Peer {
+                                        addr: peer.to_string(),
+                                        subject: None,
+                                    };
+                                    forward::serve_connection(stream, peer, shared).await
+                                }
                             }
                         }
                         .instrument(span),
@@ -244,7 +250,11 @@ async fn accept_loop(bound: Bound, shared: Arc<Shared>) {
             },
             Bound::Unix(l) => match l.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(forward::serve_connection(stream, shared.clone()));
+                    let peer = forward::Peer {
+                        addr: "unix".into(),
+                        subject: None,
+                    };
+                    tokio::spawn(forward::serve_connection(stream, peer, shared.clone()));
                 }
                 Err(e) => accept_failed(e).await,
             },
@@ -279,7 +289,17 @@ async fn serve_tls(stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, s
             return;
         }
     };
-    forward::serve_connection(tls, shared).await;
+    let subject = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| auth::subject(cert));
+    let peer = forward::Peer {
+        addr: peer.to_string(),
+        subject,
+    };
+    forward::serve_connection(tls, peer, shared).await;
 }
 
 /// Tells a plain-HTTP client what went wrong, as dockerd would. The request

@@ -156,6 +156,7 @@ fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
 /// so containerd shims are reaped here and not by whoever started us. As PID
 /// 1 also nest cgroup v2 before any other process exists.
 fn become_init() {
+    raise_fd_limit();
     if nix::unistd::getpid().as_raw() == 1 {
         match cgroup::nest_default() {
             Ok(outcome) => tracing::info!(?outcome, "cgroup"),
@@ -219,6 +220,22 @@ fn status_extra(endpoints: &[proxy::Endpoint], certs: Option<&certs::Report>) ->
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
+}
+
+/// Every proxied connection holds two descriptors (client and dockerd); the
+/// usual soft limit of 1024 would cap the proxy near 500 connections. The
+/// hard limit is ours to take, as Go programs (dockerd among them) do.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
 }
 
 fn run_certs(tls: &cli::TlsArgs) -> anyhow::Result<()> {
