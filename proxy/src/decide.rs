@@ -5,13 +5,15 @@
 //! Refuse. What is decided here is exactly what is forwarded: a path that
 //! dockerd's router would read differently from us (dot segments, empty
 //! segments, encoded slashes) is refused rather than interpreted.
-//! The request policy plugs in here (it will also ask for the JSON body of
-//! selected endpoints through [`Decision::InspectBody`]).
+//! The request policy ([`crate::policy`]) is asked here, on the head and,
+//! for the endpoints it names, on the complete body exactly as it will be
+//! forwarded ([`Decision::InspectBody`], then [`decide_body`]).
 
 use hyper::header::{CONNECTION, UPGRADE};
 use hyper::http::request::Parts;
 use hyper::Method;
 
+use crate::policy::{Policy, Verdict};
 use crate::respond::Refusal;
 
 /// A protocol switch the client asks for.
@@ -41,6 +43,8 @@ pub struct RequestHead {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
     Forward,
+    /// Read the whole body (at most `cap` bytes) and call [`decide_body`].
+    InspectBody { cap: usize },
     Refuse(Refusal),
 }
 
@@ -65,9 +69,39 @@ pub fn parse(parts: &Parts) -> Result<RequestHead, Refusal> {
     })
 }
 
-/// The decision point. Permissive for now: every well-formed request is
-/// forwarded, except protocol switches on endpoints that never switch.
-pub fn decide(head: &RequestHead) -> Decision {
+/// The decision point, on the head: protocol switches only where dockerd
+/// switches, then the policy.
+pub fn decide(head: &RequestHead, policy: &Policy, content_type: Option<&[u8]>) -> Decision {
+    if let Decision::Refuse(r) = check_upgrade(head) {
+        return Decision::Refuse(r);
+    }
+    verdict(policy.on_head(head, content_type), policy)
+}
+
+/// The decision point, on a body read whole after [`Decision::InspectBody`].
+pub fn decide_body(head: &RequestHead, policy: &Policy, content_type: Option<&[u8]>, body: &[u8]) -> Decision {
+    match policy.on_body(head, content_type, body) {
+        // A policy that asks twice is broken; fail closed.
+        Verdict::NeedBody => Decision::Refuse(Refusal::Denied {
+            rule: "internal",
+            reason: format!("policy {}: the request could not be decided", policy.name()),
+        }),
+        v => verdict(v, policy),
+    }
+}
+
+fn verdict(v: Verdict, policy: &Policy) -> Decision {
+    match v {
+        Verdict::Allow => Decision::Forward,
+        Verdict::NeedBody => Decision::InspectBody { cap: policy.body_cap() },
+        Verdict::Deny(d) => Decision::Refuse(Refusal::Denied {
+            rule: d.rule,
+            reason: d.reason,
+        }),
+    }
+}
+
+fn check_upgrade(head: &RequestHead) -> Decision {
     match head.upgrade {
         Some(Upgrade::Tcp) if !hijacks(head) => Decision::Refuse(Refusal::BadRequest(
             "Upgrade: tcp is only valid on attach and exec start".into(),
@@ -209,20 +243,20 @@ mod tests {
         let up = |proto| [("connection", "Upgrade"), ("upgrade", proto)];
         let attach = head("POST", "/v1.41/containers/x/attach?stream=1", &up("tcp")).unwrap();
         assert_eq!(attach.upgrade, Some(Upgrade::Tcp));
-        assert_eq!(decide(&attach), Decision::Forward);
+        assert_eq!(decide(&attach, &Policy::permissive(), None), Decision::Forward);
         let exec = head("POST", "/exec/abc/start", &up("tcp")).unwrap();
-        assert_eq!(decide(&exec), Decision::Forward);
+        assert_eq!(decide(&exec, &Policy::permissive(), None), Decision::Forward);
         let session = head("POST", "/v1.41/session", &up("h2c")).unwrap();
-        assert_eq!(decide(&session), Decision::Forward);
+        assert_eq!(decide(&session, &Policy::permissive(), None), Decision::Forward);
         let wrong = head("POST", "/containers/create", &up("tcp")).unwrap();
-        assert!(matches!(decide(&wrong), Decision::Refuse(_)));
+        assert!(matches!(decide(&wrong, &Policy::permissive(), None), Decision::Refuse(_)));
         let wrong = head("POST", "/containers/x/attach", &up("h2c")).unwrap();
-        assert!(matches!(decide(&wrong), Decision::Refuse(_)));
+        assert!(matches!(decide(&wrong, &Policy::permissive(), None), Decision::Refuse(_)));
         assert!(head("GET", "/_ping", &up("spdy/3")).is_err());
         let ws = head("GET", "/containers/x/attach/ws", &up("websocket")).unwrap();
-        assert_eq!(decide(&ws), Decision::Forward);
+        assert_eq!(decide(&ws, &Policy::permissive(), None), Decision::Forward);
         let ws = head("GET", "/_ping", &up("websocket")).unwrap();
-        assert!(matches!(decide(&ws), Decision::Refuse(_)));
+        assert!(matches!(decide(&ws, &Policy::permissive(), None), Decision::Refuse(_)));
         // An Upgrade header without Connection: upgrade switches nothing.
         let inert = head("GET", "/_ping", &[("upgrade", "websocket")]).unwrap();
         assert_eq!(inert.upgrade, None);

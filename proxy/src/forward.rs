@@ -5,23 +5,25 @@ use std::convert::Infallible;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1 as client;
 use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
-use tokio::sync::Mutex;
 
+use crate::audit::Audit;
 use crate::decide::{self, Decision};
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::readiness::{Readiness, State};
 use crate::respond::{Body, Refusal};
 
@@ -36,6 +38,9 @@ pub struct Shared {
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    pub pool: Pool,
+    pub policy: Policy,
+    pub audit: Audit,
 }
 
 /// Per-connection limits.
@@ -61,12 +66,98 @@ impl Default for Limits {
     }
 }
 
-/// The upstream connection that belongs to one client connection. HTTP/1
-/// requests on a connection are sequential, so one dockerd connection per
-/// client connection keeps ordering and keep-alive one-to-one.
+/// Most idle dockerd connections kept for reuse; more are closed.
+const POOL_IDLE_MAX: usize = 128;
+
+/// Idle keep-alive connections to dockerd, shared by every client. A
+/// connection is lent for one exchange and comes back only once dockerd's
+/// answer has ended, so an idle client holds nothing upstream: 1,000 idle
+/// clients cost 1,000 client sockets, not 2,000 sockets and two sets of
+/// buffers each (HAProxy's `http-reuse always` does the same).
 #[derive(Default)]
-struct Upstream {
-    sender: Mutex<Option<client::SendRequest<Body>>>,
+pub struct Pool {
+    idle: Mutex<Vec<client::SendRequest<Body>>>,
+}
+
+impl Pool {
+    async fn checkout(&self, socket: &std::path::Path) -> Result<client::SendRequest<Body>, Refusal> {
+        loop {
+            let candidate = self.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
+            match candidate {
+                // dockerd may have closed it while idle (a restart).
+                Some(mut s) if !s.is_closed() => {
+                    if s.ready().await.is_ok() {
+                        return Ok(s);
+                    }
+                }
+                Some(_) => {}
+                None => return connect(socket).await,
+            }
+        }
+    }
+
+    fn checkin(&self, sender: client::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < POOL_IDLE_MAX {
+                idle.push(sender);
+            }
+        }
+    }
+}
+
+/// dockerd's response body, which returns its connection to the pool when
+/// it ends. Dropped early (the client hung up), the connection is closed
+/// instead: its state is unknown.
+struct Lent {
+    inner: Incoming,
+    lease: Option<(client::SendRequest<Body>, Arc<Shared>)>,
+}
+
+impl Lent {
+    fn give_back(&mut self) {
+        if let Some((sender, shared)) = self.lease.take() {
+            shared.pool.checkin(sender);
+        }
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        // Read to its end: the connection is clean. Otherwise the lease
+        // drops here and the connection closes.
+        if self.inner.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+impl hyper::body::Body for Lent {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // hyper stops polling once a sized body reports its end, so the
+        // last data frame, not a final None, may be all we see.
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.give_back();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Who is on the other end of a client connection, for the audit log.
@@ -88,12 +179,11 @@ where
         inner: io,
         metrics: shared.metrics.clone(),
     };
-    let upstream = Arc::new(Upstream::default());
     let peer = Arc::new(peer);
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| {
-        let (shared, upstream, peer) = (svc_shared.clone(), upstream.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(handle(req, &shared, &upstream, &peer).await) }
+        let (shared, peer) = (svc_shared.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(handle(req, &shared, &peer).await) }
     });
     let served = server::Builder::new()
         .timer(TokioTimer::new())
@@ -126,9 +216,9 @@ fn is_hangup(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-async fn handle(req: Request<Incoming>, shared: &Shared, upstream: &Upstream, peer: &Peer) -> Response<Body> {
+async fn handle(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> Response<Body> {
     let method = req.method().clone();
-    let resp = match forward(req, shared, upstream).await {
+    let resp = match forward(req, shared, peer).await {
         Ok(resp) => resp,
         Err(refusal) => {
             shared.metrics.refused();
@@ -145,42 +235,121 @@ async fn handle(req: Request<Incoming>, shared: &Shared, upstream: &Upstream, pe
     resp
 }
 
-async fn forward(
-    req: Request<Incoming>,
-    shared: &Shared,
-    upstream: &Upstream,
-) -> Result<Response<Body>, Refusal> {
-    let (parts, body) = req.into_parts();
+async fn forward(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> Result<Response<Body>, Refusal> {
+    let (mut parts, body) = req.into_parts();
     let head = decide::parse(&parts)?;
-    if let Decision::Refuse(refusal) = decide::decide(&head) {
-        return Err(refusal);
+    let content_type = parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes().to_vec());
+    let mut body = body.boxed();
+    let decision = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
+        Decision::InspectBody { cap } => match read_whole(&mut parts, body, cap).await {
+            Ok(bytes) => {
+                let d = decide::decide_body(&head, &shared.policy, content_type.as_deref(), &bytes);
+                // The checked bytes are what dockerd gets, framed afresh.
+                body = crate::respond::full(bytes);
+                d
+            }
+            Err(refusal) => {
+                body = crate::respond::full(bytes::Bytes::new());
+                Decision::Refuse(refusal)
+            }
+        },
+        d => d,
+    };
+    if crate::policy::is_mutating(&head) {
+        audit(shared, peer, &head, &decision);
+    }
+    match decision {
+        Decision::Forward => {}
+        Decision::Refuse(refusal) => return Err(refusal),
+        Decision::InspectBody { .. } => unreachable!("decide_body never asks again"),
     }
     gate(shared).await?;
-    let mut req = Request::from_parts(parts, body.boxed());
+    let mut req = Request::from_parts(parts, body);
     let client_upgrade = head.upgrade.map(|_| hyper::upgrade::on(&mut req));
 
-    let mut guard = upstream.sender.lock().await;
-    let sender = match guard.as_mut() {
-        Some(s) if !s.is_closed() => s,
-        _ => guard.insert(connect(shared).await?),
-    };
-    // Waits for the previous response on this connection to finish.
-    if sender.ready().await.is_err() {
-        *sender = connect(shared).await?;
-    }
+    let mut sender = shared.pool.checkout(&shared.upstream).await?;
     let mut resp = sender.send_request(req).await.map_err(|e| {
         tracing::warn!(error = %e, "dockerd did not answer");
         Refusal::Upstream
     })?;
-    drop(guard);
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // The connection becomes the session; it never returns to the pool.
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(splice(client_upgrade, upstream_upgrade, shared.metrics.clone()));
         }
+        return Ok(resp.map(|b| b.boxed()));
     }
-    Ok(resp.map(|b| b.boxed()))
+    let lease = Some((sender, shared.clone()));
+    Ok(resp.map(move |inner| {
+        let mut lent = Lent { inner, lease };
+        // An empty body may never be polled to its end.
+        if lent.inner.is_end_stream() {
+            lent.give_back();
+        }
+        lent.boxed()
+    }))
+}
+
+/// Reads a body the policy must see, whole, refusing ambiguous framing (the
+/// checker and dockerd must read one body, CVE-2024-41110) and anything over
+/// `cap` (never skip the check, CVE-2026-34040). The head is re-framed with
+/// a fresh Content-Length for exactly these bytes.
+async fn read_whole(parts: &mut hyper::http::request::Parts, body: Body, cap: usize) -> Result<bytes::Bytes, Refusal> {
+    let bad = |why: &str| Refusal::BadRequest(why.to_owned());
+    let lengths = parts.headers.get_all(CONTENT_LENGTH).iter().count();
+    let te = parts.headers.get_all(TRANSFER_ENCODING).iter().count();
+    if lengths > 1 {
+        return Err(bad("several Content-Length headers"));
+    }
+    if lengths == 1 && te > 0 {
+        return Err(bad("both Content-Length and Transfer-Encoding"));
+    }
+    if te > 1 || parts.headers.get(TRANSFER_ENCODING).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked")) {
+        return Err(bad("unsupported Transfer-Encoding"));
+    }
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Err(Refusal::TooLarge { cap });
+    }
+    let bytes = match http_body_util::Limited::new(body, cap).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(Refusal::TooLarge { cap })
+        }
+        Err(_) => return Err(bad("the request body ended early")),
+    };
+    parts.headers.remove(TRANSFER_ENCODING);
+    parts.headers.insert(CONTENT_LENGTH, hyper::header::HeaderValue::from(bytes.len()));
+    Ok(bytes)
+}
+
+/// One audit line and one metric per decision on a mutating request.
+fn audit(shared: &Shared, peer: &Peer, head: &decide::RequestHead, decision: &Decision) {
+    let (verdict, rule, reason) = match decision {
+        Decision::Forward => ("allow", None, None),
+        Decision::Refuse(Refusal::Denied { rule, reason }) => ("deny", Some(*rule), Some(reason.clone())),
+        Decision::Refuse(r) => ("deny", Some("request"), Some(r.message())),
+        Decision::InspectBody { .. } => return,
+    };
+    shared.metrics.decision(verdict, rule.unwrap_or("-"));
+    shared.audit.record(&crate::audit::Entry {
+        time: crate::audit::now(),
+        peer: &peer.addr,
+        subject: peer.subject.as_deref(),
+        method: head.method.as_str(),
+        path: &head.path,
+        api_version: head.version.as_deref(),
+        decision: verdict,
+        rule,
+        reason: reason.as_deref(),
+        policy: shared.policy.name(),
+    });
 }
 
 /// Holds a request while the engine is not Ready, up to the hold limit.
@@ -202,9 +371,9 @@ async fn gate(shared: &Shared) -> Result<(), Refusal> {
     }
 }
 
-async fn connect(shared: &Shared) -> Result<client::SendRequest<Body>, Refusal> {
-    let stream = UnixStream::connect(&shared.upstream).await.map_err(|e| {
-        tracing::warn!(socket = %shared.upstream.display(), error = %e, "cannot connect to dockerd");
+async fn connect(socket: &std::path::Path) -> Result<client::SendRequest<Body>, Refusal> {
+    let stream = UnixStream::connect(socket).await.map_err(|e| {
+        tracing::warn!(socket = %socket.display(), error = %e, "cannot connect to dockerd");
         Refusal::Upstream
     })?;
     let (sender, conn) = client::Builder::new()
@@ -214,8 +383,8 @@ async fn connect(shared: &Shared) -> Result<client::SendRequest<Body>, Refusal> 
             tracing::warn!(error = %e, "HTTP handshake with dockerd failed");
             Refusal::Upstream
         })?;
-    // Owned by the client connection's sender: ends when that is dropped or
-    // dockerd closes; an upgraded exchange hands its socket to `splice`.
+    // Owned by its sender (in the pool or lent out): ends when that is
+    // dropped or dockerd closes; an upgrade hands its socket to `splice`.
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "dockerd connection ended");

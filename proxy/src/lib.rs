@@ -9,17 +9,21 @@
 //! - [`auth`]: mutual TLS against the service's CA.
 //! - [`forward`]: relaying one client connection to dockerd, upgrades included.
 //! - [`decide`]: the one place where a request is decided before forwarding.
+//! - [`policy`]: what a job may ask of the engine (profiles, rules, strict JSON).
+//! - [`audit`]: one JSON line per decision on a mutating request.
 //! - [`respond`]: every answer the proxy makes itself.
 //! - [`upstream`]: calls to dockerd's private socket (ping, container stop).
 //! - [`health`], [`metrics`]: `/livez`, `/readyz`, `/metrics`, `/status`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod decide;
 pub mod forward;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod policy;
 pub mod readiness;
 pub mod respond;
 pub mod upstream;

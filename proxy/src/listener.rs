@@ -65,6 +65,8 @@ pub struct Config {
     /// dockerd's private socket.
     pub upstream: PathBuf,
     pub limits: Limits,
+    pub policy: crate::policy::Policy,
+    pub audit: crate::audit::Audit,
 }
 
 /// Why the proxy could not serve.
@@ -111,6 +113,9 @@ pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metric
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         limits: config.limits,
+        pool: forward::Pool::default(),
+        policy: config.policy,
+        audit: config.audit,
     });
     let mut accepting = JoinSet::new();
     let mut sockets = Vec::new();

@@ -74,6 +74,8 @@ pub struct Metrics {
     handshake_failures: [AtomicU64; 8],
     held_requests: AtomicU64,
     refused: AtomicU64,
+    /// Policy decisions on mutating requests by (decision, rule).
+    decisions: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 /// Decrements a gauge when dropped, so every exit path of a task counts.
@@ -125,6 +127,12 @@ impl Metrics {
         self.held_requests.fetch_add(1, Relaxed);
     }
 
+    pub fn decision(&self, decision: &'static str, rule: &'static str) {
+        if let Ok(mut d) = self.decisions.lock() {
+            *d.entry((decision, rule)).or_default() += 1;
+        }
+    }
+
     pub fn refused(&self) {
         self.refused.fetch_add(1, Relaxed);
     }
@@ -158,6 +166,12 @@ impl Metrics {
         let _ = writeln!(out, "# HELP dind_proxy_tls_handshake_failures_total Failed TLS handshakes, by reason.\n# TYPE dind_proxy_tls_handshake_failures_total counter");
         for (f, n) in HandshakeFailure::ALL.iter().zip(&self.handshake_failures) {
             let _ = writeln!(out, "dind_proxy_tls_handshake_failures_total{{reason=\"{}\"}} {}", f.label(), n.load(Relaxed));
+        }
+        let _ = writeln!(out, "# HELP dind_proxy_policy_decisions_total Policy decisions on mutating requests, by decision and rule.\n# TYPE dind_proxy_policy_decisions_total counter");
+        if let Ok(d) = self.decisions.lock() {
+            for ((decision, rule), n) in d.iter() {
+                let _ = writeln!(out, "dind_proxy_policy_decisions_total{{decision=\"{decision}\",rule=\"{rule}\"}} {n}");
+            }
         }
         g(out, "dind_proxy_held_requests_total", "Requests held while the engine was not ready.", "counter", self.held_requests.load(Relaxed));
         g(out, "dind_proxy_refused_requests_total", "Requests the proxy answered itself (not ready, denied, malformed).", "counter", self.refused.load(Relaxed));

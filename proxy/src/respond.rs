@@ -22,8 +22,10 @@ pub enum Refusal {
     Upstream,
     /// The request is malformed or ambiguous.
     BadRequest(String),
-    /// The decision point denied it.
-    Denied(String),
+    /// The policy denied it; `rule` goes to the audit log and metrics.
+    Denied { rule: &'static str, reason: String },
+    /// A body the policy must read is over its cap: never skip the check.
+    TooLarge { cap: usize },
 }
 
 impl Refusal {
@@ -32,7 +34,8 @@ impl Refusal {
             Refusal::NotReady { .. } | Refusal::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Upstream => StatusCode::BAD_GATEWAY,
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Refusal::Denied(_) => StatusCode::FORBIDDEN,
+            Refusal::Denied { .. } => StatusCode::FORBIDDEN,
+            Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -46,7 +49,10 @@ impl Refusal {
                 "cannot reach the Docker engine inside the dind service; check the service's log".to_owned()
             }
             Refusal::BadRequest(why) => format!("bad request: {why}"),
-            Refusal::Denied(why) => why.clone(),
+            Refusal::Denied { reason, .. } => reason.clone(),
+            Refusal::TooLarge { cap } => format!(
+                "request body over {cap} bytes: too large for the request policy to check (raise body_cap in the policy file)"
+            ),
         }
     }
 
@@ -75,7 +81,11 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_are_docker_shaped_json() {
-        let resp = Refusal::Denied("policy ci-safe: no".into()).response();
+        let resp = Refusal::Denied {
+            rule: "privileged",
+            reason: "policy ci-safe: no".into(),
+        }
+        .response();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
         let body = resp.into_body().collect().await.unwrap().to_bytes();

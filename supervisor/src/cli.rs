@@ -201,6 +201,16 @@ pub struct Settings {
     #[arg(long, env = "DIND_HOLD_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub hold_timeout: Duration,
 
+    /// Request policy: `permissive`, `ci-safe`, or a TOML policy file that starts from one of them.
+    #[arg(long, env = "DIND_POLICY", default_value = "permissive")]
+    pub policy: String,
+    /// Host paths that ci-safe allows to bind-mount (comma separated).
+    #[arg(long, env = "DIND_POLICY_ALLOW_BINDS", value_name = "DIRS")]
+    pub policy_allow_binds: Option<String>,
+    /// Audit log file (JSON lines); default: stderr.
+    #[arg(long, env = "DIND_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
     /// Plain-HTTP health endpoint (/livez, /readyz, /metrics, /status).
     #[arg(long, env = "DIND_HEALTH_ADDR", default_value = "0.0.0.0:2378")]
     pub health_addr: std::net::SocketAddr,

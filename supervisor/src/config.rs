@@ -69,6 +69,9 @@ pub struct Proxy {
     /// `DOCKER_HOST=unix://...` naming a path other than dockerd's socket.
     pub socket: Option<PublicSocket>,
     pub hold: Duration,
+    pub policy: proxy::policy::Policy,
+    /// None: audit lines go to stderr.
+    pub audit_log: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -133,6 +136,8 @@ impl Config {
             .var(ENV_DOCKER_HOST)
             .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
             .filter(|p| p != &socket);
+        let policy = proxy::policy::Policy::load(&settings.policy, settings.policy_allow_binds.as_deref())
+            .with_context(|| format!("DIND_POLICY={:?}", settings.policy))?;
         let proxy = (!exact).then(|| Proxy {
             listen: if settings.listen.is_empty() {
                 vec![SocketAddr::from(([0, 0, 0, 0], if tls.is_some() { 2376 } else { 2375 }))]
@@ -149,6 +154,8 @@ impl Config {
                 }
             }),
             hold: settings.hold_timeout,
+            policy,
+            audit_log: settings.audit_log.clone(),
         });
         if settings.shutdown_timeout < Duration::from_secs(1) {
             bail!(
@@ -320,6 +327,14 @@ mod tests {
         let c = Config::new(settings(&["--listen", "[::]:2376,127.0.0.1:12376"]), vec![], false, &HashMap::new()).unwrap();
         assert_eq!(c.proxy.unwrap().listen.len(), 2);
         assert!(Config::new(settings(&[]), vec![], true, &HashMap::new()).unwrap().proxy.is_none());
+    }
+
+    #[test]
+    fn policy_is_checked_before_start() {
+        let c = Config::new(settings(&["--policy", "ci-safe"]), vec![], false, &HashMap::new()).unwrap();
+        assert_eq!(c.proxy.unwrap().policy.name(), "ci-safe");
+        let err = Config::new(settings(&["--policy", "/nonexistent/policy.toml"]), vec![], false, &HashMap::new()).unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/policy.toml"), "{err:#}");
     }
 
     #[test]

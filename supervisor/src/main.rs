@@ -92,8 +92,7 @@ fn main() -> ExitCode {
 
 /// Certificates, host preparation, dockerd, supervision; returns the exit code.
 fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -134,17 +133,28 @@ fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
             extra: status_extra(&endpoints, certs.as_ref()),
         };
         tokio::spawn(proxy::health::serve(health_listener, Arc::new(health)));
-        let proxy_task = config.proxy.as_ref().map(|p| {
-            let proxy_config = proxy::Config {
-                endpoints,
-                upstream: prepared.socket.clone(),
-                limits: proxy::forward::Limits {
-                    hold: p.hold,
-                    ..Default::default()
-                },
-            };
-            tokio::spawn(proxy::serve(proxy_config, readiness.clone(), metrics.clone()))
-        });
+        let proxy_task = match config.proxy {
+            Some(p) => {
+                let audit = match &p.audit_log {
+                    Some(path) => proxy::audit::Audit::file(path)
+                        .with_context(|| format!("cannot open audit log {}: fix DIND_AUDIT_LOG", path.display()))?,
+                    None => proxy::audit::Audit::stderr(),
+                };
+                tracing::info!(policy = p.policy.name(), "request policy");
+                let proxy_config = proxy::Config {
+                    endpoints,
+                    upstream: prepared.socket.clone(),
+                    limits: proxy::forward::Limits {
+                        hold: p.hold,
+                        ..Default::default()
+                    },
+                    policy: p.policy,
+                    audit,
+                };
+                Some(tokio::spawn(proxy::serve(proxy_config, readiness.clone(), metrics.clone())))
+            }
+            None => None,
+        };
         let code = supervise::Supervisor::new(config.supervise, prepared, latch, started, proxy_task)
             .run(signals)
             .await;

@@ -1,0 +1,604 @@
+//! The request policy: which Docker API requests a job may make (issue #5).
+//!
+//! The dind service runs privileged, so anyone who can call its API can
+//! start a container that reaches the runner host. The `ci-safe` profile
+//! refuses the requests that would; `permissive` (the default) allows
+//! everything. A policy file starts from either and changes single rules.
+//!
+//! The engine is pure: the decision point ([`crate::decide`]) asks
+//! [`Policy::on_head`] about every request and, where it answers
+//! [`Verdict::NeedBody`], reads the whole body (at most
+//! [`Policy::body_cap`] bytes, else 413) and asks [`Policy::on_body`] with
+//! exactly the bytes it will forward. Nothing here does I/O except
+//! [`Policy::load`] reading a policy file.
+//!
+//! # No parser differential
+//! Every known bypass of a Docker API filter comes from the filter and
+//! dockerd reading one request differently. So bodies are read by
+//! [`json::parse_strict`] (no duplicate keys, no trailing data, no lone
+//! surrogates) and every object level the rules read refuses keys that Go
+//! would match to a known field case-insensitively (`privileged`,
+//! `Capadd`, `Devicecgroupruleſ` with a long s). Query strings are read as
+//! Go reads them, form bodies (which Go merges into the query) are refused
+//! on mutating requests, and percent-encoded paths (which dockerd's router
+//! decodes) are refused where a route is decided. When in doubt: deny.
+//!
+//! # Rules
+//! Each can be set to `"allow"` or `"deny"` in a policy file's `[rules]`
+//! table; `ci-safe` denies all of them, `permissive` none.
+//!
+//! | rule | denies |
+//! |---|---|
+//! | `privileged` | `HostConfig.Privileged` |
+//! | `privileged_exec` | exec create with `Privileged` |
+//! | `cap_add` | `CapAdd` beyond Docker's default set, or `ALL` |
+//! | `devices` | `Devices`, `DeviceCgroupRules` |
+//! | `device_requests` | `DeviceRequests` (GPUs) |
+//! | `host_pid`, `host_ipc`, `host_uts`, `host_userns`, `host_cgroupns` | `PidMode` … `CgroupnsMode` = `host` |
+//! | `host_network` | `NetworkMode` = `host`; `/build?networkmode=host` |
+//! | `container_namespaces` | `PidMode`, `IpcMode`, `UTSMode`, `Cgroup` = `container:…` |
+//! | `seccomp` | `seccomp=` anything but `builtin` (`unconfined`, custom profiles) |
+//! | `apparmor` | `apparmor=` anything but `docker-default` |
+//! | `selinux` | `label=` anything but `level:…`; `disable` |
+//! | `no_new_privileges` | `no-new-privileges=false` |
+//! | `writable_cgroups` | `writable-cgroups=true` |
+//! | `systempaths` | `MaskedPaths`/`ReadonlyPaths` set (`systempaths=unconfined`) |
+//! | `security_opt` | `SecurityOpt` entries dockerd's parser does not know |
+//! | `runtime` | `Runtime` other than runc |
+//! | `cgroup_parent` | `CgroupParent`; `/build?cgroupparent=` |
+//! | `bind_mounts` | `Binds`, bind `Mounts`, bind `Tmpfs` options outside the allowlist |
+//! | `volumes_from` | `VolumesFrom` (the source's binds cannot be seen from here) |
+//! | `volume_mounts` | local volumes that mount a device, a filesystem or a path outside the allowlist; other volume drivers |
+//! | `sysctls` | sysctls outside the container's own namespaces |
+//! | `toplevel_hostconfig` | HostConfig fields at the top level of a create or start body |
+//! | `network_driver` | networks with a driver other than bridge, overlay or null (macvlan, ipvlan) |
+//! | `plugins`, `swarm`, `services`, `secrets`, `configs` | the writes of those route families |
+//! | `unknown_route` | any mutating route not in the known list |
+//!
+//! Integrity checks are not rules and cannot be allowed: `parse` (body not
+//! strict JSON, or a field of the wrong type), `ambiguous_key`,
+//! `content_type`, `query`, `path`, `body_too_large`.
+
+mod file;
+pub mod json;
+pub mod routes;
+mod rules;
+
+use std::fmt;
+
+use hyper::Method;
+
+use crate::decide::RequestHead;
+use routes::Route;
+
+pub use file::PolicyError;
+
+/// Default cap on a decided request body.
+pub const DEFAULT_BODY_CAP: usize = 4 << 20;
+/// Default bind-mount allowlist: the directories GitLab shares with services.
+pub const DEFAULT_ALLOW_BINDS: &str = "/builds,/cache";
+
+/// A built-in starting point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// Everything allowed; requests are still authenticated and audited.
+    Permissive,
+    /// Every rule denies.
+    CiSafe,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Permissive => "permissive",
+            Profile::CiSafe => "ci-safe",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Profile> {
+        match s {
+            "permissive" => Some(Profile::Permissive),
+            "ci-safe" => Some(Profile::CiSafe),
+            _ => None,
+        }
+    }
+}
+
+/// One rule that a policy file can allow or deny. See the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    Privileged,
+    PrivilegedExec,
+    CapAdd,
+    Devices,
+    DeviceRequests,
+    HostPid,
+    HostIpc,
+    HostUts,
+    HostUserns,
+    HostCgroupns,
+    HostNetwork,
+    ContainerNamespaces,
+    Seccomp,
+    Apparmor,
+    Selinux,
+    NoNewPrivileges,
+    WritableCgroups,
+    Systempaths,
+    SecurityOpt,
+    Runtime,
+    CgroupParent,
+    BindMounts,
+    VolumesFrom,
+    VolumeMounts,
+    Sysctls,
+    ToplevelHostconfig,
+    NetworkDriver,
+    Plugins,
+    Swarm,
+    Services,
+    Secrets,
+    Configs,
+    UnknownRoute,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 33] = [
+        Rule::Privileged,
+        Rule::PrivilegedExec,
+        Rule::CapAdd,
+        Rule::Devices,
+        Rule::DeviceRequests,
+        Rule::HostPid,
+        Rule::HostIpc,
+        Rule::HostUts,
+        Rule::HostUserns,
+        Rule::HostCgroupns,
+        Rule::HostNetwork,
+        Rule::ContainerNamespaces,
+        Rule::Seccomp,
+        Rule::Apparmor,
+        Rule::Selinux,
+        Rule::NoNewPrivileges,
+        Rule::WritableCgroups,
+        Rule::Systempaths,
+        Rule::SecurityOpt,
+        Rule::Runtime,
+        Rule::CgroupParent,
+        Rule::BindMounts,
+        Rule::VolumesFrom,
+        Rule::VolumeMounts,
+        Rule::Sysctls,
+        Rule::ToplevelHostconfig,
+        Rule::NetworkDriver,
+        Rule::Plugins,
+        Rule::Swarm,
+        Rule::Services,
+        Rule::Secrets,
+        Rule::Configs,
+        Rule::UnknownRoute,
+    ];
+
+    /// The name used in policy files, denials, the audit log and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Privileged => "privileged",
+            Rule::PrivilegedExec => "privileged_exec",
+            Rule::CapAdd => "cap_add",
+            Rule::Devices => "devices",
+            Rule::DeviceRequests => "device_requests",
+            Rule::HostPid => "host_pid",
+            Rule::HostIpc => "host_ipc",
+            Rule::HostUts => "host_uts",
+            Rule::HostUserns => "host_userns",
+            Rule::HostCgroupns => "host_cgroupns",
+            Rule::HostNetwork => "host_network",
+            Rule::ContainerNamespaces => "container_namespaces",
+            Rule::Seccomp => "seccomp",
+            Rule::Apparmor => "apparmor",
+            Rule::Selinux => "selinux",
+            Rule::NoNewPrivileges => "no_new_privileges",
+            Rule::WritableCgroups => "writable_cgroups",
+            Rule::Systempaths => "systempaths",
+            Rule::SecurityOpt => "security_opt",
+            Rule::Runtime => "runtime",
+            Rule::CgroupParent => "cgroup_parent",
+            Rule::BindMounts => "bind_mounts",
+            Rule::VolumesFrom => "volumes_from",
+            Rule::VolumeMounts => "volume_mounts",
+            Rule::Sysctls => "sysctls",
+            Rule::ToplevelHostconfig => "toplevel_hostconfig",
+            Rule::NetworkDriver => "network_driver",
+            Rule::Plugins => "plugins",
+            Rule::Swarm => "swarm",
+            Rule::Services => "services",
+            Rule::Secrets => "secrets",
+            Rule::Configs => "configs",
+            Rule::UnknownRoute => "unknown_route",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.name() == s)
+    }
+
+    fn bit(self) -> u64 {
+        1 << (self as u32)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The `rule` of denials that come from integrity checks, not from rules.
+pub mod integrity {
+    /// The body is not strict JSON, or a field has the wrong type.
+    pub const PARSE: &str = "parse";
+    /// A key that Go matches to a known field without exact spelling.
+    pub const AMBIGUOUS_KEY: &str = "ambiguous_key";
+    /// Missing or wrong Content-Type, or a form body.
+    pub const CONTENT_TYPE: &str = "content_type";
+    /// A query string Go could read differently.
+    pub const QUERY: &str = "query";
+    /// A percent-encoded path on a mutating request.
+    pub const PATH: &str = "path";
+    /// A body over the cap reached `on_body` (the caller should answer 413
+    /// before that).
+    pub const BODY_TOO_LARGE: &str = "body_too_large";
+}
+
+/// The answer for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Read the whole body (up to [`Policy::body_cap`]) and call
+    /// [`Policy::on_body`].
+    NeedBody,
+    Deny(Denial),
+}
+
+/// Why a request was denied: answered as 403 with `reason` as the message,
+/// and audited with `rule`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// A [`Rule`] name, or one of [`integrity`].
+    pub rule: &'static str,
+    /// `policy ci-safe: privileged containers are not allowed (HostConfig.Privileged)`
+    pub reason: String,
+}
+
+/// A checked policy: which rules deny, the bind allowlist, the body cap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// `permissive`, `ci-safe`, or `file:/path (ci-safe)`.
+    name: String,
+    /// Bit set of denying rules, indexed by `Rule as u32`.
+    denied: u64,
+    /// Normalised absolute directories that may be bind-mounted.
+    allow_binds: Vec<String>,
+    body_cap: usize,
+}
+
+impl Policy {
+    /// Everything allowed.
+    pub fn permissive() -> Policy {
+        Policy::from_profile(Profile::Permissive)
+    }
+
+    /// Every rule denies; binds under the default allowlist.
+    pub fn ci_safe() -> Policy {
+        Policy::from_profile(Profile::CiSafe)
+    }
+
+    pub fn from_profile(profile: Profile) -> Policy {
+        let denied = match profile {
+            Profile::Permissive => 0,
+            Profile::CiSafe => Rule::ALL.iter().fold(0, |acc, r| acc | r.bit()),
+        };
+        Policy {
+            name: profile.name().to_owned(),
+            denied,
+            allow_binds: parse_allow_binds(DEFAULT_ALLOW_BINDS)
+                .expect("default allowlist is valid"),
+            body_cap: DEFAULT_BODY_CAP,
+        }
+    }
+
+    /// Builds the policy from `DIND_POLICY` (`spec`: `permissive`, `ci-safe`,
+    /// empty for the default `permissive`, or the absolute path of a TOML
+    /// policy file) and `DIND_POLICY_ALLOW_BINDS` (comma-separated absolute
+    /// directories; default `/builds,/cache`).
+    ///
+    /// A policy file:
+    /// ```toml
+    /// profile = "ci-safe"                  # required: the starting point
+    /// allow_binds = ["/builds", "/cache"]  # replaces the allowlist
+    /// body_cap = "4MiB"                    # or a number of bytes
+    /// [rules]
+    /// privileged = "allow"                 # any rule name: "allow" or "deny"
+    /// ```
+    /// Errors are one line naming the file or variable, the key and the fix.
+    pub fn load(spec: &str, allow_binds: Option<&str>) -> Result<Policy, PolicyError> {
+        let binds = match allow_binds {
+            Some(v) => Some(parse_allow_binds(v).map_err(|why| PolicyError::AllowBinds { why })?),
+            None => None,
+        };
+        let mut policy = match spec {
+            "" => Policy::permissive(),
+            s => match Profile::from_name(s) {
+                Some(p) => Policy::from_profile(p),
+                None if s.starts_with('/') => return file::load(s, binds),
+                None => return Err(PolicyError::UnknownProfile(s.to_owned())),
+            },
+        };
+        if let Some(binds) = binds {
+            policy.allow_binds = binds;
+        }
+        Ok(policy)
+    }
+
+    /// `permissive`, `ci-safe`, or `file:/path (ci-safe)`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The largest body [`Policy::on_body`] accepts; above it answer 413.
+    pub fn body_cap(&self) -> usize {
+        self.body_cap
+    }
+
+    /// The directories that may be bind-mounted, normalised.
+    pub fn allow_binds(&self) -> &[String] {
+        &self.allow_binds
+    }
+
+    /// Whether `rule` denies under this policy.
+    pub fn denies(&self, rule: Rule) -> bool {
+        self.denied & rule.bit() != 0
+    }
+
+    /// The names of the denying rules, for the start-up log.
+    pub fn denied_rules(&self) -> impl Iterator<Item = &'static str> + '_ {
+        Rule::ALL
+            .into_iter()
+            .filter(|r| self.denies(*r))
+            .map(Rule::name)
+    }
+
+    fn set(&mut self, rule: Rule, deny: bool) {
+        if deny {
+            self.denied |= rule.bit();
+        } else {
+            self.denied &= !rule.bit();
+        }
+    }
+
+    /// Step 1, on the head: method, canonical path, query, and the
+    /// `Content-Type` header as sent (the first one, as Go's `Header.Get`
+    /// reads it; raw bytes because Go accepts non-ASCII there).
+    pub fn on_head(&self, head: &RequestHead, content_type: Option<&[u8]>) -> Verdict {
+        if self.denied == 0 || !is_mutating(head) || head.method == Method::OPTIONS {
+            return Verdict::Allow;
+        }
+        if head.path.contains('%') {
+            // dockerd's router decodes `%63reate` to `create`; we match the
+            // path as written, so an encoded path cannot be classified.
+            return self.integrity(
+                integrity::PATH,
+                "percent-encoded characters in the path of a mutating request are not accepted",
+            );
+        }
+        if let Some(ct) = content_type {
+            match routes::media_type(ct) {
+                None => {
+                    return self.integrity(integrity::CONTENT_TYPE, "a non-ASCII Content-Type is not accepted")
+                }
+                Some(m) if routes::is_form(&m) => {
+                    return self.integrity(
+                        integrity::CONTENT_TYPE,
+                        format!("Content-Type {m} is not accepted on a mutating request (dockerd would read the body as query parameters)"),
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        let route = routes::classify(&head.method, &head.path);
+        match route {
+            Route::Plain => Verdict::Allow,
+            Route::Unknown => {
+                self.route_rule(Rule::UnknownRoute, head, "is not a known Docker API route")
+            }
+            Route::Family(rule) => self.route_rule(rule, head, family_what(rule)),
+            Route::Build => match rules::check_build_query(self, head.query.as_deref()) {
+                Ok(()) => Verdict::Allow,
+                Err(d) => Verdict::Deny(d),
+            },
+            body_route => {
+                if rules::body_rules(body_route)
+                    .iter()
+                    .any(|r| self.denies(*r))
+                {
+                    Verdict::NeedBody
+                } else {
+                    Verdict::Allow
+                }
+            }
+        }
+    }
+
+    /// Step 2, where [`Policy::on_head`] said [`Verdict::NeedBody`]: the
+    /// complete body exactly as it will be forwarded.
+    pub fn on_body(&self, head: &RequestHead, content_type: Option<&[u8]>, body: &[u8]) -> Verdict {
+        match self.on_head(head, content_type) {
+            Verdict::NeedBody => {}
+            other => return other,
+        }
+        if body.len() > self.body_cap {
+            return self.integrity(
+                integrity::BODY_TOO_LARGE,
+                format!("the request body is larger than {} bytes", self.body_cap),
+            );
+        }
+        // dockerd reads no value from an empty body (an error, or all
+        // defaults for old versions): nothing in it to deny.
+        if body
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            return Verdict::Allow;
+        }
+        // dockerd ignores a start body of 7 bytes or less (by its
+        // Content-Length, which the proxy sets to the forwarded length).
+        let route = routes::classify(&head.method, &head.path);
+        if route == Route::ContainerStart && body.len() <= 7 {
+            return Verdict::Allow;
+        }
+        match content_type.and_then(routes::media_type) {
+            Some(m) if m == "application/json" => {}
+            _ => {
+                return self.integrity(
+                    integrity::CONTENT_TYPE,
+                    "a JSON body needs Content-Type: application/json",
+                )
+            }
+        }
+        let value = match json::parse_strict(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return self.integrity(
+                    integrity::PARSE,
+                    format!("the request body is not strict JSON: {e}"),
+                )
+            }
+        };
+
+        match rules::check_body(self, route, &value) {
+            Ok(()) => Verdict::Allow,
+            Err(d) => Verdict::Deny(d),
+        }
+    }
+
+    fn route_rule(&self, rule: Rule, head: &RequestHead, what: &str) -> Verdict {
+        if !self.denies(rule) {
+            return Verdict::Allow;
+        }
+        Verdict::Deny(Denial {
+            rule: rule.name(),
+            reason: format!("policy {}: {} {} {what}", self.name, head.method, head.path),
+        })
+    }
+
+    fn integrity(&self, rule: &'static str, what: impl fmt::Display) -> Verdict {
+        Verdict::Deny(Denial {
+            rule,
+            reason: format!("policy {}: {what}", self.name),
+        })
+    }
+
+    /// A denial by `rule`: `policy ci-safe: <what> (<field>)`.
+    fn denial(&self, rule: Rule, what: impl fmt::Display, field: &str) -> Denial {
+        Denial {
+            rule: rule.name(),
+            reason: self.reason(what, field),
+        }
+    }
+
+    fn reason(&self, what: impl fmt::Display, field: &str) -> String {
+        if field.is_empty() {
+            format!("policy {}: {what}", self.name)
+        } else {
+            format!("policy {}: {what} ({field})", self.name)
+        }
+    }
+
+    /// Whether a bind-mount source may be mounted: absolute, no `..`
+    /// segment, and equal to or under an allowlisted directory after
+    /// lexical normalisation (`/builds2` is not under `/builds`).
+    fn bind_allowed(&self, source: &str) -> Result<(), String> {
+        let Some(norm) = normalise(source) else {
+            return Err(format!(
+                "bind mount source {source:?} is not a plain absolute path"
+            ));
+        };
+        let ok = self.allow_binds.iter().any(|d| {
+            d == "/"
+                || norm == *d
+                || norm
+                    .strip_prefix(d.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        });
+        if ok {
+            Ok(())
+        } else if self.allow_binds.is_empty() {
+            Err(format!(
+                "bind mount of {norm} is not allowed (no directory is allowlisted)"
+            ))
+        } else {
+            Err(format!(
+                "bind mount of {norm} is not allowed; allowed: {}",
+                self.allow_binds.join(", ")
+            ))
+        }
+    }
+}
+
+fn family_what(rule: Rule) -> &'static str {
+    match rule {
+        Rule::Plugins => "is not allowed: plugins cannot be installed or changed",
+        Rule::Swarm => "is not allowed: swarm mode cannot be managed",
+        Rule::Services => "is not allowed: swarm services cannot be managed",
+        Rule::Secrets => "is not allowed: swarm secrets cannot be managed",
+        Rule::Configs => "is not allowed: swarm configs cannot be managed",
+        _ => "is not allowed",
+    }
+}
+
+/// Whether a request changes anything, for the audit log: any method but
+/// GET and HEAD.
+pub fn is_mutating(head: &RequestHead) -> bool {
+    !matches!(head.method, Method::GET | Method::HEAD)
+}
+
+/// `/a/./b//c/` → `/a/b/c`; None for a relative path, a `..` segment or a
+/// NUL byte.
+fn normalise(path: &str) -> Option<String> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return None;
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
+        if seg == ".." {
+            return None;
+        }
+        out.push('/');
+        out.push_str(seg);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Some(out)
+}
+
+/// `DIND_POLICY_ALLOW_BINDS`: comma-separated absolute directories.
+fn parse_allow_binds(value: &str) -> Result<Vec<String>, String> {
+    let mut dirs = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        dirs.push(check_allow_dir(entry)?);
+    }
+    Ok(dirs)
+}
+
+fn check_allow_dir(entry: &str) -> Result<String, String> {
+    if entry.contains(':') {
+        return Err(format!(
+            "{entry:?} contains ':'; list directories only, separated by commas"
+        ));
+    }
+    normalise(entry).ok_or_else(|| format!("{entry:?} is not an absolute directory without '..'"))
+}
+
+#[cfg(test)]
+mod tests;
