@@ -20,9 +20,13 @@ use crate::signals::{self, Event, Signals};
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Of the shutdown budget, what dockerd keeps for itself after its
-/// containers are stopped: containerd, unmounts, the socket.
-const CONTAINER_STOP_RESERVE: Duration = Duration::from_secs(3);
+/// Of the shutdown budget, what is kept after the containers' own grace:
+/// dockerd's clean-up of killed containers, then its own exit (containerd,
+/// unmounts, the socket), on a loaded machine.
+const CONTAINER_STOP_RESERVE: Duration = Duration::from_secs(4);
+/// However long stopping the containers takes, dockerd is signalled this
+/// long before the deadline: its own exit needs up to about a second.
+const DOCKERD_STOP_RESERVE: Duration = Duration::from_secs(2);
 /// Bound on the wait for descendants after dockerd is gone.
 const LEFTOVER_GRACE: Duration = Duration::from_millis(500);
 
@@ -92,6 +96,9 @@ impl Supervisor {
                 .as_ref()
                 .filter(|s| !s.killed && self.dockerd.is_some())
                 .map(|s| s.deadline);
+            let pre_stop_cutoff = stop_deadline
+                .filter(|_| self.pre_stop.is_some())
+                .map(|d| d.checked_sub(DOCKERD_STOP_RESERVE).unwrap_or(d));
             tokio::select! {
                 ev = signals.recv() => {
                     if let Some(code) = self.on_signal(ev) {
@@ -128,6 +135,13 @@ impl Supervisor {
                 }
                 _ = async { self.pre_stop.as_mut().expect("guarded").await }, if self.pre_stop.is_some() => {
                     self.pre_stop = None;
+                    self.signal_dockerd_to_stop();
+                }
+                _ = sleep_until(pre_stop_cutoff.unwrap_or_else(Instant::now).into()), if pre_stop_cutoff.is_some() => {
+                    tracing::warn!("containers are still stopping; stopping dockerd now to keep the deadline");
+                    if let Some(p) = self.pre_stop.take() {
+                        p.abort();
+                    }
                     self.signal_dockerd_to_stop();
                 }
                 _ = sleep_until(stop_deadline.unwrap_or_else(Instant::now).into()), if stop_deadline.is_some() => {

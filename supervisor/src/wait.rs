@@ -1756,7 +1756,7 @@ mod tests {
         assert_eq!(
             waited.to_string()[..],
             format!(
-                "engine ready at tcp://dind-wait-test:{port} after {:.2}s",
+                "engine ready at tcp://dind-wait-test:{port} after {:.2}s (1 attempt)",
                 waited.elapsed.as_secs_f64()
             )
         );

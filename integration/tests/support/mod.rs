@@ -64,6 +64,8 @@ pub struct Service {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The threads copying the supervisor's stdout and stderr into `log`.
+    readers: Vec<thread::JoinHandle<()>>,
     /// The proxy's TCP port on 127.0.0.1 (TLS unless TLS is off).
     pub port: u16,
     /// The health endpoint's port on 127.0.0.1.
@@ -129,24 +131,26 @@ impl Service {
             .env("DIND_HEALTH_ADDR", format!("127.0.0.1:{health_port}"));
         let mut child = cmd.spawn().expect("start dind-supervisor");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let log = log.clone();
-            thread::spawn(move || {
+            readers.push(thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if std::env::var_os("DIND_TEST_ECHO").is_some() {
                         eprintln!("[svc] {line}");
                     }
                     log.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
         Service {
             dir,
             child: Some(child),
             log,
+            readers,
             port,
             health_port,
         }
@@ -194,9 +198,6 @@ impl Service {
     pub fn wait_log(&self, needle: &str, n: usize, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self.log_count(needle) < n {
-            if let Some(status) = self.child.as_ref().and_then(|_| None::<ExitStatus>) {
-                panic!("supervisor exited ({status}) before {needle:?}");
-            }
             assert!(
                 Instant::now() < deadline,
                 "no {n}× {needle:?} in the supervisor log within {limit:?}:\n{}",
@@ -262,7 +263,14 @@ impl Service {
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 self.child = None;
-                return (status, started.elapsed());
+                let took = started.elapsed();
+                // Let the readers take in the last lines (bounded: a leftover
+                // descendant could hold the pipe open).
+                let until = Instant::now() + Duration::from_secs(2);
+                while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < until {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                return (status, took);
             }
             assert!(
                 started.elapsed() < limit,
