@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests of each crate, then the integration tests that
-# drive the real binary, a real dockerd and the docker CLI. Needs root.
+# drive the real binary, a real dockerd and the docker CLI, then (in the same
+# run) the end-to-end CI scenarios on a private engine that plays the runner
+# host. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 cargo build --release -p dind-supervisor
 export DIND_SUPERVISOR_BIN="$PWD/target/x86_64-unknown-linux-gnu/release/dind-supervisor"
+
+# The runner host of integration/tests/e2e.rs: its own dockerd, data root,
+# socket and bridge. Stopped on the way out, whatever happened, so nothing
+# keeps running; its data root stays as the image cache.
+trap 'bash scripts/runner-engine.sh stop' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+bash scripts/runner-engine.sh start
+runner_host="$(eval "$(bash scripts/runner-engine.sh env)" && echo "$DOCKER_HOST")"
+# The service image and a job image with the docker client, on the runner.
+# Without a registry, build.sh creates the Debian base with debootstrap once
+# (about 95 s) and caches it.
+images="$(bash images/build.sh debian job --host "$runner_host" --binary "$DIND_SUPERVISOR_BIN")"
+DIND_E2E_SERVICE_IMAGE="$(sed -n 1p <<<"$images")"
+DIND_E2E_JOB_IMAGE="$(sed -n 2p <<<"$images")"
+export DIND_E2E_DOCKER_HOST="$runner_host" DIND_E2E_SERVICE_IMAGE DIND_E2E_JOB_IMAGE
+
 # Each integration test starts its own dockerd; two at a time fit two cores.
 cargo test --workspace -- --test-threads=2
