@@ -148,6 +148,10 @@ fn known_authorization_bypasses_are_refused() {
         body.as_bytes(),
     );
     assert!(answer.starts_with("HTTP/1.1 403"), "text/plain: {answer}");
+    // An HTTP/2 connection preface is never forwarded (h2c only by Upgrade
+    // on /session and /grpc).
+    let answer = send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"");
+    assert!(!answer.starts_with("HTTP/1.1 2") && !answer.contains("OK"), "h2 preface: {answer}");
     // An unknown mutating route is denied by default.
     let answer = send("POST /v1.41/containers/x/escape HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", b"");
     assert!(answer.starts_with("HTTP/1.1 403"), "unknown route: {answer}");

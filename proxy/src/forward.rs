@@ -27,6 +27,9 @@ use crate::policy::Policy;
 use crate::readiness::{Readiness, State};
 use crate::respond::{Body, Refusal};
 
+/// Answers with a Content-Length up to this are read whole before the head
+/// is sent, so they leave in one write; larger or unsized ones stream.
+const SMALL_BODY: usize = 16 * 1024;
 /// Buffer per direction for upgraded sessions; large enough that a 1 GiB
 /// `docker cp` is not syscall-bound.
 const SPLICE_BUFFER: usize = 64 * 1024;
@@ -281,15 +284,29 @@ async fn forward(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> R
         }
         return Ok(resp.map(|b| b.boxed()));
     }
+    let small = resp
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= SMALL_BODY);
     let lease = Some((sender, shared.clone()));
-    Ok(resp.map(move |inner| {
-        let mut lent = Lent { inner, lease };
-        // An empty body may never be polled to its end.
-        if lent.inner.is_end_stream() {
-            lent.give_back();
-        }
-        lent.boxed()
-    }))
+    let (head, inner) = resp.into_parts();
+    let mut lent = Lent { inner, lease };
+    // An empty body may never be polled to its end.
+    if lent.inner.is_end_stream() {
+        lent.give_back();
+    }
+    if small {
+        // Already in our buffer or nearly: answer head and body in one write
+        // (one TLS record, one wake-up of the client) instead of two.
+        let body = lent.collect().await.map_err(|e| {
+            tracing::warn!(error = %e, "dockerd's answer broke off");
+            Refusal::Upstream
+        })?;
+        return Ok(Response::from_parts(head, crate::respond::full(body.to_bytes())));
+    }
+    Ok(Response::from_parts(head, lent.boxed()))
 }
 
 /// Reads a body the policy must see, whole, refusing ambiguous framing (the

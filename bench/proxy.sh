@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Measures the proxy against HAProxy (mutual TLS in front of dockerd's unix
+# socket) and dockerd's own --tlsverify TCP listener, all in front of ONE
+# dockerd, on this machine, in one run:
+#   1. keep-alive request rate on GET /_ping and GET /version (oha);
+#   2. median latency added over a direct call on dockerd's unix socket;
+#   3. streaming 1 GiB (docker save of a 1 GiB image) vs dockerd's own TLS;
+#   4. the supervisor's RSS while holding 1,000 idle mutual-TLS connections.
+# Needs root (it starts dockerd). Everything listens on 127.0.0.1 only and
+# is stopped at exit. Knobs: DURATION (per load run, default 8s), CONNS
+# (default 32), ROUNDS (default 3), BIG_MIB (default 1024), IDLE (1000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-8s}"
+CONNS="${CONNS:-32}"
+ROUNDS="${ROUNDS:-3}"
+BIG_MIB="${BIG_MIB:-1024}"
+IDLE="${IDLE:-1000}"
+# Which parts to run (all by default): rate latency stream idle.
+SECTIONS="${SECTIONS:-rate latency stream idle}"
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+bash scripts/install-deps.sh haproxy curl python3
+if ! command -v oha >/dev/null; then
+  echo "installing oha (load generator) from crates.io" >&2
+  cargo install oha --locked >&2
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+cargo build --release -p dind-supervisor >&2
+bin="${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release/dind-supervisor"
+
+B=$(mktemp -d /tmp/dsvbench.XXXXXX)
+P_PROXY=23760 P_DOCKERD=23761 P_HAPROXY=23762 P_HEALTH=23763
+sup_pid="" ha_pid=""
+cleanup() {
+  [ -n "$ha_pid" ] && kill "$ha_pid" 2>/dev/null || true
+  if [ -n "$sup_pid" ]; then
+    kill -TERM "$sup_pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$sup_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  grep -o " $B[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$B"
+}
+trap cleanup EXIT
+mkdir -p "$B"/{run,exec,data}
+ulimit -n "$(ulimit -Hn)"
+
+# One dockerd: private socket for the proxy and HAProxy, plus its own TLS
+# listener, all with the certificate set the supervisor mints.
+"$bin" certs --tls-certdir "$B/certs" >/dev/null 2>&1
+S="$B/certs/server" C="$B/certs/client"
+DOCKER_TLS_CERTDIR="$B/certs" DIND_DOCKERD_SOCKET="$B/docker.sock" DIND_DATA_ROOT="$B/data" \
+DIND_RUN_DIR="$B/run" DIND_STALE_PID_DIRS="$B/run" DIND_LISTEN="127.0.0.1:$P_PROXY" \
+DIND_HEALTH_ADDR="127.0.0.1:$P_HEALTH" DOCKER_HOST="unix://$B/proxy.sock" DIND_LOG_LEVEL=warn \
+  "$bin" --exec-root="$B/exec" --pidfile="$B/run/docker.pid" --bridge=none --iptables=false \
+  -H "tcp://127.0.0.1:$P_DOCKERD" --tlsverify --tlscacert "$S/ca.pem" --tlscert "$S/cert.pem" --tlskey "$S/key.pem" \
+  >"$B/supervisor.log" 2>&1 &
+sup_pid=$!
+for _ in $(seq 300); do
+  curl -sf "http://127.0.0.1:$P_HEALTH/readyz" >/dev/null && break
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$P_HEALTH/readyz" >/dev/null || { cat "$B/supervisor.log"; exit 1; }
+
+cat "$S/cert.pem" "$S/key.pem" >"$B/haproxy.pem"
+cat >"$B/haproxy.cfg" <<EOT
+global
+  maxconn 4000
+  nbthread 2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend docker
+  bind 127.0.0.1:$P_HAPROXY ssl crt $B/haproxy.pem ca-file $S/ca.pem verify required alpn http/1.1
+  default_backend dockerd
+backend dockerd
+  http-reuse always
+  server dockerd unix@$B/docker.sock
+EOT
+haproxy -f "$B/haproxy.cfg" >"$B/haproxy.log" 2>&1 &
+ha_pid=$!
+sleep 1
+kill -0 "$ha_pid" 2>/dev/null || { echo "haproxy did not start:" >&2; cat "$B/haproxy.log" >&2; exit 1; }
+
+tls=(--cacert "$C/ca.pem" --cert "$C/cert.pem" --key "$C/key.pem")
+rps() { # port path -> successful (200) requests per second; errors are reported
+  oha --no-tui --output-format json -z "$DURATION" -c "$CONNS" "${tls[@]}" "https://127.0.0.1:$1$2" |
+    python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+codes = d["statusCodeDistribution"]
+ok = codes.get("200", 0)
+bad = {k: v for k, v in codes.items() if k != "200"}
+if bad or d["errorDistribution"]:
+    print(f"port '"$1"': non-200 answers {bad}, errors {d['"'"'errorDistribution'"'"']}", file=sys.stderr)
+total = sum(codes.values())
+print(round(d["summary"]["requestsPerSec"] * ok / total) if total else 0)'
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+if want rate; then
+echo "## Keep-alive request rate over mutual TLS (oha, $CONNS connections, $DURATION x $ROUNDS rounds, median)"
+echo
+echo "| endpoint | dind-supervisor proxy | HAProxy 2.6 | dockerd --tlsverify | proxy / HAProxy | proxy / dockerd |"
+echo "|---|---|---|---|---|---|"
+for path in /_ping /version; do
+  declare -A runs=()
+  for _ in $(seq "$ROUNDS"); do
+    for target in proxy:$P_PROXY haproxy:$P_HAPROXY dockerd:$P_DOCKERD; do
+      runs[${target%%:*}]+="$(rps "${target##*:}" "$path") "
+    done
+  done
+  p=$(tr ' ' '\n' <<<"${runs[proxy]}" | grep . | median)
+  h=$(tr ' ' '\n' <<<"${runs[haproxy]}" | grep . | median)
+  d=$(tr ' ' '\n' <<<"${runs[dockerd]}" | grep . | median)
+  echo "| GET $path | $p | $h | $d | $(python3 -c "print(f'{$p/max($h,1):.2f}')") | $(python3 -c "print(f'{$p/max($d,1):.2f}')") |"
+done
+echo
+fi
+
+lat() { # oha args... -> median latency in microseconds
+  oha --no-tui --output-format json -n 3000 -c 1 "$@" |
+    python3 -c 'import json,sys; print(round(json.load(sys.stdin)["latencyPercentiles"]["p50"]*1e6))'
+}
+if want latency; then
+direct=$(lat --unix-socket "$B/docker.sock" http://docker/_ping)
+via_unix=$(lat --unix-socket "$B/proxy.sock" http://docker/_ping)
+via_tls=$(lat "${tls[@]}" "https://127.0.0.1:$P_PROXY/_ping")
+dockerd_tls=$(lat "${tls[@]}" "https://127.0.0.1:$P_DOCKERD/_ping")
+echo "## Median latency of GET /_ping, one connection, keep-alive (oha -c 1 -n 3000)"
+echo
+echo "| path | p50 (µs) | added over direct |"
+echo "|---|---|---|"
+echo "| dockerd unix socket, direct | $direct | — |"
+echo "| proxy unix socket | $via_unix | $((via_unix - direct)) µs |"
+echo "| proxy mutual TLS | $via_tls | $((via_tls - direct)) µs |"
+echo "| dockerd --tlsverify | $dockerd_tls | $((dockerd_tls - direct)) µs |"
+echo
+fi
+
+if want stream; then
+# A 1 GiB image: one layer holding BIG_MIB of random data.
+mkdir -p "$B/big"
+head -c "$((BIG_MIB * 1024 * 1024))" /dev/urandom >"$B/big/blob"
+tar -C "$B/big" -cf - blob | docker -H "unix://$B/docker.sock" import - bench/big:1 >/dev/null
+rm -f "$B/big/blob"
+save_mbps() { # port -> MB/s of GET /images/bench/big:1/get
+  curl -sf "${tls[@]}" -o /dev/null -w '%{speed_download}' "https://127.0.0.1:$1/images/bench/big:1/get" |
+    python3 -c 'import sys; print(round(float(sys.stdin.read())/1e6))'
+}
+ps=() ds=()
+for _ in 1 2 3; do ps+=("$(save_mbps $P_PROXY)"); ds+=("$(save_mbps $P_DOCKERD)"); done
+p=$(printf '%s\n' "${ps[@]}" | median) d=$(printf '%s\n' "${ds[@]}" | median)
+echo "## Streaming docker save of a $BIG_MIB MiB image over mutual TLS (curl, median of 3)"
+echo
+echo "| path | MB/s |"
+echo "|---|---|"
+echo "| proxy | $p |"
+echo "| dockerd --tlsverify | $d |"
+echo "| proxy / dockerd | $(python3 -c "print(f'{$p/$d:.2f}')") |"
+echo
+fi
+
+if want idle; then
+read -r n before held took < <(python3 bench/idle_conns.py 127.0.0.1 "$P_PROXY" "$C" "$sup_pid" "$IDLE")
+echo "## Idle connections"
+echo
+echo "$n idle mutual-TLS keep-alive connections (opened in ${took}s): supervisor RSS $((before / 1024)) MiB before, $((held / 1024)) MiB while holding them."
+fi
