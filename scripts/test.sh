@@ -18,7 +18,7 @@ build_pid=$!
 # The runner host of integration/tests/e2e.rs: its own dockerd, data root,
 # socket and bridge. Stopped on the way out, whatever happened, so nothing
 # keeps running; its data root stays as the image cache.
-trap 'kill "$build_pid" 2>/dev/null; bash scripts/runner-engine.sh stop' EXIT
+trap 'kill "$build_pid" 2>/dev/null || true; bash scripts/runner-engine.sh stop' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 bash scripts/runner-engine.sh start
