@@ -232,3 +232,19 @@ fn a_second_sigterm_kills_at_once() {
     assert_eq!(status.code(), Some(137), "killed dockerd's status is 128+9:\n{}", svc.log_text());
     assert!(svc.log_text().contains("second stop signal"));
 }
+
+#[test]
+fn a_dockerd_that_cannot_start_ends_the_supervisor_instead_of_hanging() {
+    // With no restarts allowed, a missing dockerd binary must end the
+    // service (so the CI job fails fast), not leave it 503 forever.
+    let mut svc = Service::start(ServiceOptions {
+        env: vec![
+            ("DIND_DOCKERD".into(), "/nonexistent/dockerd".into()),
+            ("DIND_RESTART".into(), "never".into()),
+        ],
+        ..Default::default()
+    });
+    let (status, _) = svc.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(127), "{}", svc.log_text());
+    assert!(svc.log_text().contains("cannot start dockerd"), "{}", svc.log_text());
+}

@@ -173,11 +173,19 @@ pub fn spawn(p: &Prepared) -> io::Result<(Running, oneshot::Receiver<Pong>)> {
     let mut child = cmd.spawn()?;
     let pid = Pid::from_raw(child.id() as i32);
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    // dockerd runs from here on: a relay that cannot be set up costs its
+    // log lines, never a second dockerd.
     if let Some(out) = child.stdout.take() {
-        relay(pipe::Receiver::from_owned_fd(out.into())?, None);
+        match pipe::Receiver::from_owned_fd(out.into()) {
+            Ok(rx) => relay(rx, None),
+            Err(e) => tracing::warn!(error = %e, "cannot relay dockerd's stdout"),
+        }
     }
     if let Some(err) = child.stderr.take() {
-        relay(pipe::Receiver::from_owned_fd(err.into())?, Some(tail.clone()));
+        match pipe::Receiver::from_owned_fd(err.into()) {
+            Ok(rx) => relay(rx, Some(tail.clone())),
+            Err(e) => tracing::warn!(error = %e, "cannot relay dockerd's stderr"),
+        }
     }
     let (tx, rx) = oneshot::channel();
     let probe = tokio::spawn(probe(p.socket.clone(), tx));

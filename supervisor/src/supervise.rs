@@ -27,6 +27,8 @@ const CONTAINER_STOP_RESERVE: Duration = Duration::from_secs(4);
 /// However long stopping the containers takes, dockerd is signalled this
 /// long before the deadline: its own exit needs up to about a second.
 const DOCKERD_STOP_RESERVE: Duration = Duration::from_secs(2);
+/// How long a SIGKILLed dockerd may take to die before we exit anyway.
+const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Bound on the wait for descendants after dockerd is gone.
 const LEFTOVER_GRACE: Duration = Duration::from_millis(500);
 
@@ -90,16 +92,29 @@ impl Supervisor {
     /// Runs until dockerd is gone for good; returns the process exit code.
     pub async fn run(mut self, mut signals: Signals) -> i32 {
         self.launch();
+        if self.gave_up() {
+            return self.finish(127).await;
+        }
         loop {
             let stop_deadline = self
                 .stopping
                 .as_ref()
                 .filter(|s| !s.killed && self.dockerd.is_some())
                 .map(|s| s.deadline);
+            // After SIGKILL, a dockerd stuck in the kernel (D state) must not
+            // keep us from exiting: give up waiting a moment later.
+            let last_call = self
+                .stopping
+                .as_ref()
+                .filter(|s| s.killed)
+                .map(|s| s.deadline.max(Instant::now()) + KILL_GRACE);
             let pre_stop_cutoff = stop_deadline
                 .filter(|_| self.pre_stop.is_some())
                 .map(|d| d.checked_sub(DOCKERD_STOP_RESERVE).unwrap_or(d));
             tokio::select! {
+                // Signals first: a pong and dockerd's death in the same
+                // wake-up must not flash Ready for a dead dockerd.
+                biased;
                 ev = signals.recv() => {
                     if let Some(code) = self.on_signal(ev) {
                         return self.finish(code).await;
@@ -114,7 +129,7 @@ impl Supervisor {
                 _ = sleep_until(self.restart_at.unwrap_or_else(Instant::now).into()), if self.restart_at.is_some() => {
                     self.restart_at = None;
                     self.launch();
-                    if self.dockerd.is_none() && self.restart_at.is_none() {
+                    if self.gave_up() {
                         return self.finish(1).await;
                     }
                 }
@@ -128,8 +143,11 @@ impl Supervisor {
                     if let Some(error) = error {
                         tracing::error!("{error}");
                         self.failed = Some(1);
-                        if let Some(code) = self.on_stop(Signal::SIGTERM) {
-                            return self.finish(code).await;
+                        // During a stop this is no reason to escalate.
+                        if self.stopping.is_none() {
+                            if let Some(code) = self.on_stop(Signal::SIGTERM) {
+                                return self.finish(code).await;
+                            }
                         }
                     }
                 }
@@ -147,8 +165,17 @@ impl Supervisor {
                 _ = sleep_until(stop_deadline.unwrap_or_else(Instant::now).into()), if stop_deadline.is_some() => {
                     self.kill_everything("dockerd did not stop before the shutdown deadline");
                 }
+                _ = sleep_until(last_call.unwrap_or_else(Instant::now).into()), if last_call.is_some() => {
+                    tracing::error!("dockerd survives SIGKILL; exiting without it");
+                    return self.finish(137).await;
+                }
             }
         }
+    }
+
+    /// dockerd is not running and no restart is coming.
+    fn gave_up(&self) -> bool {
+        self.dockerd.is_none() && self.restart_at.is_none() && self.stopping.is_none()
     }
 
     fn launch(&mut self) {
@@ -162,7 +189,9 @@ impl Supervisor {
             }
             Err(e) => {
                 tracing::error!(error = %e, program = %self.prepared.program.display(), "cannot start dockerd");
-                self.schedule_restart(Exit::Code(127));
+                if self.policy.restart != RestartPolicy::Never {
+                    self.schedule_restart(Exit::Code(127));
+                }
             }
         }
     }
