@@ -184,7 +184,8 @@ fn upgrade_of(parts: &Parts) -> Result<Option<Upgrade>, Refusal> {
             .unwrap_or(false)
     });
     if !connection_upgrade {
-        // Without `Connection: upgrade` the header is inert for dockerd too.
+        // Without `Connection: upgrade` hyper will not switch; the forwarder
+        // strips the header so dockerd does not either.
         return Ok(None);
     }
     match value.to_str().map(|s| s.trim().to_ascii_lowercase()).as_deref() {

@@ -240,7 +240,33 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> Re
 
 async fn forward(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> Result<Response<Body>, Refusal> {
     let (mut parts, body) = req.into_parts();
-    let head = decide::parse(&parts)?;
+    let head = match decide::parse(&parts) {
+        Ok(head) => head,
+        Err(refusal) => {
+            // Malformed mutating requests are what bypass attempts look like.
+            if !matches!(parts.method, hyper::Method::GET | hyper::Method::HEAD) {
+                shared.metrics.decision("deny", "request");
+                shared.audit.record(&crate::audit::Entry {
+                    time: crate::audit::now(),
+                    peer: &peer.addr,
+                    subject: peer.subject.as_deref(),
+                    method: parts.method.as_str(),
+                    path: parts.uri.path(),
+                    api_version: None,
+                    decision: "deny",
+                    rule: Some("request"),
+                    reason: Some(&refusal.message()),
+                    policy: shared.policy.name(),
+                });
+            }
+            return Err(refusal);
+        }
+    };
+    if head.upgrade.is_none() {
+        // dockerd switches protocols on the Upgrade header alone; one we do
+        // not act on must not reach it, or the session would be dropped.
+        parts.headers.remove(hyper::header::UPGRADE);
+    }
     let content_type = parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes().to_vec());
     let mut body = body.boxed();
     let decision = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
