@@ -27,6 +27,9 @@ const CONTAINER_STOP_RESERVE: Duration = Duration::from_secs(4);
 /// However long stopping the containers takes, dockerd is signalled this
 /// long before the deadline: its own exit needs up to about a second.
 const DOCKERD_STOP_RESERVE: Duration = Duration::from_secs(2);
+/// A second stop signal this soon after the first is a duplicate delivery,
+/// not a request to escalate.
+const REPEAT_DEBOUNCE: Duration = Duration::from_millis(250);
 /// How long a SIGKILLed dockerd may take to die before we exit anyway.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Bound on the wait for descendants after dockerd is gone.
@@ -247,6 +250,12 @@ impl Supervisor {
 
     fn on_stop(&mut self, sig: Signal) -> Option<i32> {
         if let Some(stopping) = &self.stopping {
+            if stopping.since.elapsed() < REPEAT_DEBOUNCE {
+                // The same stop delivered twice (GNU timeout signals the
+                // process and then its group), not a user insisting.
+                tracing::debug!(signal = %sig, "repeated stop signal ignored");
+                return None;
+            }
             if !stopping.killed {
                 tracing::warn!(signal = %sig, "second stop signal; killing dockerd now");
                 self.kill_everything("second stop signal");
