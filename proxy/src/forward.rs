@@ -244,21 +244,7 @@ async fn forward(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> R
         Ok(head) => head,
         Err(refusal) => {
             // Malformed mutating requests are what bypass attempts look like.
-            if !matches!(parts.method, hyper::Method::GET | hyper::Method::HEAD) {
-                shared.metrics.decision("deny", "request");
-                shared.audit.record(&crate::audit::Entry {
-                    time: crate::audit::now(),
-                    peer: &peer.addr,
-                    subject: peer.subject.as_deref(),
-                    method: parts.method.as_str(),
-                    path: parts.uri.path(),
-                    api_version: None,
-                    decision: "deny",
-                    rule: Some("request"),
-                    reason: Some(&refusal.message()),
-                    policy: shared.policy.name(),
-                });
-            }
+            audit(shared, peer, &parts.method, parts.uri.path(), None, Err(&refusal));
             return Err(refusal);
         }
     };
@@ -284,13 +270,14 @@ async fn forward(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> R
         },
         d => d,
     };
-    if crate::policy::is_mutating(&head) {
-        audit(shared, peer, &head, &decision);
-    }
-    match decision {
-        Decision::Forward => {}
-        Decision::Refuse(refusal) => return Err(refusal),
+    let outcome = match &decision {
+        Decision::Forward => Ok(()),
+        Decision::Refuse(refusal) => Err(refusal),
         Decision::InspectBody { .. } => unreachable!("decide_body never asks again"),
+    };
+    audit(shared, peer, &head.method, &head.path, head.version.as_deref(), outcome);
+    if let Decision::Refuse(refusal) = decision {
+        return Err(refusal);
     }
     gate(shared).await?;
     let mut req = Request::from_parts(parts, body);
@@ -372,22 +359,32 @@ async fn read_whole(parts: &mut hyper::http::request::Parts, body: Body, cap: us
     Ok(bytes)
 }
 
-/// One audit line and one metric per decision on a mutating request.
-fn audit(shared: &Shared, peer: &Peer, head: &decide::RequestHead, decision: &Decision) {
-    let (verdict, rule, reason) = match decision {
-        Decision::Forward => ("allow", None, None),
-        Decision::Refuse(Refusal::Denied { rule, reason }) => ("deny", Some(*rule), Some(reason.clone())),
-        Decision::Refuse(r) => ("deny", Some("request"), Some(r.message())),
-        Decision::InspectBody { .. } => return,
+/// One audit line and one metric per decision on a mutating request;
+/// reads pass unrecorded. `path` is canonical when the head parsed.
+fn audit(
+    shared: &Shared,
+    peer: &Peer,
+    method: &hyper::Method,
+    path: &str,
+    api_version: Option<&str>,
+    outcome: Result<(), &Refusal>,
+) {
+    if !crate::policy::is_mutating_method(method) {
+        return;
+    }
+    let (verdict, rule, reason) = match outcome {
+        Ok(()) => ("allow", None, None),
+        Err(Refusal::Denied { rule, reason }) => ("deny", Some(*rule), Some(reason.clone())),
+        Err(r) => ("deny", Some("request"), Some(r.message())),
     };
     shared.metrics.decision(verdict, rule.unwrap_or("-"));
     shared.audit.record(&crate::audit::Entry {
         time: crate::audit::now(),
         peer: &peer.addr,
         subject: peer.subject.as_deref(),
-        method: head.method.as_str(),
-        path: &head.path,
-        api_version: head.version.as_deref(),
+        method: method.as_str(),
+        path,
+        api_version,
         decision: verdict,
         rule,
         reason: reason.as_deref(),

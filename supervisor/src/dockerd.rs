@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -175,16 +176,15 @@ pub fn spawn(p: &Prepared) -> io::Result<(Running, oneshot::Receiver<Pong>)> {
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     // dockerd runs from here on: a relay that cannot be set up costs its
     // log lines, never a second dockerd.
-    if let Some(out) = child.stdout.take() {
-        match pipe::Receiver::from_owned_fd(out.into()) {
-            Ok(rx) => relay(rx, None),
-            Err(e) => tracing::warn!(error = %e, "cannot relay dockerd's stdout"),
-        }
-    }
-    if let Some(err) = child.stderr.take() {
-        match pipe::Receiver::from_owned_fd(err.into()) {
-            Ok(rx) => relay(rx, Some(tail.clone())),
-            Err(e) => tracing::warn!(error = %e, "cannot relay dockerd's stderr"),
+    let streams = [
+        (child.stdout.take().map(OwnedFd::from), "stdout", None),
+        (child.stderr.take().map(OwnedFd::from), "stderr", Some(tail.clone())),
+    ];
+    for (fd, name, tail) in streams {
+        match fd.map(pipe::Receiver::from_owned_fd) {
+            Some(Ok(rx)) => relay(rx, tail),
+            Some(Err(e)) => tracing::warn!(stream = name, error = %e, "cannot relay dockerd's output"),
+            None => {}
         }
     }
     let (tx, rx) = oneshot::channel();

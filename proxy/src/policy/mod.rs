@@ -559,7 +559,12 @@ fn family_what(rule: Rule) -> &'static str {
 /// Whether a request changes anything, for the audit log: any method but
 /// GET and HEAD.
 pub fn is_mutating(head: &RequestHead) -> bool {
-    !matches!(head.method, Method::GET | Method::HEAD)
+    is_mutating_method(&head.method)
+}
+
+/// [`is_mutating`] for a request whose head could not be parsed.
+pub fn is_mutating_method(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD)
 }
 
 /// `/a/./b//c/` → `/a/b/c`; None for a relative path, a `..` segment or a
