@@ -356,3 +356,63 @@ fn oversized_request_head_gets_431() {
     let _ = s.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(200)]);
 }
+
+/// One raw HTTP/1.0 exchange; returns the answer's head lines (lowercased
+/// names, without Date) and body.
+fn raw_exchange(mut s: impl Read + Write, method: &str, path: &str) -> (Vec<String>, String, bool) {
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: d\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let mut lines: Vec<String> = head
+        .lines()
+        .map(|l| match l.split_once(':') {
+            Some((k, v)) => format!("{}:{}", k.to_ascii_lowercase(), v),
+            None => l.to_owned(),
+        })
+        .collect();
+    let dated = lines.iter().any(|l| l.starts_with("date:"));
+    lines.retain(|l| !l.starts_with("date:") && !l.starts_with("connection:"));
+    lines.sort();
+    (lines, body.to_owned(), dated)
+}
+
+/// `/_ping` through the proxy is dockerd's own answer (every header but a
+/// fresh Date), reused for a moment; versioned pings always reach dockerd;
+/// DIND_PING_CACHE=0s turns reuse off.
+#[test]
+fn pings_carry_dockerds_answer_and_are_reused_briefly() {
+    for (ttl, reused) in [("1s", true), ("0s", false)] {
+        let svc = Service::start(ServiceOptions {
+            env: vec![("DOCKER_TLS_CERTDIR".into(), String::new()), ("DIND_PING_CACHE".into(), ttl.into())],
+            ..Default::default()
+        });
+        svc.wait_ready();
+        svc.wait_log("listening", 1, Duration::from_secs(5));
+        let proxy = || TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
+        let direct = || std::os::unix::net::UnixStream::connect(svc.socket()).unwrap();
+        for method in ["GET", "HEAD"] {
+            let want = raw_exchange(direct(), method, "/_ping");
+            for _ in 0..3 {
+                let got = raw_exchange(proxy(), method, "/_ping");
+                assert_eq!(got, want, "{method} /_ping, DIND_PING_CACHE={ttl}");
+                assert!(got.2, "a Date header");
+            }
+        }
+        let (_, body, _) = raw_exchange(proxy(), "GET", "/v1.5/_ping");
+        assert!(body.contains("too old"), "a versioned ping reaches dockerd: {body}");
+        let (_, metrics) = svc.health("/metrics");
+        let cached: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("dind_proxy_ping_cached_total "))
+            .and_then(|n| n.parse().ok())
+            .expect("the ping counter");
+        // Three GETs and three HEADs; the first of each may be forwarded, and
+        // a slow machine may let an answer age out.
+        if reused {
+            assert!(cached >= 1, "{metrics}");
+        } else {
+            assert_eq!(cached, 0, "{metrics}");
+        }
+    }
+}

@@ -23,6 +23,7 @@ use tokio::net::UnixStream;
 use crate::audit::Audit;
 use crate::decide::{self, Decision};
 use crate::metrics::Metrics;
+use crate::ping::PingCache;
 use crate::policy::Policy;
 use crate::readiness::{Readiness, State};
 use crate::respond::{Body, Refusal};
@@ -44,6 +45,7 @@ pub struct Shared {
     pub pool: Pool,
     pub policy: Policy,
     pub audit: Audit,
+    pub ping: PingCache,
 }
 
 /// Per-connection limits.
@@ -280,6 +282,18 @@ async fn forward(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> R
         return Err(refusal);
     }
     gate(shared).await?;
+    let ping = shared.ping.slot(&head);
+    if let Some(slot) = ping {
+        if let Some(resp) = shared.ping.answer(slot, shared.readiness.engine_pid(), Instant::now()) {
+            shared.metrics.ping_cached();
+            return Ok(resp);
+        }
+    }
+    let ping = ping.map(|slot| shared.ping.ticket(slot));
+    let swarm_change = PingCache::is_invalidated_by(&head);
+    if swarm_change {
+        shared.ping.invalidate();
+    }
     let mut req = Request::from_parts(parts, body);
     let client_upgrade = head.upgrade.map(|_| hyper::upgrade::on(&mut req));
 
@@ -288,6 +302,9 @@ async fn forward(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> R
         tracing::warn!(error = %e, "dockerd did not answer");
         Refusal::Upstream
     })?;
+    if swarm_change {
+        shared.ping.invalidate();
+    }
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // The connection becomes the session; it never returns to the pool.
@@ -316,8 +333,12 @@ async fn forward(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> R
         let body = lent.collect().await.map_err(|e| {
             tracing::warn!(error = %e, "dockerd's answer broke off");
             Refusal::Upstream
-        })?;
-        return Ok(Response::from_parts(head, crate::respond::full(body.to_bytes())));
+        })?
+        .to_bytes();
+        if let Some(ticket) = ping {
+            shared.ping.remember(ticket, shared.readiness.engine_pid(), &head, &body, Instant::now());
+        }
+        return Ok(Response::from_parts(head, crate::respond::full(body)));
     }
     Ok(Response::from_parts(head, lent.boxed()))
 }

@@ -9,6 +9,7 @@
 //! - [`auth`]: mutual TLS against the service's CA.
 //! - [`forward`]: relaying one client connection to dockerd, upgrades included.
 //! - [`decide`]: the one place where a request is decided before forwarding.
+//! - [`ping`]: `/_ping` answered from dockerd's last answer, kept briefly.
 //! - [`policy`]: what a job may ask of the engine (profiles, rules, strict JSON).
 //! - [`audit`]: one JSON line per decision on a mutating request.
 //! - [`respond`]: every answer the proxy makes itself.
@@ -23,6 +24,7 @@ pub mod forward;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod ping;
 pub mod policy;
 pub mod readiness;
 pub mod respond;

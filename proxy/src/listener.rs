@@ -67,6 +67,9 @@ pub struct Config {
     pub limits: Limits,
     pub policy: crate::policy::Policy,
     pub audit: crate::audit::Audit,
+    /// How long dockerd's answer to `/_ping` is reused; zero forwards every
+    /// ping ([`crate::ping`]).
+    pub ping_ttl: std::time::Duration,
 }
 
 /// Why the proxy could not serve.
@@ -116,6 +119,7 @@ pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metric
         pool: forward::Pool::default(),
         policy: config.policy,
         audit: config.audit,
+        ping: crate::ping::PingCache::new(config.ping_ttl),
     });
     let mut accepting = JoinSet::new();
     let mut sockets = Vec::new();

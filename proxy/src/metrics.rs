@@ -73,6 +73,7 @@ pub struct Metrics {
     upgrades_open: AtomicU64,
     handshake_failures: [AtomicU64; 8],
     held_requests: AtomicU64,
+    pings_cached: AtomicU64,
     refused: AtomicU64,
     /// Policy decisions on mutating requests by (decision, rule).
     decisions: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
@@ -133,6 +134,10 @@ impl Metrics {
         }
     }
 
+    pub fn ping_cached(&self) {
+        self.pings_cached.fetch_add(1, Relaxed);
+    }
+
     pub fn refused(&self) {
         self.refused.fetch_add(1, Relaxed);
     }
@@ -174,6 +179,7 @@ impl Metrics {
             }
         }
         g(out, "dind_proxy_held_requests_total", "Requests held while the engine was not ready.", "counter", self.held_requests.load(Relaxed));
+        g(out, "dind_proxy_ping_cached_total", "Unversioned /_ping requests answered from dockerd's last answer.", "counter", self.pings_cached.load(Relaxed));
         g(out, "dind_proxy_refused_requests_total", "Requests the proxy answered itself (not ready, denied, malformed).", "counter", self.refused.load(Relaxed));
     }
 }

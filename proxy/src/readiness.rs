@@ -129,6 +129,11 @@ impl Readiness {
         self.engine.borrow().clone()
     }
 
+    /// The running dockerd's pid, without copying the rest.
+    pub fn engine_pid(&self) -> Option<u32> {
+        self.engine.borrow().pid
+    }
+
     /// Waits until the state is Ready. Returns the state that ended the wait
     /// early: ShuttingDown, or Err(()) when `limit` passed first.
     pub async fn ready_within(&mut self, limit: Duration) -> Result<State, State> {

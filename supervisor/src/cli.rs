@@ -200,6 +200,9 @@ pub struct Settings {
     /// How long a request waits for the engine to be ready again after a restart, before 503.
     #[arg(long, env = "DIND_HOLD_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub hold_timeout: Duration,
+    /// How long dockerd's answer to an unversioned /_ping is reused (0s: forward every ping).
+    #[arg(long, env = "DIND_PING_CACHE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub ping_cache: Duration,
 
     /// Request policy: `permissive`, `ci-safe`, or a TOML policy file that starts from one of them.
     #[arg(long, env = "DIND_POLICY", default_value = "permissive")]

@@ -69,6 +69,8 @@ pub struct Proxy {
     /// `DOCKER_HOST=unix://...` naming a path other than dockerd's socket.
     pub socket: Option<PublicSocket>,
     pub hold: Duration,
+    /// How long dockerd's `/_ping` answer is reused (zero: never).
+    pub ping_cache: Duration,
     pub policy: proxy::policy::Policy,
     /// None: audit lines go to stderr.
     pub audit_log: Option<PathBuf>,
@@ -154,6 +156,7 @@ impl Config {
                 }
             }),
             hold: settings.hold_timeout,
+            ping_cache: settings.ping_cache,
             policy,
             audit_log: settings.audit_log.clone(),
         });

@@ -150,6 +150,7 @@ fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
                     },
                     policy: p.policy,
                     audit,
+                    ping_ttl: p.ping_cache,
                 };
                 Some(tokio::spawn(proxy::serve(proxy_config, readiness.clone(), metrics.clone())))
             }
