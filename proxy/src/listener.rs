@@ -281,10 +281,14 @@ async fn serve_tls(stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, s
     if speaks_plain_http(&stream).await {
         metrics.handshake_failed(HandshakeFailure::PlainHttp);
         tracing::warn!(%peer, reason = HandshakeFailure::PlainHttp.explain(), "TLS handshake failed");
-        answer_plain_http(stream).await;
+        // Boxed: its 4 KiB drain buffer would otherwise size every TLS
+        // connection's task, for as long as it is open.
+        Box::pin(answer_plain_http(stream)).await;
         return;
     }
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    // The handshake's state is boxed, so that it is freed once done instead
+    // of sizing this connection's task for as long as it is open.
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(stream))).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let why = auth::classify(&e);
@@ -298,17 +302,23 @@ async fn serve_tls(stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, s
             return;
         }
     };
-    let subject = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|cert| auth::subject(cert));
-    let peer = forward::Peer {
-        addr: peer.to_string(),
-        subject,
+    // Built in a block so that `tls` (rustls's state, over 1 KiB) is dead
+    // before the await: the task then holds only a pointer to the boxed
+    // serving future, not room for a second copy of the stream.
+    let serving = {
+        let subject = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| auth::subject(cert));
+        let peer = forward::Peer {
+            addr: peer.to_string(),
+            subject,
+        };
+        Box::pin(forward::serve_connection(tls, peer, shared))
     };
-    forward::serve_connection(tls, peer, shared).await;
+    serving.await;
 }
 
 /// Tells a plain-HTTP client what went wrong, as dockerd would. The request
