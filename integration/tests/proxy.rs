@@ -416,3 +416,89 @@ fn pings_carry_dockerds_answer_and_are_reused_briefly() {
         }
     }
 }
+
+/// Reads one HTTP/1.1 answer with a Content-Length from a keep-alive
+/// connection: status and body.
+fn read_answer(r: &mut BufReader<TcpStream>) -> (u16, String) {
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).unwrap();
+    let code = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn parked(svc: &Service) -> u64 {
+    let (_, metrics) = svc.health("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dind_proxy_parked_connections "))
+        .and_then(|n| n.parse().ok())
+        .expect("the parked gauge")
+}
+
+/// An idle keep-alive connection is parked (hyper's buffers freed) and
+/// picks up where it was: after a pause, with a head split across a pause,
+/// with pipelined requests, and never in the middle of a request body.
+#[test]
+fn idle_connections_park_and_resume_at_message_boundaries() {
+    let svc = Service::start(ServiceOptions {
+        env: vec![("DOCKER_TLS_CERTDIR".into(), String::new()), ("DIND_PING_CACHE".into(), "0s".into())],
+        ..Default::default()
+    });
+    svc.wait_ready();
+    svc.wait_log("listening", 1, Duration::from_secs(5));
+    let pause = || thread::sleep(Duration::from_millis(700));
+    let s = TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let ping = "GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n";
+
+    w.write_all(ping.as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut r), (200, "OK".into()));
+    pause();
+    assert_eq!(parked(&svc), 1, "the idle connection is parked");
+
+    w.write_all(b"GET /version HTTP/1.1\r\nHost: d\r\n\r\n").unwrap();
+    let (code, body) = read_answer(&mut r);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("ApiVersion"), "{body}");
+    assert_eq!(parked(&svc), 0, "busy again");
+
+    // A head split across a pause stays with one parser.
+    pause();
+    w.write_all(b"GET /_ping HTTP/1.1\r\nHo").unwrap();
+    pause();
+    w.write_all(b"st: d\r\n\r\n").unwrap();
+    assert_eq!(read_answer(&mut r), (200, "OK".into()));
+
+    // A request body split across a pause is one body, not a new request.
+    pause();
+    let body = r#"{"Image":"no-such-image:never"}"#;
+    write!(w, "POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}", body.len(), &body[..10]).unwrap();
+    pause();
+    w.write_all(&body.as_bytes()[10..]).unwrap();
+    let (code, answer) = read_answer(&mut r);
+    assert_eq!(code, 404, "dockerd read the whole body: {answer}");
+    assert!(answer.contains("no-such-image"), "{answer}");
+
+    // Pipelined requests after a park, in one write.
+    pause();
+    w.write_all(format!("{ping}{ping}").as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut r), (200, "OK".into()));
+    assert_eq!(read_answer(&mut r), (200, "OK".into()));
+}

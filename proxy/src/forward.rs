@@ -12,18 +12,18 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1 as client;
-use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 
 use crate::audit::Audit;
 use crate::decide::{self, Decision};
 use crate::metrics::Metrics;
 use crate::ping::PingCache;
+use crate::park;
 use crate::policy::Policy;
 use crate::readiness::{Readiness, State};
 use crate::respond::{Body, Refusal};
@@ -34,6 +34,10 @@ const SMALL_BODY: usize = 16 * 1024;
 /// Buffer per direction for upgraded sessions; large enough that a 1 GiB
 /// `docker cp` is not syscall-bound.
 const SPLICE_BUFFER: usize = 64 * 1024;
+
+/// A client's request body, watched so the connection parks only once it
+/// has been read to its end.
+type ClientBody = park::Watched<Incoming>;
 
 /// What every connection of every listener shares. Built once by `serve`.
 pub struct Shared {
@@ -174,29 +178,27 @@ pub struct Peer {
     pub subject: Option<String>,
 }
 
-/// Serves one accepted client connection until it closes.
+/// Serves one accepted client connection until it closes. Between
+/// exchanges the connection is parked ([`crate::park`]): an idle keep-alive
+/// connection holds its socket and TLS state, not hyper's buffers.
 pub async fn serve_connection<I>(io: I, peer: Peer, shared: Arc<Shared>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _open = shared.metrics.connection_opened();
-    let io = Counting {
-        inner: io,
-        metrics: shared.metrics.clone(),
-    };
+    let activity = Arc::new(park::Activity::default());
     let peer = Arc::new(peer);
-    let svc_shared = shared.clone();
-    let svc = service_fn(move |req| {
+    let (svc_shared, svc_activity) = (shared.clone(), activity.clone());
+    let svc = service_fn(move |req: Request<Incoming>| {
         let (shared, peer) = (svc_shared.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(handle(req, &shared, &peer).await) }
+        let busy = svc_activity.busy();
+        let req = req.map(|body| park::Watched::new(body, &svc_activity));
+        async move {
+            let resp = handle(req, &shared, &peer).await;
+            Ok::<_, Infallible>(resp.map(|body| park::Tracked::new(body, busy)))
+        }
     });
-    let served = server::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.limits.head_timeout)
-        .max_buf_size(shared.limits.max_head.max(8192))
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades()
-        .await;
+    let served = park::drive(io, svc, activity, &shared.limits, shared.metrics.clone()).await;
     if let Err(e) = served {
         // A client hanging up or a slow head is the client's business.
         if e.is_incomplete_message() || e.is_timeout() || is_hangup(&e) {
@@ -221,7 +223,7 @@ fn is_hangup(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-async fn handle(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> Response<Body> {
+async fn handle(req: Request<ClientBody>, shared: &Arc<Shared>, peer: &Peer) -> Response<Body> {
     let method = req.method().clone();
     let resp = match forward(req, shared, peer).await {
         Ok(resp) => resp,
@@ -240,7 +242,7 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> Re
     resp
 }
 
-async fn forward(req: Request<Incoming>, shared: &Arc<Shared>, peer: &Peer) -> Result<Response<Body>, Refusal> {
+async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, peer: &Peer) -> Result<Response<Body>, Refusal> {
     let (mut parts, body) = req.into_parts();
     let head = match decide::parse(&parts) {
         Ok(head) => head,
@@ -476,57 +478,5 @@ async fn splice(
     {
         Ok((up, down)) => tracing::debug!(bytes_in = up, bytes_out = down, "upgraded session ended"),
         Err(e) => tracing::debug!(error = %e, "upgraded session broke"),
-    }
-}
-
-/// Counts the bytes of a client connection, upgraded sessions included.
-struct Counting<I> {
-    inner: I,
-    metrics: Arc<Metrics>,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Counting<I> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.metrics.bytes((buf.filled().len() - before) as u64, 0);
-        res
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Counting<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = res {
-            this.metrics.bytes(0, n as u64);
-        }
-        res
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res {
-            this.metrics.bytes(0, n as u64);
-        }
-        res
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

@@ -8,6 +8,7 @@
 //! - [`listener`]: the public endpoints, bound only while Ready; [`serve`].
 //! - [`auth`]: mutual TLS against the service's CA.
 //! - [`forward`]: relaying one client connection to dockerd, upgrades included.
+//! - `park`: idle keep-alive connections without hyper's buffers.
 //! - [`decide`]: the one place where a request is decided before forwarding.
 //! - [`ping`]: `/_ping` answered from dockerd's last answer, kept briefly.
 //! - [`policy`]: what a job may ask of the engine (profiles, rules, strict JSON).
@@ -25,6 +26,7 @@ pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod ping;
+mod park;
 pub mod policy;
 pub mod readiness;
 pub mod respond;

@@ -65,6 +65,7 @@ impl HandshakeFailure {
 pub struct Metrics {
     pub listeners_bound: AtomicBool,
     open_connections: AtomicU64,
+    parked_connections: AtomicU64,
     connections_total: AtomicU64,
     requests: [[AtomicU64; 5]; 6],
     bytes_in: AtomicU64,
@@ -93,6 +94,12 @@ impl Metrics {
         self.connections_total.fetch_add(1, Relaxed);
         self.open_connections.fetch_add(1, Relaxed);
         GaugeGuard(&self.open_connections)
+    }
+
+    /// An idle connection holding no HTTP state ([`crate::park`]).
+    pub fn connection_parked(&self) -> GaugeGuard<'_> {
+        self.parked_connections.fetch_add(1, Relaxed);
+        GaugeGuard(&self.parked_connections)
     }
 
     pub fn upgrade_opened(&self) -> GaugeGuard<'_> {
@@ -153,6 +160,7 @@ impl Metrics {
         };
         g(out, "dind_proxy_listeners_bound", "1 when the public listeners are bound.", "gauge", self.listeners_bound.load(Relaxed) as u64);
         g(out, "dind_proxy_open_connections", "Client connections open now.", "gauge", self.open_connections.load(Relaxed));
+        g(out, "dind_proxy_parked_connections", "Idle client connections parked without HTTP buffers.", "gauge", self.parked_connections.load(Relaxed));
         g(out, "dind_proxy_connections_total", "Client connections accepted.", "counter", self.connections_total.load(Relaxed));
         let _ = writeln!(out, "# HELP dind_proxy_requests_total Requests answered, by method and status class.\n# TYPE dind_proxy_requests_total counter");
         for (m, row) in METHODS.iter().zip(&self.requests) {

@@ -73,21 +73,12 @@ pub struct Service {
 }
 
 /// How a [`Service`] is started.
+#[derive(Default)]
 pub struct ServiceOptions {
     pub env: Vec<(String, String)>,
     pub dockerd_args: Vec<String>,
     /// Wrap the supervisor so it runs as PID 1 of a new pid namespace.
     pub as_pid1: bool,
-}
-
-impl Default for ServiceOptions {
-    fn default() -> Self {
-        ServiceOptions {
-            env: Vec::new(),
-            dockerd_args: Vec::new(),
-            as_pid1: false,
-        }
-    }
 }
 
 impl Service {

@@ -1,0 +1,413 @@
+//! Idle keep-alive connections without hyper's buffers.
+//!
+//! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for every
+//! connection for as long as it lives, idle or not. Between exchanges the
+//! connection is therefore "parked": hyper's state is taken apart
+//! (`into_parts`, which hands back the socket and any bytes hyper had read
+//! ahead) and only the socket is kept while waiting for the next request;
+//! hyper is set up again when its first bytes arrive.
+//!
+//! Parking is only safe at a message boundary: no exchange in flight (the
+//! response body has been sent and dropped, the request body read to its
+//! end), everything written flushed, and nothing read from the client since
+//! the last exchange ended (a half-read head stays with hyper and its
+//! header-read timeout).
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1 as server;
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+
+use crate::forward::Limits;
+use crate::metrics::Metrics;
+
+/// How long a keep-alive connection stays idle before it is parked: a
+/// client sending request after request keeps its hyper state, and pays no
+/// teardown and rebuild per request.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// Drives one client connection until it closes: hyper while there is
+/// traffic, parked (socket and TLS state only) while it idles. `svc` must
+/// wrap request bodies in [`Watched`] and response bodies in [`Tracked`]
+/// with the same `activity`, so that parking happens only between
+/// exchanges.
+pub async fn drive<I, S, B>(
+    io: I,
+    mut svc: S,
+    activity: Arc<Activity>,
+    limits: &Limits,
+    metrics: Arc<Metrics>,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let mut io = Io {
+        inner: io,
+        prefix: Bytes::new(),
+        activity: activity.clone(),
+        metrics,
+    };
+    loop {
+        // Parked: wait for the client's next bytes with nothing but the
+        // socket. The head timeout runs from here, as it does in hyper for
+        // an idle keep-alive connection.
+        let mut head_timeout = limits.head_timeout;
+        if io.prefix.is_empty() {
+            let metrics = io.metrics.clone();
+            let _parked = metrics.connection_parked();
+            let parked_at = Instant::now();
+            let mut first = [0u8; 64];
+            match tokio::time::timeout(head_timeout, io.inner.read(&mut first)).await {
+                Ok(Ok(0)) => {
+                    // The client closed an idle connection, as hyper would.
+                    let _ = io.inner.shutdown().await;
+                    return Ok(());
+                }
+                Ok(Ok(n)) => {
+                    metrics.bytes(n as u64, 0);
+                    io.prefix = Bytes::copy_from_slice(&first[..n]);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "client connection ended");
+                    return Ok(());
+                }
+                Err(_) => {
+                    tracing::debug!("client connection ended: idle past the head timeout");
+                    return Ok(());
+                }
+            }
+            head_timeout = head_timeout.saturating_sub(parked_at.elapsed());
+        }
+        // Boxed: hyper's state lives only while serving, not in the
+        // connection's task for as long as it is open.
+        let mut conn = Box::pin(
+            server::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout)
+                .max_buf_size(limits.max_head.max(8192))
+                .serve_connection(TokioIo::new(io), svc)
+                .with_upgrades(),
+        );
+        let served = until_idle(conn.as_mut(), &activity).await;
+        let Some(served) = served else {
+            // Idle at a message boundary: take hyper apart. None only after
+            // an upgrade, which ends `conn` before it can idle.
+            let Some(parts) = Pin::into_inner(conn).into_parts() else {
+                return Ok(());
+            };
+            io = parts.io.into_inner();
+            // Bytes hyper read ahead (a pipelined head) go first next time.
+            if !parts.read_buf.is_empty() {
+                let mut ahead = parts.read_buf.to_vec();
+                ahead.extend_from_slice(&io.prefix);
+                io.prefix = ahead.into();
+            }
+            svc = parts.service;
+            continue;
+        };
+        return served;
+    }
+}
+
+/// Polls `conn` to its end (Some), or until it has had nothing to do for
+/// [`PARK_AFTER`] at a message boundary (None).
+async fn until_idle<F: Future + ?Sized>(mut conn: Pin<&mut F>, activity: &Activity) -> Option<F::Output> {
+    let mut idle_since: Option<Instant> = None;
+    let grace = tokio::time::sleep(PARK_AFTER);
+    tokio::pin!(grace);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(served) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Some(served));
+        }
+        if !activity.can_park() {
+            idle_since = None;
+            return Poll::Pending;
+        }
+        let since = *idle_since.get_or_insert_with(|| {
+            let now = Instant::now();
+            grace.as_mut().reset(now + PARK_AFTER);
+            now
+        });
+        match grace.as_mut().poll(cx) {
+            Poll::Ready(()) if since.elapsed() >= PARK_AFTER => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// What the connection driver needs to know about one client connection.
+/// Shared by its IO wrapper and its service; all on one task, so the
+/// orderings are only there to make it `Sync`.
+#[derive(Default)]
+pub struct Activity {
+    /// Exchanges whose request body or response body hyper still holds.
+    busy: AtomicUsize,
+    /// Bytes came from the client since the last exchange ended.
+    read_since_quiet: AtomicBool,
+    /// Written (or shut down) since the last successful flush.
+    unflushed: AtomicBool,
+    /// A request body was dropped before its end: hyper may still drain
+    /// it, so this connection is never parked again.
+    never: AtomicBool,
+}
+
+impl Activity {
+    /// At a message boundary, with nothing buffered on the write side.
+    pub fn can_park(&self) -> bool {
+        self.busy.load(Relaxed) == 0
+            && !self.read_since_quiet.load(Relaxed)
+            && !self.unflushed.load(Relaxed)
+            && !self.never.load(Relaxed)
+    }
+
+    /// Counts one side of an exchange (a request body or a response body)
+    /// until the returned guard drops.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Relaxed);
+        Busy(self.clone())
+    }
+}
+
+/// One side of an exchange in flight; see [`Activity::busy`].
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Relaxed) == 1 {
+            self.0.read_since_quiet.store(false, Relaxed);
+        }
+    }
+}
+
+/// A response body that counts as busy until hyper drops it (hyper drops
+/// a body once it has written its end, or at once for an empty one).
+pub struct Tracked<B> {
+    inner: B,
+    _busy: Busy,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, busy: Busy) -> Self {
+        Tracked { inner, _busy: busy }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that counts as busy until read to its end. Dropped
+/// before that, hyper may still be reading (draining) the rest of it from
+/// the socket, so the connection is marked never to park.
+pub struct Watched<B> {
+    inner: B,
+    busy: Option<Busy>,
+}
+
+impl<B: Body> Watched<B> {
+    pub fn new(inner: B, activity: &Arc<Activity>) -> Self {
+        let busy = (!inner.is_end_stream()).then(|| activity.busy());
+        Watched { inner, busy }
+    }
+}
+
+impl<B> Drop for Watched<B> {
+    fn drop(&mut self) {
+        if let Some(busy) = &self.busy {
+            busy.0.never.store(true, Relaxed);
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.busy = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client socket as hyper sees it: bytes read while parked (or left in
+/// hyper's buffer when it was taken apart) come first; reads, writes and
+/// flushes are recorded in the connection's [`Activity`], and bytes in the
+/// metrics (upgraded sessions included: they run on this socket).
+struct Io<I> {
+    inner: I,
+    prefix: Bytes,
+    activity: Arc<Activity>,
+    metrics: Arc<Metrics>,
+}
+
+impl<I> Io<I> {
+    /// Bookkeeping for a write; `written` is what the socket took.
+    fn wrote(&self, written: &Poll<io::Result<usize>>) {
+        self.activity.unflushed.store(true, Relaxed);
+        if let Poll::Ready(Ok(n)) = written {
+            self.metrics.bytes(0, *n as u64);
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Io<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            // Already counted when it was read.
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            this.activity.read_since_quiet.store(true, Relaxed);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.activity.read_since_quiet.store(true, Relaxed);
+            this.metrics.bytes(n as u64, 0);
+        }
+        res
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Io<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.wrote(&res);
+        res
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(&res);
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_flush(cx);
+        if matches!(res, Poll::Ready(Ok(()))) {
+            this.activity.unflushed.store(false, Relaxed);
+        }
+        res
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.activity.unflushed.store(true, Relaxed);
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    #[test]
+    fn parks_only_between_exchanges() {
+        let activity = Arc::new(Activity::default());
+        assert!(activity.can_park());
+        let request = activity.busy();
+        let response = activity.busy();
+        drop(request);
+        assert!(!activity.can_park(), "the response is still out");
+        drop(response);
+        assert!(activity.can_park());
+        activity.unflushed.store(true, Relaxed);
+        assert!(!activity.can_park(), "written but not flushed");
+    }
+
+    #[tokio::test]
+    async fn bytes_read_mid_exchange_do_not_block_parking_after_it() {
+        let activity = Arc::new(Activity::default());
+        let (client, server) = tokio::io::duplex(64);
+        let mut io = Io {
+            inner: server,
+            prefix: Bytes::from_static(b"GET "),
+            activity: activity.clone(),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let busy = activity.busy();
+        let mut client = client;
+        client.write_all(b"/x").await.unwrap();
+        let mut got = [0u8; 8];
+        let n = io.read(&mut got).await.unwrap();
+        assert_eq!(&got[..n], b"GET ", "what was read while parked comes first");
+        let n = io.read(&mut got).await.unwrap();
+        assert_eq!(&got[..n], b"/x");
+        assert!(!activity.can_park());
+        // The exchange ends: bytes read during it belonged to it (or are in
+        // hyper's buffer, which parking hands back).
+        drop(busy);
+        assert!(activity.can_park());
+        client.write_all(b"y").await.unwrap();
+        assert_eq!(io.read(&mut got).await.unwrap(), 1);
+        assert!(!activity.can_park(), "a head has started");
+    }
+
+    #[tokio::test]
+    async fn a_request_body_dropped_early_stops_parking_for_good() {
+        let activity = Arc::new(Activity::default());
+        let read = Watched::new(Full::new(Bytes::from_static(b"{}")), &activity);
+        assert!(!activity.can_park());
+        read.collect().await.unwrap();
+        assert!(activity.can_park(), "read to its end");
+        let dropped = Watched::new(Full::new(Bytes::from_static(b"{}")), &activity);
+        drop(dropped);
+        assert!(!activity.can_park(), "hyper may still be draining it");
+    }
+}
