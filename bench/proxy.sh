@@ -132,12 +132,14 @@ done
 echo
 fi
 
-lat() { # oha args... -> median latency in microseconds
-  oha --no-tui --output-format json -n 3000 -c 1 "$@" |
-    python3 -c 'import json,sys; print(round(json.load(sys.stdin)["latencyPercentiles"]["p50"]*1e6))'
+lat() { # oha args... -> median latency in microseconds (median of ROUNDS runs)
+  for _ in $(seq "$ROUNDS"); do
+    oha --no-tui --output-format json -n 3000 -c 1 "$@" |
+      python3 -c 'import json,sys; print(round(json.load(sys.stdin)["latencyPercentiles"]["p50"]*1e6))'
+  done | median
 }
 if want latency; then
-echo "## Median latency, one connection, keep-alive (oha -c 1 -n 3000)"
+echo "## Median latency, one connection, keep-alive (oha -c 1 -n 3000, median of $ROUNDS runs)"
 echo
 echo "| path | GET /_ping p50 (µs) | added over direct | GET $vping p50 (µs, forwarded) | added over direct |"
 echo "|---|---|---|---|---|"
