@@ -284,7 +284,7 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, peer: &Peer) ->
         return Err(refusal);
     }
     gate(shared).await?;
-    let ping = shared.ping.slot(&head);
+    let ping = shared.ping.slot(&head, parts.uri.path());
     if let Some(slot) = ping {
         if let Some(resp) = shared.ping.answer(slot, shared.readiness.engine_pid(), Instant::now()) {
             shared.metrics.ping_cached();

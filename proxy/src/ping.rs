@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::header::DATE;
+use hyper::header::{CONNECTION, DATE};
 use hyper::http::response::Parts;
 use hyper::{HeaderMap, Method, Response, StatusCode};
 
@@ -69,8 +69,11 @@ impl PingCache {
 
     /// The slot `head` may be answered from, if it is a plain unversioned
     /// ping and the cache is on.
-    pub fn slot(&self, head: &RequestHead) -> Option<Slot> {
+    /// `raw_path` is the path as sent: `/_ping/` canonicalises to `/_ping`
+    /// but dockerd answers it 404.
+    pub fn slot(&self, head: &RequestHead, raw_path: &str) -> Option<Slot> {
         if self.ttl.is_zero()
+            || raw_path != "/_ping"
             || head.path != "/_ping"
             || head.version.is_some()
             || head.query.is_some()
@@ -116,7 +119,12 @@ impl PingCache {
             return;
         }
         let mut headers = head.headers.clone();
-        headers.remove(DATE);
+        // Date is per answer; Connection and Keep-Alive are per connection
+        // (dockerd says `close` to a client that asked for it).
+        for name in [DATE, CONNECTION] {
+            headers.remove(name);
+        }
+        headers.remove("keep-alive");
         if let Ok(mut slots) = self.slots.lock() {
             slots[ticket.slot.0] = Some(Entry {
                 taken: now,
@@ -155,11 +163,17 @@ mod tests {
         crate::decide::parse(&req.into_parts().0).unwrap()
     }
 
+    fn slot_of(cache: &PingCache, method: Method, target: &str) -> Option<Slot> {
+        let raw = target.split('?').next().unwrap();
+        cache.slot(&head(method, target), raw)
+    }
+
     fn answer_parts(status: StatusCode) -> Parts {
         let resp = Response::builder()
             .status(status)
             .header("Api-Version", "1.41")
             .header(DATE, "Thu, 26 Nov 2026 18:52:02 GMT")
+            .header(CONNECTION, "close")
             .header("Content-Length", "2")
             .body(())
             .unwrap();
@@ -174,7 +188,7 @@ mod tests {
     #[tokio::test]
     async fn reuses_dockerd_answer_without_its_date() {
         let cache = PingCache::new(Duration::from_secs(1));
-        let slot = cache.slot(&head(Method::GET, "/_ping")).unwrap();
+        let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
         let t0 = Instant::now();
         assert!(cache.answer(slot, Some(7), t0).is_none(), "empty cache");
         let ticket = cache.ticket(slot);
@@ -183,16 +197,17 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["api-version"], "1.41");
         assert!(resp.headers().get(DATE).is_none());
+        assert!(resp.headers().get(CONNECTION).is_none(), "another client's Connection header");
         assert_eq!(body_of(resp).await, "OK");
         // HEAD has its own answer.
-        let head_slot = cache.slot(&head(Method::HEAD, "/_ping")).unwrap();
+        let head_slot = slot_of(&cache, Method::HEAD, "/_ping").unwrap();
         assert!(cache.answer(head_slot, Some(7), t0).is_none());
     }
 
     #[test]
     fn expires_after_ttl_and_with_another_dockerd() {
         let cache = PingCache::new(Duration::from_secs(1));
-        let slot = cache.slot(&head(Method::GET, "/_ping")).unwrap();
+        let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
         let t0 = Instant::now();
         cache.remember(cache.ticket(slot), Some(7), &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
         assert!(cache.answer(slot, Some(7), t0 + Duration::from_secs(1)).is_none(), "too old");
@@ -203,7 +218,7 @@ mod tests {
     #[test]
     fn swarm_changes_drop_the_answer_and_answers_in_flight() {
         let cache = PingCache::new(Duration::from_secs(1));
-        let slot = cache.slot(&head(Method::GET, "/_ping")).unwrap();
+        let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
         let t0 = Instant::now();
         cache.remember(cache.ticket(slot), None, &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
         let in_flight = cache.ticket(slot);
@@ -218,12 +233,12 @@ mod tests {
     #[test]
     fn only_plain_successful_pings_are_kept() {
         let cache = PingCache::new(Duration::from_secs(1));
-        for target in ["/v1.41/_ping", "/_ping?x=1", "/_pingx", "/version"] {
-            assert!(cache.slot(&head(Method::GET, target)).is_none(), "{target}");
+        for target in ["/v1.41/_ping", "/_ping?x=1", "/_pingx", "/_ping/", "/version"] {
+            assert!(slot_of(&cache, Method::GET, target).is_none(), "{target}");
         }
-        assert!(cache.slot(&head(Method::POST, "/_ping")).is_none());
-        assert!(PingCache::new(Duration::ZERO).slot(&head(Method::GET, "/_ping")).is_none(), "off");
-        let slot = cache.slot(&head(Method::GET, "/_ping")).unwrap();
+        assert!(slot_of(&cache, Method::POST, "/_ping").is_none());
+        assert!(slot_of(&PingCache::new(Duration::ZERO), Method::GET, "/_ping").is_none(), "off");
+        let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
         let t0 = Instant::now();
         cache.remember(cache.ticket(slot), None, &answer_parts(StatusCode::INTERNAL_SERVER_ERROR), &bytes::Bytes::new(), t0);
         assert!(cache.answer(slot, None, t0).is_none());
