@@ -180,6 +180,16 @@ mod tests {
         resp.into_parts().0
     }
 
+    /// A cache holding dockerd `pid`'s answer to GET /_ping, taken at the
+    /// returned instant.
+    fn holding(pid: Option<u32>) -> (PingCache, Slot, Instant) {
+        let cache = PingCache::new(Duration::from_secs(1));
+        let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
+        let t0 = Instant::now();
+        cache.remember(cache.ticket(slot), pid, &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
+        (cache, slot, t0)
+    }
+
     async fn body_of(resp: Response<Body>) -> bytes::Bytes {
         use http_body_util::BodyExt;
         resp.into_body().collect().await.unwrap().to_bytes()
@@ -206,10 +216,7 @@ mod tests {
 
     #[test]
     fn expires_after_ttl_and_with_another_dockerd() {
-        let cache = PingCache::new(Duration::from_secs(1));
-        let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
-        let t0 = Instant::now();
-        cache.remember(cache.ticket(slot), Some(7), &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
+        let (cache, slot, t0) = holding(Some(7));
         assert!(cache.answer(slot, Some(7), t0 + Duration::from_secs(1)).is_none(), "too old");
         assert!(cache.answer(slot, Some(8), t0).is_none(), "dockerd restarted");
         assert!(cache.answer(slot, Some(7), t0).is_some());
@@ -217,10 +224,7 @@ mod tests {
 
     #[test]
     fn swarm_changes_drop_the_answer_and_answers_in_flight() {
-        let cache = PingCache::new(Duration::from_secs(1));
-        let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
-        let t0 = Instant::now();
-        cache.remember(cache.ticket(slot), None, &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
+        let (cache, slot, t0) = holding(None);
         let in_flight = cache.ticket(slot);
         assert!(PingCache::is_invalidated_by(&head(Method::POST, "/v1.41/swarm/init")));
         cache.invalidate();
