@@ -291,11 +291,10 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, peer: &Peer) ->
             return Ok(resp);
         }
     }
-    let ping = ping.map(|slot| shared.ping.ticket(slot));
-    let swarm_change = PingCache::is_invalidated_by(&head);
-    if swarm_change {
-        shared.ping.invalidate();
-    }
+    let ping = ping.map(|slot| shared.ping.ticket(slot, shared.readiness.engine_pid()));
+    // Invalidates now and when dropped: once dockerd has answered, or on
+    // any early return or hang-up before that.
+    let swarm_change = PingCache::is_invalidated_by(&head).then(|| shared.ping.invalidate_guard());
     let mut req = Request::from_parts(parts, body);
     let client_upgrade = head.upgrade.map(|_| hyper::upgrade::on(&mut req));
 
@@ -304,9 +303,7 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, peer: &Peer) ->
         tracing::warn!(error = %e, "dockerd did not answer");
         Refusal::Upstream
     })?;
-    if swarm_change {
-        shared.ping.invalidate();
-    }
+    drop(swarm_change);
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // The connection becomes the session; it never returns to the pool.
@@ -338,7 +335,7 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, peer: &Peer) ->
         })?
         .to_bytes();
         if let Some(ticket) = ping {
-            shared.ping.remember(ticket, shared.readiness.engine_pid(), &head, &body, Instant::now());
+            shared.ping.remember(ticket, &head, &body, Instant::now());
         }
         return Ok(Response::from_parts(head, crate::respond::full(body)));
     }

@@ -126,14 +126,24 @@ where
 }
 
 /// Polls `conn` to its end (Some), or until it has had nothing to do for
-/// [`PARK_AFTER`] at a message boundary (None).
+/// [`PARK_AFTER`] at a message boundary (None). "Nothing to do" includes
+/// no exchange begun: one that begins and ends within a single poll of
+/// `conn` (a cached `/_ping`, a refusal) is never seen busy, and without
+/// the count a client pinging every 100 ms would be parked and rebuilt
+/// every 250 ms.
 async fn until_idle<F: Future + ?Sized>(mut conn: Pin<&mut F>, activity: &Activity) -> Option<F::Output> {
     let mut idle_since: Option<Instant> = None;
+    let mut seen = activity.exchanges.load(Relaxed);
     let grace = tokio::time::sleep(PARK_AFTER);
     tokio::pin!(grace);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(served) = conn.as_mut().poll(cx) {
             return Poll::Ready(Some(served));
+        }
+        let exchanges = activity.exchanges.load(Relaxed);
+        if exchanges != seen {
+            seen = exchanges;
+            idle_since = None;
         }
         if !activity.can_park() {
             idle_since = None;
@@ -159,6 +169,9 @@ async fn until_idle<F: Future + ?Sized>(mut conn: Pin<&mut F>, activity: &Activi
 pub struct Activity {
     /// Exchanges whose request body or response body hyper still holds.
     busy: AtomicUsize,
+    /// Bumped as each side of an exchange begins (see [`Activity::busy`]);
+    /// wraps, only a change matters. Restarts the idle grace period.
+    exchanges: AtomicUsize,
     /// Bytes came from the client since the last exchange ended.
     read_since_quiet: AtomicBool,
     /// Written (or shut down) since the last successful flush.
@@ -181,6 +194,7 @@ impl Activity {
     /// until the returned guard drops.
     pub fn busy(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Relaxed);
+        self.exchanges.fetch_add(1, Relaxed);
         Busy(self.clone())
     }
 }
@@ -409,5 +423,53 @@ mod tests {
         let dropped = Watched::new(Full::new(Bytes::from_static(b"{}")), &activity);
         drop(dropped);
         assert!(!activity.can_park(), "hyper may still be draining it");
+    }
+
+    /// hyper serving `io` as [`drive`] does, with a service that answers
+    /// every request at once, as a cached `/_ping` or a refusal is answered.
+    fn instant_answers(
+        io: tokio::io::DuplexStream,
+        activity: &Arc<Activity>,
+    ) -> Pin<Box<impl Future<Output = Result<(), hyper::Error>>>> {
+        let io = Io {
+            inner: io,
+            prefix: Bytes::new(),
+            activity: activity.clone(),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let activity = activity.clone();
+        let svc = hyper::service::service_fn(move |_req| {
+            let body = Tracked::new(http_body_util::Empty::<Bytes>::new(), activity.busy());
+            std::future::ready(Ok::<_, std::convert::Infallible>(hyper::Response::new(body)))
+        });
+        Box::pin(server::Builder::new().timer(TokioTimer::new()).serve_connection(TokioIo::new(io), svc))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_pinging_every_100ms_is_never_parked() {
+        let activity = Arc::new(Activity::default());
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut conn = instant_answers(server, &activity);
+        // Each exchange begins and ends within one poll of hyper, so the
+        // connection never looks busy; it is never idle for PARK_AFTER either.
+        let pinging = async {
+            let mut answer = [0u8; 1024];
+            for _ in 0..20 {
+                client.write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n").await.unwrap();
+                assert!(client.read(&mut answer).await.unwrap() > 0);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let started = Instant::now();
+        tokio::select! {
+            served = until_idle(conn.as_mut(), &activity) => {
+                panic!("parked or ended after {:?} of pings: {:?}", started.elapsed(), served.map(|_| ()));
+            }
+            () = pinging => {}
+        }
+        // The client goes quiet: parked once idle for PARK_AFTER, not before.
+        let quiet = Instant::now();
+        assert!(until_idle(conn.as_mut(), &activity).await.is_none(), "parked, not ended");
+        assert_eq!(quiet.elapsed(), PARK_AFTER);
     }
 }

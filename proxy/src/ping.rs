@@ -33,11 +33,14 @@ use crate::respond::Body;
 pub struct Slot(usize);
 
 /// Taken before a ping is forwarded; its answer is kept only if nothing
-/// invalidated the cache while it was in flight.
+/// invalidated the cache while it was in flight, and only for the dockerd
+/// that was running when it was sent: read when the answer is stored, the
+/// pid may already be that of the next dockerd.
 #[derive(Clone, Copy, Debug)]
 pub struct Ticket {
     slot: Slot,
     epoch: u64,
+    engine_pid: Option<u32>,
 }
 
 struct Entry {
@@ -106,15 +109,17 @@ impl PingCache {
         Some(resp)
     }
 
-    pub fn ticket(&self, slot: Slot) -> Ticket {
+    /// A ticket for a ping about to be sent to dockerd `engine_pid`.
+    pub fn ticket(&self, slot: Slot, engine_pid: Option<u32>) -> Ticket {
         Ticket {
             slot,
             epoch: self.epoch.load(Ordering::Acquire),
+            engine_pid,
         }
     }
 
     /// Keeps dockerd's successful answer to a ping sent under `ticket`.
-    pub fn remember(&self, ticket: Ticket, engine_pid: Option<u32>, head: &Parts, body: &bytes::Bytes, now: Instant) {
+    pub fn remember(&self, ticket: Ticket, head: &Parts, body: &bytes::Bytes, now: Instant) {
         if head.status != StatusCode::OK || ticket.epoch != self.epoch.load(Ordering::Acquire) {
             return;
         }
@@ -128,7 +133,7 @@ impl PingCache {
         if let Ok(mut slots) = self.slots.lock() {
             slots[ticket.slot.0] = Some(Entry {
                 taken: now,
-                engine_pid,
+                engine_pid: ticket.engine_pid,
                 epoch: ticket.epoch,
                 status: head.status,
                 headers,
@@ -138,8 +143,8 @@ impl PingCache {
     }
 
     /// Whether forwarding `head` may change dockerd's ping answer (its
-    /// `Swarm` header): then call [`PingCache::invalidate`] before
-    /// forwarding and again once dockerd has answered.
+    /// `Swarm` header): then hold a [`PingCache::invalidate_guard`] until
+    /// dockerd has answered.
     pub fn is_invalidated_by(head: &RequestHead) -> bool {
         crate::policy::is_mutating_method(&head.method)
             && ["/swarm", "/nodes"].iter().any(|p| {
@@ -149,8 +154,28 @@ impl PingCache {
             })
     }
 
-    pub fn invalidate(&self) {
+    fn invalidate(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Invalidates the cache now, and again when the guard drops.
+    pub fn invalidate_guard(&self) -> Invalidation<'_> {
+        self.invalidate();
+        Invalidation(self)
+    }
+}
+
+/// A change to dockerd's ping answer in flight; see
+/// [`PingCache::invalidate_guard`]. The second invalidation is a drop, not
+/// a call, so that a request that fails or whose client hangs up (its
+/// future dropped) still discards the pings answered meanwhile, instead of
+/// leaving one served for up to the TTL.
+#[must_use = "dropping it at once skips invalidating pings answered during the change"]
+pub struct Invalidation<'a>(&'a PingCache);
+
+impl Drop for Invalidation<'_> {
+    fn drop(&mut self) {
+        self.0.invalidate();
     }
 }
 
@@ -186,7 +211,7 @@ mod tests {
         let cache = PingCache::new(Duration::from_secs(1));
         let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
         let t0 = Instant::now();
-        cache.remember(cache.ticket(slot), pid, &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
+        cache.remember(cache.ticket(slot, pid), &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
         (cache, slot, t0)
     }
 
@@ -201,8 +226,8 @@ mod tests {
         let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
         let t0 = Instant::now();
         assert!(cache.answer(slot, Some(7), t0).is_none(), "empty cache");
-        let ticket = cache.ticket(slot);
-        cache.remember(ticket, Some(7), &answer_parts(StatusCode::OK), &bytes::Bytes::from_static(b"OK"), t0);
+        let ticket = cache.ticket(slot, Some(7));
+        cache.remember(ticket, &answer_parts(StatusCode::OK), &bytes::Bytes::from_static(b"OK"), t0);
         let resp = cache.answer(slot, Some(7), t0 + Duration::from_millis(500)).unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["api-version"], "1.41");
@@ -225,12 +250,12 @@ mod tests {
     #[test]
     fn swarm_changes_drop_the_answer_and_answers_in_flight() {
         let (cache, slot, t0) = holding(None);
-        let in_flight = cache.ticket(slot);
+        let in_flight = cache.ticket(slot, None);
         assert!(PingCache::is_invalidated_by(&head(Method::POST, "/v1.41/swarm/init")));
         cache.invalidate();
         assert!(cache.answer(slot, None, t0).is_none());
         // A ping sent before the swarm change must not be kept after it.
-        cache.remember(in_flight, None, &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
+        cache.remember(in_flight, &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
         assert!(cache.answer(slot, None, t0).is_none());
     }
 
@@ -244,11 +269,39 @@ mod tests {
         assert!(slot_of(&PingCache::new(Duration::ZERO), Method::GET, "/_ping").is_none(), "off");
         let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
         let t0 = Instant::now();
-        cache.remember(cache.ticket(slot), None, &answer_parts(StatusCode::INTERNAL_SERVER_ERROR), &bytes::Bytes::new(), t0);
+        cache.remember(cache.ticket(slot, None), &answer_parts(StatusCode::INTERNAL_SERVER_ERROR), &bytes::Bytes::new(), t0);
         assert!(cache.answer(slot, None, t0).is_none());
         for (method, target) in [(Method::GET, "/swarm"), (Method::POST, "/swarmx"), (Method::POST, "/containers/create")] {
             assert!(!PingCache::is_invalidated_by(&head(method.clone(), target)), "{method} {target}");
         }
         assert!(PingCache::is_invalidated_by(&head(Method::POST, "/nodes/abc/update")));
+    }
+
+    #[test]
+    fn a_swarm_change_that_fails_or_is_cancelled_still_drops_pings_in_flight() {
+        let (cache, slot, t0) = holding(None);
+        let before = cache.ticket(slot, None);
+        let swarm_change = cache.invalidate_guard();
+        assert!(cache.answer(slot, None, t0).is_none());
+        let during = cache.ticket(slot, None);
+        // dockerd did not answer, or the client hung up: `forward` returns
+        // early or its future is dropped, and the guard with it.
+        drop(swarm_change);
+        for (ticket, when) in [(before, "before"), (during, "during")] {
+            cache.remember(ticket, &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
+            assert!(cache.answer(slot, None, t0).is_none(), "a ping sent {when} the swarm change");
+        }
+    }
+
+    #[test]
+    fn an_answer_is_kept_for_the_dockerd_that_was_asked() {
+        let cache = PingCache::new(Duration::from_secs(1));
+        let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
+        let t0 = Instant::now();
+        // Sent while dockerd 7 ran; it restarts as 8 before the answer is kept.
+        let ticket = cache.ticket(slot, Some(7));
+        cache.remember(ticket, &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
+        assert!(cache.answer(slot, Some(8), t0).is_none(), "dockerd 7's answer served for dockerd 8");
+        assert!(cache.answer(slot, Some(7), t0).is_some());
     }
 }
