@@ -10,6 +10,8 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v openssl >/dev/null || need+=(openssl)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v pgrep >/dev/null || need+=(procps)
+# images/build.sh makes the Debian base offline with it (no registry here).
+command -v debootstrap >/dev/null || need+=(debootstrap)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

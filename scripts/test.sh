@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+# The Python Docker SDK, one of the third-party clients the gate tests drive.
+DIND_TEST_PYTHON="$(bash scripts/python-sdk.sh)"
+export DIND_TEST_PYTHON
 cargo build --release -p dind-supervisor
 export DIND_SUPERVISOR_BIN="$PWD/target/x86_64-unknown-linux-gnu/release/dind-supervisor"
 

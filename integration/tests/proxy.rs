@@ -1,19 +1,17 @@
 //! The authenticated proxy against a real dockerd with real docker CLIs:
-//! transparency (streams, upgrades, half-close, builds, copies), rejections,
-//! the readiness gate and the health endpoint.
+//! transparency (streams, upgrades, half-close, builds, copies), rejections
+//! and the health endpoint. The readiness gate has its own file, `gate.rs`.
 
 mod support;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use support::{docker_clis, ok, Service, ServiceOptions};
 
 /// Every everyday docker command, through mutual TLS, with each CLI.
@@ -232,78 +230,6 @@ fn mint_expired_client(certs: &Path, out: &Path) {
     let cert = params.signed_by(&key, &issuer).unwrap();
     fs::write(out.join("cert.pem"), cert.pem()).unwrap();
     fs::write(out.join("key.pem"), key.serialize_pem()).unwrap();
-}
-
-/// The public port refuses connections until the engine is Ready, and the
-/// unix socket appears only then; a connect that succeeds is answered.
-#[test]
-fn nothing_listens_before_ready_and_the_socket_appears_only_when_ready() {
-    let dir = support::short_tempdir();
-    // dockerd that takes two extra seconds to start, so "before" is long.
-    let slow = dir.path().join("slow-dockerd");
-    fs::write(&slow, "#!/bin/sh\nsleep 2\nexec dockerd \"$@\"\n").unwrap();
-    fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).unwrap();
-    let sock = dir.path().join("shared/docker.sock");
-    let svc = Service::start_in(
-        dir,
-        ServiceOptions {
-            env: vec![
-                ("DIND_DOCKERD".into(), slow.display().to_string()),
-                ("DOCKER_HOST".into(), format!("unix://{}", sock.display())),
-            ],
-            ..Default::default()
-        },
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut refused = 0;
-    loop {
-        assert!(Instant::now() < deadline, "never ready:\n{}", svc.log_text());
-        let tcp_up = TcpStream::connect(("127.0.0.1", svc.port)).is_ok();
-        let sock_up = sock.exists();
-        if tcp_up || sock_up {
-            // Whatever appeared first, the engine must already be Ready (the
-            // log line may reach us a moment after the listener does).
-            svc.wait_log("engine ready", 1, Duration::from_secs(2));
-            break;
-        }
-        refused += 1;
-        let (status, _) = svc.health("/readyz");
-        assert_ne!(status, 200, "ready while nothing listens");
-        thread::sleep(Duration::from_millis(20));
-    }
-    assert!(refused > 10, "the test never saw the not-ready phase");
-    svc.wait_log("listening", 2, Duration::from_secs(5));
-    assert!(sock.exists());
-    let mode = fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
-    assert!(mode == 0o660 || mode == 0o666, "mode {mode:o}");
-    ok(Command::new("docker").arg("-H").arg(format!("unix://{}", sock.display())).arg("version"));
-    assert_eq!(svc.health("/readyz").0, 200);
-    let (_, status) = svc.health("/status");
-    assert!(status.contains("\"state\":\"ready\""), "{status}");
-    assert!(status.contains("sha256"), "{status}");
-}
-
-/// While dockerd is killed and restarted, a request waits and then succeeds.
-#[test]
-fn a_request_during_a_dockerd_restart_waits_and_succeeds() {
-    let svc = Service::start(ServiceOptions::default());
-    svc.wait_ready();
-    let cli = docker_clis().pop().unwrap();
-    let sup = svc.supervisor_pid();
-    let dockerd = support::children(sup)
-        .into_iter()
-        .find(|p| fs::read_to_string(format!("/proc/{p}/comm")).map(|c| c.trim() == "dockerd").unwrap_or(false))
-        .expect("dockerd runs");
-    nix::sys::signal::kill(dockerd, Signal::SIGKILL).unwrap();
-    svc.wait_log("dockerd exited unexpectedly", 1, Duration::from_secs(10));
-    // The listener stays; the request is held until Ready again.
-    let started = Instant::now();
-    let v = ok(svc.tls_cli(&cli).args(["version", "--format", "{{.Server.Version}}"]));
-    assert!(!v.trim().is_empty());
-    assert!(svc.log_count("engine ready") >= 2, "answered before the restart finished?\n{}", svc.log_text());
-    eprintln!("held for {:?}", started.elapsed());
-    let (_, metrics) = svc.health("/metrics");
-    assert!(metrics.contains("dind_dockerd_restarts_total 1"), "{metrics}");
 }
 
 /// Writes `input` to the command's stdin, closes it, returns stdout.

@@ -1,5 +1,6 @@
 //! Relaying one client connection to dockerd: requests, streamed bodies and
-//! upgraded (hijacked) sessions, with the readiness gate in front.
+//! upgraded (hijacked) sessions, behind the decision point and the
+//! readiness gate ([`crate::gate`]).
 
 use std::convert::Infallible;
 use std::io;
@@ -21,11 +22,12 @@ use tokio::net::UnixStream;
 
 use crate::audit::Audit;
 use crate::decide::{self, Decision};
+use crate::gate::{self, HoldBudget};
 use crate::metrics::Metrics;
 use crate::ping::PingCache;
 use crate::park;
 use crate::policy::Policy;
-use crate::readiness::{Readiness, State};
+use crate::readiness::Readiness;
 use crate::respond::{Body, Refusal};
 
 /// Answers with a Content-Length up to this are read whole before the head
@@ -55,7 +57,7 @@ pub struct Shared {
 /// Per-connection limits.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// How long a request waits for the engine to be Ready again.
+    /// How long a client connection waits for the engine to be Ready.
     pub hold: Duration,
     /// Time to read one request head (slowloris guard). Nothing else times
     /// out: builds and `logs -f` run for hours.
@@ -169,6 +171,13 @@ impl hyper::body::Body for Lent {
     }
 }
 
+/// What one client connection carries across its requests.
+struct Client {
+    peer: Peer,
+    /// Its requests share one wait for the engine per not-ready spell.
+    hold: HoldBudget,
+}
+
 /// Who is on the other end of a client connection, for the audit log.
 #[derive(Clone, Debug, Default)]
 pub struct Peer {
@@ -187,14 +196,17 @@ where
 {
     let _open = shared.metrics.connection_opened();
     let activity = Arc::new(park::Activity::default());
-    let peer = Arc::new(peer);
+    let client = Arc::new(Client {
+        peer,
+        hold: HoldBudget::default(),
+    });
     let (svc_shared, svc_activity) = (shared.clone(), activity.clone());
     let svc = service_fn(move |req: Request<Incoming>| {
-        let (shared, peer) = (svc_shared.clone(), peer.clone());
+        let (shared, client) = (svc_shared.clone(), client.clone());
         let busy = svc_activity.busy();
         let req = req.map(|body| park::Watched::new(body, &svc_activity));
         async move {
-            let resp = handle(req, &shared, &peer).await;
+            let resp = handle(req, &shared, &client).await;
             Ok::<_, Infallible>(resp.map(|body| park::Tracked::new(body, busy)))
         }
     });
@@ -223,9 +235,10 @@ fn is_hangup(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-async fn handle(req: Request<ClientBody>, shared: &Arc<Shared>, peer: &Peer) -> Response<Body> {
+async fn handle(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client) -> Response<Body> {
     let method = req.method().clone();
-    let resp = match forward(req, shared, peer).await {
+    let peer = &client.peer;
+    let resp = match forward(req, shared, client).await {
         Ok(resp) => resp,
         Err(refusal) => {
             shared.metrics.refused();
@@ -242,7 +255,8 @@ async fn handle(req: Request<ClientBody>, shared: &Arc<Shared>, peer: &Peer) -> 
     resp
 }
 
-async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, peer: &Peer) -> Result<Response<Body>, Refusal> {
+async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client) -> Result<Response<Body>, Refusal> {
+    let peer = &client.peer;
     let (mut parts, body) = req.into_parts();
     let head = match decide::parse(&parts) {
         Ok(head) => head,
@@ -283,7 +297,7 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, peer: &Peer) ->
     if let Decision::Refuse(refusal) = decision {
         return Err(refusal);
     }
-    gate(shared).await?;
+    gate::pass(&shared.readiness, &shared.metrics, shared.limits.hold, &client.hold).await?;
     let ping = shared.ping.slot(&head, parts.uri.path());
     if let Some(slot) = ping {
         if let Some(resp) = shared.ping.answer(slot, shared.readiness.engine_pid(), Instant::now()) {
@@ -410,25 +424,6 @@ fn audit(
         reason: reason.as_deref(),
         policy: shared.policy.name(),
     });
-}
-
-/// Holds a request while the engine is not Ready, up to the hold limit.
-async fn gate(shared: &Shared) -> Result<(), Refusal> {
-    match shared.readiness.state() {
-        State::Ready => return Ok(()),
-        State::ShuttingDown => return Err(Refusal::ShuttingDown),
-        State::Starting | State::Restarting => {}
-    }
-    shared.metrics.held();
-    let started = Instant::now();
-    match shared.readiness.clone().ready_within(shared.limits.hold).await {
-        Ok(State::Ready) => Ok(()),
-        Ok(_) => Err(Refusal::ShuttingDown),
-        Err(state) => Err(Refusal::NotReady {
-            state: state.as_str(),
-            waited_s: started.elapsed().as_secs(),
-        }),
-    }
 }
 
 async fn connect(socket: &std::path::Path) -> Result<client::SendRequest<Body>, Refusal> {

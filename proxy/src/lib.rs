@@ -5,7 +5,9 @@
 //! - [`readiness`]: the engine's lifecycle state. The supervisor holds the one
 //!   [`readiness::Latch`] that moves it; everything else watches a
 //!   [`readiness::Readiness`].
-//! - [`listener`]: the public endpoints, bound only while Ready; [`serve`].
+//! - [`listener`]: the public endpoints, open from the start (requests held
+//!   until Ready) or only once Ready; [`serve`].
+//! - [`gate`]: where a request waits until the engine answers.
 //! - [`auth`]: mutual TLS against the service's CA.
 //! - [`forward`]: relaying one client connection to dockerd, upgrades included.
 //! - `park`: idle keep-alive connections without hyper's buffers.
@@ -22,6 +24,7 @@ pub mod audit;
 pub mod auth;
 pub mod decide;
 pub mod forward;
+pub mod gate;
 pub mod health;
 pub mod listener;
 pub mod metrics;
@@ -32,4 +35,4 @@ pub mod readiness;
 pub mod respond;
 pub mod upstream;
 
-pub use listener::{serve, Config, Endpoint, ServeError};
+pub use listener::{serve, Config, Endpoint, ListenWhen, Listeners, Open, ServeError};

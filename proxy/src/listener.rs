@@ -1,5 +1,8 @@
-//! The public listeners: bound only once the engine is Ready, closed first
-//! on shutdown. TCP with mutual TLS, plain TCP, and unix sockets.
+//! The public listeners: TCP with mutual TLS, plain TCP, and unix sockets.
+//! Bound at start by default, so that a client that comes early is held
+//! instead of refused (issue 9), or only once the engine is Ready when the
+//! operator wants a TCP connect to mean "the API answers". Closed first on
+//! shutdown.
 
 use std::fs;
 use std::io;
@@ -37,7 +40,8 @@ pub enum Endpoint {
         tls: Option<Arc<ServerConfig>>,
     },
     /// A unix socket, created under a temporary name and renamed into place
-    /// when Ready, so "the file exists" means "ready".
+    /// once its mode and group are set: a client never sees a socket it
+    /// cannot use.
     Unix {
         path: PathBuf,
         mode: u32,
@@ -59,9 +63,30 @@ impl Endpoint {
     }
 }
 
+/// When the public endpoints open (`DIND_LISTEN_WHEN`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListenWhen {
+    /// At once: connections are accepted from the start and their requests
+    /// held until the engine is Ready, so a job that starts together with
+    /// its service never meets "Cannot connect".
+    #[default]
+    Start,
+    /// Only once the engine first answers: a successful TCP connect then
+    /// means the API works (the behaviour before issue 9).
+    Ready,
+}
+
+/// The public endpoints, bound now or once the engine is Ready.
+pub enum Open {
+    /// Bound already by [`Listeners::bind`], before dockerd starts.
+    Now(Listeners),
+    /// Bound by [`serve`] at the first Ready.
+    WhenReady(Vec<Endpoint>),
+}
+
 /// Everything [`serve`] needs.
 pub struct Config {
-    pub endpoints: Vec<Endpoint>,
+    pub open: Open,
     /// dockerd's private socket.
     pub upstream: PathBuf,
     pub limits: Limits,
@@ -91,26 +116,70 @@ pub enum ServeError {
     InUse { path: PathBuf },
 }
 
-/// Binds every endpoint once the engine is Ready, serves until ShuttingDown,
-/// then closes the listeners (open connections go on until dockerd ends
-/// them). Returns early, binding nothing, if shutdown comes first.
-pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metrics>) -> Result<(), ServeError> {
-    // A socket file left by an earlier run would claim readiness; one that
-    // something still serves is not ours to take.
-    for ep in &config.endpoints {
-        if let Endpoint::Unix { path, .. } = ep {
-            clear_stale_socket(path)?;
-        }
+/// Bound public endpoints, not yet accepting. Their unix socket files are
+/// removed when this (or the serving that took it over) ends.
+pub struct Listeners {
+    bound: Vec<(String, bool, Bound)>,
+    sockets: SocketFiles,
+}
+
+/// The unix socket files we created; removed on drop, so no path is left
+/// claiming an engine that is gone.
+#[derive(Default)]
+struct SocketFiles(Vec<PathBuf>);
+
+impl Drop for SocketFiles {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|p| remove_socket(p));
     }
-    loop {
-        match readiness.state() {
-            State::Ready => break,
-            State::ShuttingDown => return Ok(()),
-            _ => {
-                readiness.changed().await;
+}
+
+impl Listeners {
+    /// Binds every endpoint, unix sockets renamed into place with their mode
+    /// and group; on any failure nothing stays bound or created.
+    pub async fn bind(endpoints: &[Endpoint]) -> Result<Listeners, ServeError> {
+        let mut out = Listeners {
+            bound: Vec::new(),
+            sockets: SocketFiles::default(),
+        };
+        for ep in endpoints {
+            let bound = bind(ep).await?;
+            if let Endpoint::Unix { path, .. } = ep {
+                out.sockets.0.push(path.clone());
             }
+            out.bound.push((ep.url(), ep.is_tls(), bound));
         }
+        Ok(out)
     }
+}
+
+/// Serves every endpoint until ShuttingDown, then closes the listeners
+/// (open connections go on until dockerd ends them). With
+/// [`Open::WhenReady`], binds at the first Ready, and returns early,
+/// binding nothing, if shutdown comes first.
+pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metrics>) -> Result<(), ServeError> {
+    let listeners = match config.open {
+        Open::Now(listeners) => listeners,
+        Open::WhenReady(endpoints) => {
+            // A socket file left by an earlier run would claim readiness;
+            // one that something still serves is not ours to take.
+            for ep in &endpoints {
+                if let Endpoint::Unix { path, .. } = ep {
+                    clear_stale_socket(path)?;
+                }
+            }
+            loop {
+                match readiness.state() {
+                    State::Ready => break,
+                    State::ShuttingDown => return Ok(()),
+                    State::Starting | State::Restarting => {
+                        readiness.changed().await;
+                    }
+                }
+            }
+            Listeners::bind(&endpoints).await?
+        }
+    };
     let shared = Arc::new(Shared {
         upstream: config.upstream,
         readiness: readiness.clone(),
@@ -121,35 +190,40 @@ pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metric
         audit: config.audit,
         ping: crate::ping::PingCache::new(config.ping_ttl),
     });
+    let Listeners { bound, sockets } = listeners;
     let mut accepting = JoinSet::new();
-    let mut sockets = Vec::new();
-    for ep in &config.endpoints {
-        let bound = bind(ep).await;
-        let bound = match bound {
-            Ok(b) => b,
-            Err(e) => {
-                sockets.iter().for_each(|p: &PathBuf| remove_socket(p));
-                return Err(e);
-            }
-        };
-        tracing::info!(endpoint = %ep.url(), tls = ep.is_tls(), "listening");
-        if let Endpoint::Unix { path, .. } = ep {
-            sockets.push(path.clone());
-        }
+    for (url, tls, bound) in bound {
+        tracing::info!(endpoint = %url, tls, "listening");
         accepting.spawn(accept_loop(bound, shared.clone()));
     }
     metrics.listeners_bound.store(true, Ordering::Release);
     while readiness.state() != State::ShuttingDown {
-        readiness.changed().await;
+        if readiness.changed().await == State::ShuttingDown {
+            break;
+        }
     }
     // Close the doors first: new connects are refused from here on.
     accepting.shutdown().await;
     metrics.listeners_bound.store(false, Ordering::Release);
-    for path in &sockets {
-        remove_socket(path);
-    }
+    drop(sockets);
     tracing::info!("public listeners closed");
+    answer_held(&metrics).await;
     Ok(())
+}
+
+/// Bound on the wait for held requests to be answered at shutdown.
+const HELD_DRAIN: Duration = Duration::from_secs(1);
+
+/// Lets every request held in the gate take its 503 before the process
+/// ends: a job must read why, not a connection reset. A held request
+/// leaves the gauge in the same poll that writes its small answer, so an
+/// empty gauge means the answers are on their way.
+async fn answer_held(metrics: &Metrics) {
+    let until = tokio::time::Instant::now() + HELD_DRAIN;
+    while metrics.held_now() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::task::yield_now().await;
 }
 
 /// A bound listener and how to treat its connections.

@@ -74,6 +74,7 @@ pub struct Metrics {
     upgrades_open: AtomicU64,
     handshake_failures: [AtomicU64; 8],
     held_requests: AtomicU64,
+    held_now: AtomicU64,
     pings_cached: AtomicU64,
     refused: AtomicU64,
     /// Policy decisions on mutating requests by (decision, rule).
@@ -131,8 +132,11 @@ impl Metrics {
         self.handshake_failures[i].fetch_add(1, Relaxed);
     }
 
-    pub fn held(&self) {
+    /// A request waiting for the engine; it stops counting when dropped.
+    pub fn held(&self) -> GaugeGuard<'_> {
         self.held_requests.fetch_add(1, Relaxed);
+        self.held_now.fetch_add(1, Relaxed);
+        GaugeGuard(&self.held_now)
     }
 
     pub fn decision(&self, decision: &'static str, rule: &'static str) {
@@ -147,6 +151,11 @@ impl Metrics {
 
     pub fn refused(&self) {
         self.refused.fetch_add(1, Relaxed);
+    }
+
+    /// Requests waiting in the readiness gate now.
+    pub fn held_now(&self) -> u64 {
+        self.held_now.load(Relaxed)
     }
 
     pub fn open_connections(&self) -> u64 {
@@ -187,6 +196,7 @@ impl Metrics {
             }
         }
         g(out, "dind_proxy_held_requests_total", "Requests held while the engine was not ready.", "counter", self.held_requests.load(Relaxed));
+        g(out, "dind_proxy_held_requests", "Requests waiting now for the engine to be ready.", "gauge", self.held_now.load(Relaxed));
         g(out, "dind_proxy_ping_cached_total", "Unversioned /_ping requests answered from dockerd's last answer.", "counter", self.pings_cached.load(Relaxed));
         g(out, "dind_proxy_refused_requests_total", "Requests the proxy answered itself (not ready, denied, malformed).", "counter", self.refused.load(Relaxed));
     }

@@ -1,7 +1,8 @@
 //! Engine readiness: one writer (the supervisor's latch), many watchers.
 //!
 //! Ready means the certificates are on disk and dockerd answered `GET /_ping`
-//! on its private socket. Public listeners exist only while it holds.
+//! on its private socket. Requests on the public listeners are held until it
+//! holds.
 
 use std::fmt;
 use std::time::Duration;
@@ -64,6 +65,9 @@ pub struct Engine {
     pub restarts: u64,
     /// From the supervisor's start to the first Ready.
     pub seconds_to_ready: Option<f64>,
+    /// Why the last dockerd ended or could not start (its last stderr line),
+    /// so a request held in vain can say why.
+    pub last_error: Option<String>,
 }
 
 /// The only handle that can change the state. Owned by the supervisor's run

@@ -7,6 +7,8 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
+use crate::readiness::State;
+
 /// The body type of every response the proxy returns: dockerd's streamed
 /// body, or one of ours.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -15,9 +17,14 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// The engine did not become ready within the hold limit.
-    NotReady { state: &'static str, waited_s: u64 },
-    /// The supervisor is stopping.
-    ShuttingDown,
+    NotReady {
+        state: State,
+        waited_s: u64,
+        /// dockerd's last error line, when it exited or could not start.
+        last_error: Option<String>,
+    },
+    /// The supervisor is stopping; `last_error` says why when dockerd failed.
+    ShuttingDown { last_error: Option<String> },
     /// dockerd's socket could not be reached although the engine was ready.
     Upstream,
     /// The request is malformed or ambiguous.
@@ -31,7 +38,7 @@ pub enum Refusal {
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::NotReady { .. } | Refusal::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::NotReady { .. } | Refusal::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Upstream => StatusCode::BAD_GATEWAY,
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::Denied { .. } => StatusCode::FORBIDDEN,
@@ -41,10 +48,24 @@ impl Refusal {
 
     pub fn message(&self) -> String {
         match self {
-            Refusal::NotReady { state, waited_s } => format!(
-                "the Docker engine is not ready ({state}) after waiting {waited_s}s; retry, or check the dind service's log"
-            ),
-            Refusal::ShuttingDown => "the Docker engine is shutting down".to_owned(),
+            Refusal::NotReady {
+                state,
+                waited_s,
+                last_error,
+            } => {
+                let what = match state {
+                    State::Starting => "still starting",
+                    State::Restarting => "restarting after dockerd exited",
+                    State::Ready | State::ShuttingDown => "not ready",
+                };
+                format!(
+                    "the Docker engine in the dind service is {what}, waited {waited_s}s{}; retry, or check the service's log",
+                    exited(last_error)
+                )
+            }
+            Refusal::ShuttingDown { last_error } => {
+                format!("the Docker engine in the dind service is shutting down{}", exited(last_error))
+            }
             Refusal::Upstream => {
                 "cannot reach the Docker engine inside the dind service; check the service's log".to_owned()
             }
@@ -58,6 +79,14 @@ impl Refusal {
 
     pub fn response(&self) -> Response<Body> {
         json_error(self.status(), &self.message())
+    }
+}
+
+/// dockerd's own last words, quoted: the one clue a held client gets.
+fn exited(last_error: &Option<String>) -> String {
+    match last_error {
+        Some(line) => format!("; dockerd's last error: {line}"),
+        None => String::new(),
     }
 }
 
@@ -94,8 +123,29 @@ mod tests {
     }
 
     #[test]
+    fn a_request_held_in_vain_says_what_the_engine_is_doing_and_why() {
+        let starting = Refusal::NotReady {
+            state: State::Starting,
+            waited_s: 30,
+            last_error: None,
+        };
+        assert_eq!(starting.status(), 503);
+        assert!(starting.message().contains("still starting, waited 30s"), "{}", starting.message());
+        let crashed = Refusal::NotReady {
+            state: State::Restarting,
+            waited_s: 30,
+            last_error: Some("failed to start daemon: no space left on device".into()),
+        };
+        assert!(crashed.message().contains("no space left on device"), "{}", crashed.message());
+        let gone = Refusal::ShuttingDown {
+            last_error: Some("exit status 1".into()),
+        };
+        assert!(gone.message().contains("exit status 1"), "{}", gone.message());
+    }
+
+    #[test]
     fn statuses_follow_the_cause() {
-        assert_eq!(Refusal::ShuttingDown.status(), 503);
+        assert_eq!(Refusal::ShuttingDown { last_error: None }.status(), 503);
         assert_eq!(Refusal::Upstream.status(), 502);
         assert_eq!(Refusal::BadRequest("x".into()).status(), 400);
     }

@@ -197,7 +197,11 @@ pub struct Settings {
     /// Group of that socket; when /etc/group lacks it, the socket is made 0666.
     #[arg(long, env = "DIND_SOCKET_GROUP", default_value = "docker")]
     pub socket_group: String,
-    /// How long a request waits for the engine to be ready again after a restart, before 503.
+    /// When the public API starts accepting: `start` (at once; requests wait until the engine answers)
+    /// or `ready` (only once it answers, so that a TCP connect means the API works).
+    #[arg(long, env = "DIND_LISTEN_WHEN", value_enum, default_value = "start")]
+    pub listen_when: ListenWhenArg,
+    /// How long a request waits for the engine to be ready (at start or after a restart), before 503.
     #[arg(long, env = "DIND_HOLD_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub hold_timeout: Duration,
     /// How long dockerd's answer to an unversioned /_ping is reused (0s: forward every ping).
@@ -248,6 +252,14 @@ pub enum OnOverlayArg {
     Fallback,
     /// Refuse to start.
     Exit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListenWhenArg {
+    /// At once: requests are held until the engine answers.
+    Start,
+    /// Only once the engine answers.
+    Ready,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

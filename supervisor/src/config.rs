@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::certs::{self, CertSpec};
-use crate::cli::{OnOverlayArg, RestartPolicy, Settings, TlsArgs};
+use crate::cli::{ListenWhenArg, OnOverlayArg, RestartPolicy, Settings, TlsArgs};
 use crate::daemon_json::flag_value;
 use crate::mtu::MtuSetting;
 use crate::storage::OnOverlay;
@@ -68,6 +68,8 @@ pub struct Proxy {
     pub listen: Vec<SocketAddr>,
     /// `DOCKER_HOST=unix://...` naming a path other than dockerd's socket.
     pub socket: Option<PublicSocket>,
+    /// At start (requests held until Ready), or only once Ready.
+    pub listen_when: proxy::ListenWhen,
     pub hold: Duration,
     /// How long dockerd's `/_ping` answer is reused (zero: never).
     pub ping_cache: Duration,
@@ -155,6 +157,10 @@ impl Config {
                     gid,
                 }
             }),
+            listen_when: match settings.listen_when {
+                ListenWhenArg::Start => proxy::ListenWhen::Start,
+                ListenWhenArg::Ready => proxy::ListenWhen::Ready,
+            },
             hold: settings.hold_timeout,
             ping_cache: settings.ping_cache,
             policy,

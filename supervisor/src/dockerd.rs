@@ -58,6 +58,33 @@ impl Running {
     pub fn stderr_tail(&self) -> Vec<String> {
         self.tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default()
     }
+
+    /// dockerd's last complaint on stderr: what a held client is told
+    /// (`proxy::respond`) when this dockerd is gone.
+    pub fn last_error(&self) -> Option<String> {
+        last_error(&self.stderr_tail())
+    }
+}
+
+/// Longest error line passed on to clients; dockerd's are one sentence.
+const LAST_ERROR_MAX: usize = 300;
+
+/// The last line at level error or worse, or the last plain-text line (a
+/// Go panic, a wrapper script's message); never ordinary chatter, which
+/// would mislead more than it tells.
+fn last_error(tail: &[String]) -> Option<String> {
+    let text = tail.iter().rev().find_map(|line| {
+        let line = line.trim();
+        let (level, text) = parse_logrus(line);
+        let plain = !line.starts_with("time=") && !line.starts_with("level=");
+        (!text.is_empty() && (plain || matches!(level, "error" | "fatal" | "panic"))).then_some(text)
+    })?;
+    // logrus quotes the message: `msg="failed to start daemon: …"`.
+    let text = text
+        .strip_prefix("msg=\"")
+        .map(|m| m.strip_suffix('"').unwrap_or(m))
+        .unwrap_or(text);
+    Some(text.chars().take(LAST_ERROR_MAX).collect())
 }
 
 impl Drop for Running {
@@ -310,6 +337,24 @@ mod tests {
             ("warning", r#"msg="no bridge""#)
         );
         assert_eq!(parse_logrus("plain text"), ("info", "plain text"));
+    }
+
+    #[test]
+    fn the_last_error_is_dockerds_last_complaint_not_its_last_chatter() {
+        let tail = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            last_error(&tail(&[
+                r#"time="t" level=info msg="Starting up""#,
+                r#"time="t" level=fatal msg="failed to start daemon: error initializing graphdriver: no space left""#,
+                r#"time="t" level=info msg="stopping event stream""#,
+            ])),
+            Some("failed to start daemon: error initializing graphdriver: no space left".into())
+        );
+        assert_eq!(last_error(&tail(&["exec: boom", ""])), Some("exec: boom".into()));
+        assert_eq!(last_error(&tail(&[r#"time="t" level=info msg="API listen on /x""#])), None);
+        assert_eq!(last_error(&[]), None);
+        let long = "x".repeat(1000);
+        assert_eq!(last_error(&tail(&[&long])).map(|l| l.len()), Some(LAST_ERROR_MAX));
     }
 
     #[test]

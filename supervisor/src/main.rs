@@ -121,16 +121,29 @@ fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
                 None
             }
         };
-        let prepared = dockerd::prepare(&config.dockerd, config.supervise.shutdown_timeout)?;
         let endpoints = match &config.proxy {
             Some(p) => endpoints(p, config.tls.as_ref())?,
             None => Vec::new(),
         };
+        let extra = status_extra(&endpoints, certs.as_ref());
+        let proxied = !endpoints.is_empty();
+        // Open the doors as soon as the certificates are in place, before
+        // host preparation and dockerd: a job that comes early is held,
+        // never refused (issue 9).
+        let open = match config.proxy.as_ref().map(|p| p.listen_when) {
+            Some(proxy::ListenWhen::Start) => {
+                let listeners = proxy::Listeners::bind(&endpoints).await?;
+                tracing::info!("public endpoints open; requests wait until the engine answers");
+                proxy::Open::Now(listeners)
+            }
+            _ => proxy::Open::WhenReady(endpoints),
+        };
+        let prepared = dockerd::prepare(&config.dockerd, config.supervise.shutdown_timeout)?;
         let health = proxy::health::Health {
             readiness: readiness.clone(),
             metrics: metrics.clone(),
-            proxied: !endpoints.is_empty(),
-            extra: status_extra(&endpoints, certs.as_ref()),
+            proxied,
+            extra,
         };
         tokio::spawn(proxy::health::serve(health_listener, Arc::new(health)));
         let proxy_task = match config.proxy {
@@ -142,7 +155,7 @@ fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
                 };
                 tracing::info!(policy = p.policy.name(), "request policy");
                 let proxy_config = proxy::Config {
-                    endpoints,
+                    open,
                     upstream: prepared.socket.clone(),
                     limits: proxy::forward::Limits {
                         hold: p.hold,

@@ -32,6 +32,8 @@ const DOCKERD_STOP_RESERVE: Duration = Duration::from_secs(2);
 const REPEAT_DEBOUNCE: Duration = Duration::from_millis(250);
 /// How long a SIGKILLed dockerd may take to die before we exit anyway.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Bound on the wait for the proxy to answer held requests at the end.
+const PROXY_DRAIN: Duration = Duration::from_millis(1500);
 /// Bound on the wait for descendants after dockerd is gone.
 const LEFTOVER_GRACE: Duration = Duration::from_millis(500);
 
@@ -192,6 +194,8 @@ impl Supervisor {
             }
             Err(e) => {
                 tracing::error!(error = %e, program = %self.prepared.program.display(), "cannot start dockerd");
+                let why = format!("cannot start {}: {e}", self.prepared.program.display());
+                self.latch.engine(|engine| engine.last_error = Some(why));
                 if self.policy.restart != RestartPolicy::Never {
                     self.schedule_restart(Exit::Code(127));
                 }
@@ -315,6 +319,11 @@ impl Supervisor {
             return Some(code);
         }
         let tail = running.stderr_tail();
+        let why = match running.last_error() {
+            Some(line) => format!("{line} (dockerd {exit})"),
+            None => format!("dockerd {exit}"),
+        };
+        self.latch.engine(|e| e.last_error = Some(why));
         tracing::error!(
             %exit,
             pid = %running.pid,
@@ -381,9 +390,14 @@ impl Supervisor {
     }
 
     /// Kills and reaps whatever is left, then reports how long the stop took.
-    async fn finish(self, code: i32) -> i32 {
+    async fn finish(mut self, code: i32) -> i32 {
         let code = self.failed.unwrap_or(code);
         self.latch.set(State::ShuttingDown);
+        // The proxy closes its doors and answers what it holds (bounded on
+        // its side); only then may the process end.
+        if let Some(proxy) = self.proxy.take() {
+            let _ = tokio::time::timeout(PROXY_DRAIN, proxy).await;
+        }
         let left = signals::kill_descendants(Pid::this());
         let until = Instant::now() + LEFTOVER_GRACE;
         loop {

@@ -177,6 +177,14 @@ impl Service {
         }
     }
 
+    /// The dockerd the supervisor runs now (its child named `dockerd`).
+    pub fn dockerd_pid(&self) -> Pid {
+        children(self.supervisor_pid())
+            .into_iter()
+            .find(|p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "dockerd"))
+            .expect("dockerd is a child of the supervisor")
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
