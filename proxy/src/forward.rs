@@ -26,6 +26,7 @@ use crate::gate::{self, HoldBudget};
 use crate::metrics::Metrics;
 use crate::ping::PingCache;
 use crate::park;
+use crate::pin::{self, Pins};
 use crate::policy::Policy;
 use crate::readiness::Readiness;
 use crate::respond::{Body, Refusal};
@@ -52,6 +53,37 @@ pub struct Shared {
     pub policy: Policy,
     pub audit: Audit,
     pub ping: PingCache,
+    /// Where confined bind sources are pinned; None when the policy
+    /// confines no binds.
+    pub pins: Option<Arc<Pins>>,
+}
+
+/// The pins made for one request: released when dropped, unless dockerd
+/// accepted the request and so now names them.
+#[derive(Default)]
+struct PinLease {
+    pins: Option<Arc<Pins>>,
+    made: Vec<PathBuf>,
+}
+
+impl PinLease {
+    fn new(pins: Arc<Pins>, made: Vec<PathBuf>) -> Self {
+        PinLease { pins: Some(pins), made }
+    }
+
+    /// dockerd took the request: its container or volume owns the pins
+    /// now, until the sweep finds them unnamed.
+    fn keep(&mut self) {
+        self.made.clear();
+    }
+}
+
+impl Drop for PinLease {
+    fn drop(&mut self) {
+        if let (Some(pins), false) = (&self.pins, self.made.is_empty()) {
+            pins.release(&self.made);
+        }
+    }
 }
 
 /// Per-connection limits.
@@ -273,10 +305,24 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client
     }
     let content_type = parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes().to_vec());
     let mut body = body.boxed();
+    // Pins made for this request's bind sources; released on every path
+    // but a successful answer from dockerd.
+    let mut pinned = PinLease::default();
     let decision = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
         Decision::InspectBody { cap } => match read_whole(&mut parts, body, cap).await {
-            Ok(bytes) => {
-                let d = decide::decide_body(&head, &shared.policy, content_type.as_deref(), &bytes);
+            Ok(mut bytes) => {
+                let mut d = decide::decide_body(&head, &shared.policy, content_type.as_deref(), &bytes);
+                if let (Decision::Forward, Some(pins)) = (&d, &shared.pins) {
+                    match pin::pin_body(pins, &shared.policy, &head, &bytes) {
+                        Ok(Some(p)) => {
+                            bytes = p.body;
+                            pinned = PinLease::new(pins.clone(), p.made);
+                            parts.headers.insert(CONTENT_LENGTH, hyper::header::HeaderValue::from(bytes.len()));
+                        }
+                        Ok(None) => {}
+                        Err(refusal) => d = Decision::Refuse(refusal),
+                    }
+                }
                 // The checked bytes are what dockerd gets, framed afresh.
                 body = crate::respond::full(bytes);
                 d
@@ -318,6 +364,9 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client
         Refusal::Upstream
     })?;
     drop(swarm_change);
+    if resp.status().is_success() {
+        pinned.keep();
+    }
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // The connection becomes the session; it never returns to the pool.

@@ -14,6 +14,8 @@
 //! - [`decide`]: the one place where a request is decided before forwarding.
 //! - [`ping`]: `/_ping` answered from dockerd's last answer, kept briefly.
 //! - [`policy`]: what a job may ask of the engine (profiles, rules, strict JSON).
+//! - [`pin`]: bind sources pinned beneath their allowlisted directory, so no
+//!   symlink can redirect them.
 //! - [`audit`]: one JSON line per decision on a mutating request.
 //! - [`respond`]: every answer the proxy makes itself.
 //! - [`upstream`]: calls to dockerd's private socket (ping, container stop).
@@ -30,6 +32,7 @@ pub mod listener;
 pub mod metrics;
 pub mod ping;
 mod park;
+pub mod pin;
 pub mod policy;
 pub mod readiness;
 pub mod respond;

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::auth;
 use crate::forward::{self, Limits, Shared};
 use crate::metrics::{HandshakeFailure, Metrics};
+use crate::pin::Pins;
 use crate::readiness::{Readiness, State};
 
 /// Bound on a client's TLS handshake.
@@ -95,6 +96,9 @@ pub struct Config {
     /// How long dockerd's answer to `/_ping` is reused; zero forwards every
     /// ping ([`crate::ping`]).
     pub ping_ttl: std::time::Duration,
+    /// Where bind sources the policy confines are pinned ([`crate::pin`]);
+    /// a directory of the supervisor's own. None: the policy confines none.
+    pub pins_dir: Option<PathBuf>,
 }
 
 /// Why the proxy could not serve.
@@ -114,6 +118,12 @@ pub enum ServeError {
     },
     #[error("{} is in use by another server: stop it, or point DOCKER_HOST at another path", path.display())]
     InUse { path: PathBuf },
+    #[error("cannot set up the bind pin directory {}: {source}; check DIND_RUN_DIR", path.display())]
+    Pins {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Bound public endpoints, not yet accepting. Their unix socket files are
@@ -180,7 +190,15 @@ pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metric
             Listeners::bind(&endpoints).await?
         }
     };
+    let pins = match config.pins_dir {
+        Some(dir) => Some(Arc::new(Pins::new(dir.clone()).map_err(|source| ServeError::Pins { path: dir, source })?)),
+        None => None,
+    };
+    let sweeper = pins
+        .clone()
+        .map(|p| tokio::spawn(crate::pin::sweep_loop(p, config.upstream.clone(), readiness.clone())));
     let shared = Arc::new(Shared {
+        pins: pins.clone(),
         upstream: config.upstream,
         readiness: readiness.clone(),
         metrics: metrics.clone(),
@@ -208,6 +226,14 @@ pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metric
     drop(sockets);
     tracing::info!("public listeners closed");
     answer_held(&metrics).await;
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
+    if let Some(pins) = pins {
+        // The containers have their own mounts; the pins only kept them
+        // for the next start.
+        pins.release_all();
+    }
     Ok(())
 }
 

@@ -97,6 +97,15 @@ pub async fn stop_containers(socket: &Path, grace: Duration) -> Result<usize, Up
     Ok(ids.len())
 }
 
+/// `GET path` as JSON.
+pub async fn get_json(socket: &Path, path: &str, limit: Duration) -> Result<serde_json::Value, UpstreamError> {
+    let (_, body) = call(socket, Method::GET, path, limit).await?;
+    serde_json::from_slice(&body).map_err(|source| UpstreamError::Json {
+        path: socket.to_owned(),
+        source,
+    })
+}
+
 /// One request with no body on a fresh connection; the whole answer is read.
 /// Ok only for 2xx.
 async fn call(

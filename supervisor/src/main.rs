@@ -154,7 +154,13 @@ fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
                     None => proxy::audit::Audit::stderr(),
                 };
                 tracing::info!(policy = p.policy.name(), "request policy");
+                // Bind sources the allowlist confines are pinned so that no
+                // symlink can redirect them (proxy::pin).
+                let confines = [proxy::policy::Rule::BindMounts, proxy::policy::Rule::VolumeMounts]
+                    .into_iter()
+                    .any(|r| p.policy.denies(r));
                 let proxy_config = proxy::Config {
+                    pins_dir: confines.then(|| config.dockerd.run_dir.join("pins")),
                     open,
                     upstream: prepared.socket.clone(),
                     limits: proxy::forward::Limits {

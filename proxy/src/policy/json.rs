@@ -45,6 +45,54 @@ impl Json {
         }
     }
 
+    /// The value as JSON text, members in their order and numbers as
+    /// written, so that a body the policy rewrote (bind sources pinned) is
+    /// read by dockerd exactly as the policy read it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        out
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Json::Null => out.extend_from_slice(b"null"),
+            Json::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Json::Number(n) => out.extend_from_slice(n.as_bytes()),
+            Json::String(s) => write_string(s, out),
+            Json::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write(out);
+                }
+                out.push(b']');
+            }
+            Json::Object(members) => {
+                out.push(b'{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_string(k, out);
+                    out.push(b':');
+                    v.write(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+
+    /// The member named exactly `key`, mutable.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Json> {
+        match self {
+            Json::Object(members) => members.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
     /// What kind of value this is, for messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -56,6 +104,24 @@ impl Json {
             Json::Object(_) => "an object",
         }
     }
+}
+
+/// A JSON string: quotes, backslashes and control characters escaped,
+/// everything else as UTF-8 (Go's decoder reads both alike).
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
 }
 
 /// Why a body is not strict JSON. `at` is a byte offset into the body.
@@ -631,5 +697,21 @@ mod tests {
         assert_eq!(field_match("PIDMODE", F), FieldMatch::Folded("PidMode"));
         assert_eq!(field_match("Privıleged", F), FieldMatch::Unknown);
         assert_eq!(field_match("Image", F), FieldMatch::Unknown);
+    }
+
+    #[test]
+    fn written_json_reads_back_as_the_same_value() {
+        for text in [
+            r#"{"Image":"a","HostConfig":{"Binds":["/builds/x:/w:ro"],"Memory":1e3,"X":null,"Y":[true,false,-0.5]}}"#,
+            r#"["quote\" back\\ nl\n tab\t ctl\u0001 \u00e9 \ud83d\ude00"]"#,
+            "{}",
+            "[]",
+        ] {
+            let value = parse_strict(text.as_bytes()).unwrap();
+            let written = value.to_bytes();
+            assert_eq!(parse_strict(&written).unwrap(), value, "{}", String::from_utf8_lossy(&written));
+            let serde: serde_json::Value = serde_json::from_slice(&written).unwrap();
+            assert_eq!(serde, serde_json::from_str::<serde_json::Value>(text).unwrap());
+        }
     }
 }

@@ -569,7 +569,7 @@ pub fn is_mutating_method(method: &Method) -> bool {
 
 /// `/a/./b//c/` → `/a/b/c`; None for a relative path, a `..` segment or a
 /// NUL byte.
-fn normalise(path: &str) -> Option<String> {
+pub(crate) fn normalise(path: &str) -> Option<String> {
     if !path.starts_with('/') || path.contains('\0') {
         return None;
     }
