@@ -7,11 +7,17 @@
 #      GET /version (oha);
 #   2. median latency added over a direct call on dockerd's unix socket,
 #      for both pings;
-#   3. streaming 1 GiB (docker save of a 1 GiB image) vs dockerd's own TLS;
-#   4. the supervisor's RSS while holding 1,000 idle mutual-TLS connections.
+#   3. CPU time per forwarded request (GET /vX/_ping) of the proxy and of
+#      HAProxy, and of dockerd behind each (and behind its own listener),
+#      from /proc/PID/stat;
+#   4. streaming 1 GiB (docker save of a 1 GiB image) vs dockerd's own TLS;
+#   5. the supervisor's RSS while holding 1,000 idle mutual-TLS connections.
 # Needs root (it starts dockerd). Everything listens on 127.0.0.1 only and
 # is stopped at exit. Knobs: DURATION (per load run, default 8s), CONNS
-# (default 32), ROUNDS (default 3), BIG_MIB (default 1024), IDLE (1000).
+# (default 32), ROUNDS (default 3), CPU_N (requests per CPU run, 20000),
+# BIG_MIB (default 1024), IDLE (1000), SECTIONS (default all: rate latency
+# cpu stream idle), DSV_BIN (an already-built supervisor binary; without it
+# the binary is built first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +26,9 @@ CONNS="${CONNS:-32}"
 ROUNDS="${ROUNDS:-3}"
 BIG_MIB="${BIG_MIB:-1024}"
 IDLE="${IDLE:-1000}"
-# Which parts to run (all by default): rate latency stream idle.
-SECTIONS="${SECTIONS:-rate latency stream idle}"
+CPU_N="${CPU_N:-20000}"
+# Which parts to run (all by default): rate latency cpu stream idle.
+SECTIONS="${SECTIONS:-rate latency cpu stream idle}"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 bash scripts/install-deps.sh haproxy curl python3
@@ -30,41 +37,18 @@ if ! command -v oha >/dev/null; then
   cargo install oha --locked >&2
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
-cargo build --release -p dind-supervisor >&2
-bin="${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release/dind-supervisor"
-
-B=$(mktemp -d /tmp/dsvbench.XXXXXX)
+. bench/engine.sh
 P_PROXY=23760 P_DOCKERD=23761 P_HAPROXY=23762 P_HEALTH=23763
-sup_pid="" ha_pid=""
+ha_pid=""
 cleanup() {
   [ -n "$ha_pid" ] && kill "$ha_pid" 2>/dev/null || true
-  if [ -n "$sup_pid" ]; then
-    kill -TERM "$sup_pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$sup_pid" 2>/dev/null || break; sleep 0.1; done
-  fi
-  grep -o " $B[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  rm -rf "$B"
+  engine_stop
 }
 trap cleanup EXIT
-mkdir -p "$B"/{run,exec,data}
 ulimit -n "$(ulimit -Hn)"
-
 # One dockerd: private socket for the proxy and HAProxy, plus its own TLS
 # listener, all with the certificate set the supervisor mints.
-"$bin" certs --tls-certdir "$B/certs" >/dev/null 2>&1
-S="$B/certs/server" C="$B/certs/client"
-DOCKER_TLS_CERTDIR="$B/certs" DIND_DOCKERD_SOCKET="$B/docker.sock" DIND_DATA_ROOT="$B/data" \
-DIND_RUN_DIR="$B/run" DIND_STALE_PID_DIRS="$B/run" DIND_LISTEN="127.0.0.1:$P_PROXY" \
-DIND_HEALTH_ADDR="127.0.0.1:$P_HEALTH" DOCKER_HOST="unix://$B/proxy.sock" DIND_LOG_LEVEL=warn \
-  "$bin" --exec-root="$B/exec" --pidfile="$B/run/docker.pid" --bridge=none --iptables=false \
-  -H "tcp://127.0.0.1:$P_DOCKERD" --tlsverify --tlscacert "$S/ca.pem" --tlscert "$S/cert.pem" --tlskey "$S/key.pem" \
-  >"$B/supervisor.log" 2>&1 &
-sup_pid=$!
-for _ in $(seq 300); do
-  curl -sf "http://127.0.0.1:$P_HEALTH/readyz" >/dev/null && break
-  sleep 0.1
-done
-curl -sf "http://127.0.0.1:$P_HEALTH/readyz" >/dev/null || { cat "$B/supervisor.log"; exit 1; }
+engine_start
 
 cat "$S/cert.pem" "$S/key.pem" >"$B/haproxy.pem"
 cat >"$B/haproxy.cfg" <<EOT
@@ -153,6 +137,69 @@ row "dockerd unix socket, direct" http://docker --unix-socket "$B/docker.sock"
 row "proxy unix socket" http://docker --unix-socket "$B/proxy.sock"
 row "proxy mutual TLS" "https://127.0.0.1:$P_PROXY" "${tls[@]}"
 row "dockerd --tlsverify" "https://127.0.0.1:$P_DOCKERD" "${tls[@]}"
+echo
+fi
+
+# CPU time of a process so far, in clock ticks: utime + stime, fields 14 and
+# 15 of /proc/PID/stat, summed over all its threads. The fields are counted
+# after the ")" that closes the command name, which may hold spaces.
+ticks() {
+  local stat
+  read -r stat <"/proc/$1/stat"
+  set -- ${stat##*") "}
+  echo $((${12} + ${13}))
+}
+# One run of CPU_N forwarded pings at CONNS connections through the front on
+# PORT (pid FRONT, or - for dockerd's own listener); sets front_us and
+# dockerd_us, the CPU microseconds each process spent per request. Only a
+# run where every answer is a 200 counts; anything else stops the script.
+cpu_run() {
+  local port=$1 front=$2 d f0=0 f1=0 d0 d1
+  d=$(engine_dockerd_pid)
+  [ -n "$d" ] || { echo "no dockerd under the supervisor" >&2; exit 1; }
+  [ "$front" = - ] || f0=$(ticks "$front")
+  d0=$(ticks "$d")
+  oha --no-tui --output-format json -n "$CPU_N" -c "$CONNS" "${tls[@]}" "https://127.0.0.1:$port$vping" |
+    python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+codes, errors = d["statusCodeDistribution"], d["errorDistribution"]
+ok = codes.get("200", 0)
+if ok != '"$CPU_N"' or errors:
+    sys.exit(f"port '"$port"': {ok} of '"$CPU_N"' answers were 200; all {codes}, errors {errors}")'
+  [ "$front" = - ] || f1=$(ticks "$front")
+  d1=$(ticks "$d")
+  [ "$(engine_dockerd_pid)" = "$d" ] || { echo "dockerd restarted during the CPU run" >&2; exit 1; }
+  front_us=$(python3 -c "print(f'{($f1 - $f0) / $hz * 1e6 / $CPU_N:.1f}')")
+  dockerd_us=$(python3 -c "print(f'{($d1 - $d0) / $hz * 1e6 / $CPU_N:.1f}')")
+}
+median_f() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+if want cpu; then
+hz=$(getconf CLK_TCK)
+declare -A cpu=()
+fronts=("proxy:$P_PROXY:$sup_pid" "haproxy:$P_HAPROXY:$ha_pid" "dockerd:$P_DOCKERD:-")
+for r in $(seq 0 $((ROUNDS - 1))); do
+  # Each round starts with the next front, so drift hits all three alike.
+  for i in 0 1 2; do
+    IFS=: read -r name port front <<<"${fronts[$(((r + i) % 3))]}"
+    cpu_run "$port" "$front"
+    cpu[$name.front]+="$front_us "
+    cpu[$name.dockerd]+="$dockerd_us "
+    cpu[$name.sum]+="$(python3 -c "print($front_us + $dockerd_us)") "
+  done
+done
+cmed() { tr ' ' '\n' <<<"${cpu[$1]}" | grep . | median_f; }
+ratio() { python3 -c "print(f'{$1/max($2, 1e-9):.2f}')"; }
+echo "## CPU per forwarded request over mutual TLS (oha -n $CPU_N -c $CONNS, GET $vping, median of $ROUNDS runs)"
+echo
+echo "| path | TLS front µs/request | dockerd µs/request | both µs/request |"
+echo "|---|---|---|---|"
+echo "| dind-supervisor proxy | $(cmed proxy.front) | $(cmed proxy.dockerd) | $(cmed proxy.sum) |"
+echo "| HAProxy 2.6 | $(cmed haproxy.front) | $(cmed haproxy.dockerd) | $(cmed haproxy.sum) |"
+echo "| dockerd --tlsverify | — | $(cmed dockerd.dockerd) | $(cmed dockerd.sum) |"
+echo "| proxy / HAProxy | $(ratio "$(cmed proxy.front)" "$(cmed haproxy.front)") | $(ratio "$(cmed proxy.dockerd)" "$(cmed haproxy.dockerd)") | $(ratio "$(cmed proxy.sum)" "$(cmed haproxy.sum)") |"
+echo
+echo "utime + stime from /proc/PID/stat (1/$hz s ticks) before and after each run, all threads; each run includes the $CONNS TLS handshakes."
 echo
 fi
 
