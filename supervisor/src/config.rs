@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 use crate::certs::{self, CertSpec};
 use crate::cli::{ListenWhenArg, OnOverlayArg, RestartPolicy, Settings, TlsArgs};
-use crate::daemon_json::flag_value;
+use crate::daemon_json::{flag_value, Entitlement};
 use crate::mtu::MtuSetting;
 use crate::storage::OnOverlay;
 
@@ -104,6 +104,8 @@ pub struct Dockerd {
     pub iptables_legacy: Option<String>,
     pub run_dir: PathBuf,
     pub stale_pid_dirs: Vec<PathBuf>,
+    /// BuildKit entitlements the request policy denies; dockerd is told not to grant them.
+    pub deny_entitlements: Vec<Entitlement>,
 }
 
 /// How dockerd is kept running and stopped.
@@ -142,6 +144,8 @@ impl Config {
             .filter(|p| p != &socket);
         let policy = proxy::policy::Policy::load(&settings.policy, settings.policy_allow_binds.as_deref())
             .with_context(|| format!("DIND_POLICY={:?}", settings.policy))?;
+        // Exact mode has no proxy and so no policy; its flags are the user's alone.
+        let deny_entitlements = if exact { Vec::new() } else { denied_entitlements(&policy) };
         let proxy = (!exact).then(|| Proxy {
             listen: if settings.listen.is_empty() {
                 vec![SocketAddr::from(([0, 0, 0, 0], if tls.is_some() { 2376 } else { 2375 }))]
@@ -194,6 +198,7 @@ impl Config {
                 iptables_legacy: env.var(ENV_IPTABLES_LEGACY),
                 run_dir: settings.run_dir,
                 stale_pid_dirs: settings.stale_pid_dirs,
+                deny_entitlements,
             },
             supervise: Supervise {
                 shutdown_timeout: settings.shutdown_timeout,
@@ -204,6 +209,23 @@ impl Config {
             proxy,
         })
     }
+}
+
+/// The BuildKit entitlements `policy` denies. A BuildKit Solve travels inside `/grpc`, where
+/// the proxy cannot read it, so dockerd itself must refuse (issue 10). Each entitlement
+/// follows the rule that denies the same thing elsewhere: `network.host` is a build step in
+/// the host's network namespace (`host_network`, as `/build?networkmode=host`), and
+/// `security.insecure` a step without the sandbox, i.e. privileged (`privileged`).
+fn denied_entitlements(policy: &proxy::policy::Policy) -> Vec<Entitlement> {
+    use proxy::policy::Rule;
+    [
+        (Rule::HostNetwork, Entitlement::NetworkHost),
+        (Rule::Privileged, Entitlement::SecurityInsecure),
+    ]
+    .into_iter()
+    .filter(|(rule, _)| policy.denies(*rule))
+    .map(|(_, e)| e)
+    .collect()
 }
 
 /// The certificate set to keep, or None when TLS is off. The flag wins over
@@ -344,6 +366,22 @@ mod tests {
         assert_eq!(c.proxy.unwrap().policy.name(), "ci-safe");
         let err = Config::new(settings(&["--policy", "/nonexistent/policy.toml"]), vec![], false, &HashMap::new()).unwrap_err();
         assert!(format!("{err:#}").contains("/nonexistent/policy.toml"), "{err:#}");
+    }
+
+    #[test]
+    fn buildkit_entitlements_follow_the_policy_rules_that_deny_the_same_thing() {
+        let denied = |args: &[&str], exact| {
+            Config::new(settings(args), vec![], exact, &HashMap::new()).unwrap().dockerd.deny_entitlements
+        };
+        assert_eq!(denied(&["--policy", "ci-safe"], false), [Entitlement::NetworkHost, Entitlement::SecurityInsecure]);
+        assert!(denied(&[], false).is_empty());
+        assert!(denied(&["--policy", "ci-safe"], true).is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, "profile = \"ci-safe\"\n[rules]\nhost_network = \"allow\"\n").unwrap();
+        assert_eq!(denied(&["--policy", file.to_str().unwrap()], false), [Entitlement::SecurityInsecure]);
+        std::fs::write(&file, "profile = \"permissive\"\n[rules]\nhost_network = \"deny\"\n").unwrap();
+        assert_eq!(denied(&["--policy", file.to_str().unwrap()], false), [Entitlement::NetworkHost]);
     }
 
     #[test]

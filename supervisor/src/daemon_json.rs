@@ -15,6 +15,11 @@
 //! our settings (an explicit [`Scalar`]) wins over the file, with a warning, because they asked
 //! for it by name; then the file wins over a value we merely detected.
 //!
+//! BuildKit entitlements ([`Entitlement`]) have no dockerd flag: when the request policy denies
+//! one, `builder.entitlements.<key>: false` always goes into the generated copy, whatever the
+//! file says (a `true` there is overridden with a warning), and we never write `true`. So
+//! dockerd reads our denial from a file of ours, never from one a job could still change.
+//!
 //! One cost of the generated copy: dockerd reloads its config file on SIGHUP, and edits to the
 //! original file are not seen until the supervisor regenerates the copy at the next start.
 //!
@@ -26,6 +31,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use proxy::policy::json::go_equal_fold_ascii;
 use serde_json::{Map, Value};
 
 /// dockerd's config file when no `--config-file` is given.
@@ -61,6 +67,48 @@ const MTU: Directive = Directive {
     short: None,
 };
 
+/// A BuildKit entitlement that dockerd grants or not by daemon.json's `builder.entitlements`.
+/// dockerd grants `network.host` unless told otherwise and `security.insecure` only when told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entitlement {
+    /// `network.host`: build steps in dockerd's own network namespace.
+    NetworkHost,
+    /// `security.insecure`: build steps without the sandbox (`RUN --security=insecure`).
+    SecurityInsecure,
+}
+
+impl Entitlement {
+    /// Its key under `builder.entitlements`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Entitlement::NetworkHost => "network-host",
+            Entitlement::SecurityInsecure => "security-insecure",
+        }
+    }
+
+    /// Its whole path in daemon.json, for messages.
+    fn shown(self) -> &'static str {
+        match self {
+            Entitlement::NetworkHost => "builder.entitlements.network-host",
+            Entitlement::SecurityInsecure => "builder.entitlements.security-insecure",
+        }
+    }
+
+    /// BuildKit's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Entitlement::NetworkHost => "network.host",
+            Entitlement::SecurityInsecure => "security.insecure",
+        }
+    }
+}
+
+/// daemon.json's `builder` key and its `entitlements`; dockerd's Go decoder matches both (and
+/// the entitlement keys) case-insensitively, as the fields `Builder` and `Entitlements`.
+const BUILDER: &str = "builder";
+const ENTITLEMENTS: &str = "entitlements";
+const BUILDER_ENTITLEMENTS: &str = "builder.entitlements";
+
 /// A single-valued setting and how sure we are of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scalar<T> {
@@ -83,6 +131,8 @@ pub struct Wanted {
     pub insecure_registries: Vec<String>,
     pub storage_driver: Option<Scalar<String>>,
     pub mtu: Option<Scalar<u32>>,
+    /// BuildKit entitlements dockerd must not grant.
+    pub deny_entitlements: Vec<Entitlement>,
 }
 
 /// The user's dockerd config file as found.
@@ -164,6 +214,12 @@ pub enum DaemonJsonError {
         path: PathBuf,
         key: &'static str,
         expected: &'static str,
+    },
+    #[error("dockerd config {} spells \"{key}\" more than once ({}), and dockerd reads them as one key; keep one", path.display(), spellings.join(", "))]
+    Ambiguous {
+        path: PathBuf,
+        key: &'static str,
+        spellings: Vec<String>,
     },
     #[error("cannot write the generated dockerd config {}", path.display())]
     Write {
@@ -428,6 +484,8 @@ pub fn plan(
         &mut out,
     )?;
 
+    changed |= plan_entitlements(&wanted.deny_entitlements, &mut object, &shown, &path, generated_path, &mut out)?;
+
     if changed {
         out.replace_config_flag = config.from_flag;
         out.config_file = Some(Generated {
@@ -492,6 +550,82 @@ fn plan_scalar<T: ScalarValue>(
     ));
     object.insert(key.to_owned(), ours.value.to_json());
     Ok(true)
+}
+
+/// Sets every denied entitlement to `false` under `builder.entitlements`, keeping everything else
+/// in `builder`; returns whether `object` must be written (always, when something is denied).
+fn plan_entitlements(
+    deny: &[Entitlement],
+    object: &mut Map<String, Value>,
+    shown: &str,
+    path: &Path,
+    generated_path: &Path,
+    out: &mut Plan,
+) -> Result<bool, DaemonJsonError> {
+    if deny.is_empty() {
+        return Ok(false);
+    }
+    let builder = section(object, BUILDER, BUILDER, path)?;
+    let entitlements = section(builder, ENTITLEMENTS, BUILDER_ENTITLEMENTS, path)?;
+    for e in deny {
+        let key = go_key(entitlements, e.key(), e.shown(), path)?;
+        match entitlements.get(&key) {
+            None | Some(Value::Bool(false)) => {}
+            Some(theirs) => out.warnings.push(format!(
+                "{BUILDER_ENTITLEMENTS}.{key}: {shown} sets {theirs}, but the request policy denies {}; {} sets it to false",
+                e.name(),
+                generated_path.display()
+            )),
+        }
+        entitlements.insert(key, Value::Bool(false));
+    }
+    out.notes.push(format!(
+        "{BUILDER_ENTITLEMENTS}: dockerd grants no {} to builds, as the request policy says ({})",
+        deny.iter().map(|e| e.name()).collect::<Vec<_>>().join(" or "),
+        generated_path.display()
+    ));
+    Ok(true)
+}
+
+/// The object under `field` in `object` (created when absent or null), found as dockerd's Go
+/// decoder finds it; `shown` names it in errors.
+fn section<'a>(
+    object: &'a mut Map<String, Value>,
+    field: &'static str,
+    shown: &'static str,
+    path: &Path,
+) -> Result<&'a mut Map<String, Value>, DaemonJsonError> {
+    let key = go_key(object, field, shown, path)?;
+    let value = object.entry(key).or_insert(Value::Null);
+    if value.is_null() {
+        *value = Value::Object(Map::new());
+    }
+    value.as_object_mut().ok_or_else(|| DaemonJsonError::BadKey {
+        path: path.to_path_buf(),
+        key: shown,
+        expected: "an object",
+    })
+}
+
+/// The key in `object` that dockerd's Go decoder reads as `field` (it folds case, `K` and `ſ`),
+/// or `field` itself when none does. Two spellings of one key would be merged by Go in document
+/// order; rather than copy that, refuse them.
+fn go_key(
+    object: &Map<String, Value>,
+    field: &'static str,
+    shown: &'static str,
+    path: &Path,
+) -> Result<String, DaemonJsonError> {
+    let mut found = object.keys().filter(|k| go_equal_fold_ascii(k, field));
+    match (found.next(), found.next()) {
+        (None, _) => Ok(field.to_owned()),
+        (Some(k), None) => Ok(k.clone()),
+        (Some(a), Some(b)) => Err(DaemonJsonError::Ambiguous {
+            path: path.to_path_buf(),
+            key: shown,
+            spellings: [a, b].into_iter().chain(found).cloned().collect(),
+        }),
+    }
 }
 
 /// Writes the generated config, if the plan has one: to a temp file beside it, then renamed
@@ -585,6 +719,7 @@ mod tests {
             insecure_registries: args(&["reg:5000"]),
             storage_driver: Some(Scalar::new("vfs".into(), false)),
             mtu: Some(Scalar::new(1450, false)),
+            deny_entitlements: Vec::new(),
         };
         let p = d.plan(&wanted, &[]).unwrap();
         assert_eq!(
@@ -844,6 +979,104 @@ mod tests {
             remove_flag(&a, "--config-file", None),
             args(&["--debug", "-H", "x"])
         );
+    }
+
+    fn deny(e: &[Entitlement]) -> Wanted {
+        Wanted {
+            deny_entitlements: e.to_vec(),
+            ..Wanted::default()
+        }
+    }
+
+    const BOTH: [Entitlement; 2] = [Entitlement::NetworkHost, Entitlement::SecurityInsecure];
+
+    #[test]
+    fn denied_entitlements_always_go_into_a_generated_copy() {
+        let d = Dir::new();
+        let wanted = Wanted {
+            registry_mirrors: args(&["https://m"]),
+            ..deny(&BOTH)
+        };
+        let p = d.plan(&wanted, &[]).unwrap();
+        // Without a file, everything else stays a flag.
+        assert_eq!(p.flags, args(&["--registry-mirror", "https://m"]));
+        let denied = json!({"builder": {"entitlements": {"network-host": false, "security-insecure": false}}});
+        assert_eq!(p.config_file.as_ref().unwrap().value, denied);
+        let gen = d.generated().display().to_string();
+        assert_eq!(p.dockerd_args(&[]), args(&["--registry-mirror", "https://m", "--config-file", &gen]));
+        assert_eq!(p.notes.len(), 1);
+        assert!(p.warnings.is_empty());
+        // A file that already denies both is still copied: dockerd reads only a file of ours,
+        // never one that could change after we read it.
+        d.write_config(&denied.to_string());
+        let p = d.plan(&deny(&BOTH), &[]).unwrap();
+        assert_eq!(p.config_file.unwrap().value, denied);
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_grant_in_the_file_is_overridden_and_the_rest_of_builder_kept() {
+        let d = Dir::new();
+        d.write_config(
+            r#"{"debug": true, "builder": {"gc": {"enabled": true}, "entitlements": {"network-host": true, "security-insecure": true}}}"#,
+        );
+        let p = d.plan(&deny(&BOTH), &[]).unwrap();
+        assert_eq!(
+            p.config_file.unwrap().value,
+            json!({"debug": true, "builder": {"gc": {"enabled": true}, "entitlements": {"network-host": false, "security-insecure": false}}})
+        );
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        // Only what the policy denies is touched.
+        let p = d.plan(&deny(&[Entitlement::NetworkHost]), &[]).unwrap();
+        assert_eq!(
+            p.config_file.unwrap().value["builder"]["entitlements"],
+            json!({"network-host": false, "security-insecure": true})
+        );
+    }
+
+    #[test]
+    fn nothing_denied_leaves_the_files_entitlements_as_they_are() {
+        let d = Dir::new();
+        for text in [
+            r#"{"builder": {"entitlements": {"network-host": false}}}"#,
+            r#"{"builder": {"entitlements": {"network-host": true, "security-insecure": true}}}"#,
+        ] {
+            d.write_config(text);
+            assert_eq!(d.plan(&deny(&[]), &[]).unwrap(), Plan::default());
+        }
+    }
+
+    #[test]
+    fn keys_are_found_as_go_finds_them_and_two_spellings_are_refused() {
+        let d = Dir::new();
+        // Go's decoder matches field names case-insensitively, and ſ to s: edit that key.
+        d.write_config(r#"{"Builder": {"Entitlements": {"Network-Hoſt": true}}}"#);
+        let p = d.plan(&deny(&BOTH), &[]).unwrap();
+        assert_eq!(
+            p.config_file.unwrap().value,
+            json!({"Builder": {"Entitlements": {"Network-Hoſt": false, "security-insecure": false}}})
+        );
+        // Go would merge two spellings in document order; we do not guess.
+        for (text, key) in [
+            (r#"{"builder": {}, "BUILDER": {"entitlements": {"network-host": true}}}"#, "builder"),
+            (r#"{"builder": {"entitlements": {}, "Entitlements": {}}}"#, "builder.entitlements"),
+            (
+                r#"{"builder": {"entitlements": {"network-host": false, "NETWORK-HOST": true}}}"#,
+                "builder.entitlements.network-host",
+            ),
+        ] {
+            d.write_config(text);
+            let err = d.plan(&deny(&BOTH), &[]).unwrap_err();
+            assert!(matches!(err, DaemonJsonError::Ambiguous { key: k, .. } if k == key), "{text}: {err}");
+            // Allowed by the policy: not ours to judge.
+            assert!(d.plan(&deny(&[]), &[]).is_ok());
+        }
+        // null is Go's zero value; anything else that is not an object stops start-up.
+        d.write_config(r#"{"builder": null}"#);
+        assert!(d.plan(&deny(&BOTH), &[]).is_ok());
+        d.write_config(r#"{"builder": {"entitlements": ["network.host"]}}"#);
+        let err = d.plan(&deny(&BOTH), &[]).unwrap_err();
+        assert!(err.to_string().contains("\"builder.entitlements\""), "{err}");
     }
 
     #[test]

@@ -101,7 +101,8 @@ const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 const DOCKERD_OWN_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// Readies the host and decides dockerd's command line: stale pid files,
-/// iptables backend, storage driver, MTU, registries and daemon.json merge.
+/// iptables backend, storage driver, MTU, registries, BuildKit entitlements
+/// and daemon.json merge.
 /// Runs before supervision starts, so the helper processes it may run are
 /// waited for here and never meet the reaper.
 pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Result<Prepared> {
@@ -147,6 +148,7 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
         storage_driver: (!storage.explicit)
             .then(|| daemon_json::Scalar::new(storage.driver.clone(), cfg.storage_driver.is_some())),
         mtu: mtu.mtu.map(|n| daemon_json::Scalar::new(n, cfg.mtu != MtuSetting::Auto)),
+        deny_entitlements: cfg.deny_entitlements.clone(),
     };
     let plan = daemon_json::plan(&wanted, &cfg.user_args, default_config, &cfg.run_dir.join("daemon.json"))?;
     for note in &plan.notes {

@@ -29,13 +29,13 @@
 //!
 //! | rule | denies |
 //! |---|---|
-//! | `privileged` | `HostConfig.Privileged` |
+//! | `privileged` | `HostConfig.Privileged`; BuildKit's `security.insecure` (told to dockerd, see below) |
 //! | `privileged_exec` | exec create with `Privileged` |
 //! | `cap_add` | `CapAdd` beyond Docker's default set, or `ALL` |
 //! | `devices` | `Devices`, `DeviceCgroupRules` |
 //! | `device_requests` | `DeviceRequests` (GPUs) |
 //! | `host_pid`, `host_ipc`, `host_uts`, `host_userns`, `host_cgroupns` | `PidMode` … `CgroupnsMode` = `host` |
-//! | `host_network` | `NetworkMode` = `host`; `/build?networkmode=host` |
+//! | `host_network` | `NetworkMode` = `host`; `/build?networkmode=host`; BuildKit's `network.host` (told to dockerd) |
 //! | `container_namespaces` | `PidMode`, `IpcMode`, `UTSMode`, `Cgroup` = `container:…` |
 //! | `seccomp` | `seccomp=` anything but `builtin` (`unconfined`, custom profiles) |
 //! | `apparmor` | `apparmor=` anything but `docker-default` |
@@ -54,6 +54,11 @@
 //! | `network_driver` | networks with a driver other than bridge, overlay or null (macvlan, ipvlan) |
 //! | `plugins`, `swarm`, `services`, `secrets`, `configs` | the writes of those route families |
 //! | `unknown_route` | any mutating route not in the known list |
+//!
+//! BuildKit Solves travel inside `/grpc`, which the proxy relays unread, so
+//! the two BuildKit entitlements are not decided here: the supervisor asks
+//! [`Policy::denies`] and writes them into dockerd's daemon.json
+//! (`supervisor/src/config.rs`, `daemon_json.rs`), and dockerd refuses.
 //!
 //! Integrity checks are not rules and cannot be allowed: `parse` (body not
 //! strict JSON, or a field of the wrong type), `ambiguous_key`,
