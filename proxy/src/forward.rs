@@ -74,6 +74,9 @@ impl PinLease {
     /// dockerd took the request: its container or volume owns the pins
     /// now, until the sweep finds them unnamed.
     fn keep(&mut self) {
+        if let Some(pins) = &self.pins {
+            pins.keep(&self.made);
+        }
         self.made.clear();
     }
 }

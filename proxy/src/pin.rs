@@ -43,9 +43,16 @@ use crate::policy::routes::{self, Route};
 use crate::policy::{Policy, Rule};
 use crate::respond::Refusal;
 
-/// A pin younger than this is never swept: its container may be being
-/// created right now.
+/// A pin kept less than this long ago is never swept: dockerd's list of
+/// containers may not show its container yet.
 const SWEEP_GRACE: Duration = Duration::from_secs(60);
+/// Most distinct bind sources one request may pin. A `docker run` has a
+/// handful; thousands would stall the supervisor's one thread on mount(2)
+/// and fill the mount table (issue 10's review).
+pub const MAX_PER_REQUEST: usize = 64;
+/// Most pins alive at once: far above any CI job, far below the kernel's
+/// mount-max (100,000), which the whole service shares.
+pub const MAX_LIVE: usize = 4096;
 
 /// Why a bind source could not be pinned. Every one refuses the request.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +61,10 @@ pub enum PinError {
     Symlink { source_path: String, dir: String },
     #[error("bind source {0} does not exist")]
     Missing(String),
+    #[error("more than {MAX_PER_REQUEST} distinct bind sources in one request")]
+    TooManyInRequest,
+    #[error("{MAX_LIVE} bind pins are in use; remove containers or volumes first")]
+    TooManyLive,
     #[error("cannot pin bind source {source_path}: {error}")]
     Io {
         source_path: String,
@@ -66,9 +77,14 @@ pub enum PinError {
 pub struct Pins {
     /// A directory of our own (0700); nothing a job binds can reach it.
     dir: PathBuf,
+    /// Pin names start with this run's id, so that a name never repeats
+    /// across restarts (as PID 1 our pid always is 1): a volume that
+    /// outlived a restart must not meet a stranger's pin under its name.
+    run: String,
     next: AtomicU64,
-    /// Every live pin and when it was made.
-    made: Mutex<HashMap<PathBuf, Instant>>,
+    /// Every live pin, and since when dockerd has held it; None while its
+    /// request is in flight, which the sweep never touches.
+    made: Mutex<HashMap<PathBuf, Option<Instant>>>,
 }
 
 /// A descriptor closed on drop; nix 0.29 hands out raw ones and the crate
@@ -91,8 +107,12 @@ impl Pins {
             }
         }
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         Ok(Pins {
             dir,
+            run: format!("{run:x}"),
             next: AtomicU64::new(0),
             made: Mutex::new(HashMap::new()),
         })
@@ -103,6 +123,9 @@ impl Pins {
     /// `create`, missing directories are made on the way, as dockerd does
     /// for a `Binds` source.
     pub fn pin(&self, dir: &str, source: &str, create: bool) -> Result<PathBuf, PinError> {
+        if self.count() >= MAX_LIVE {
+            return Err(PinError::TooManyLive);
+        }
         let io_err = |error| PinError::Io {
             source_path: source.to_owned(),
             error,
@@ -110,7 +133,7 @@ impl Pins {
         let fd = open_beneath(dir, source, create)?;
         let stat = fstat(fd.0).map_err(|e| io_err(e.into()))?;
         let is_dir = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
-        let pin = self.dir.join(format!("{}-{}", std::process::id(), self.next.fetch_add(1, Relaxed)));
+        let pin = self.dir.join(format!("{}-{}", self.run, self.next.fetch_add(1, Relaxed)));
         if is_dir {
             fs::DirBuilder::new().mode(0o700).create(&pin).map_err(io_err)?;
         } else {
@@ -127,9 +150,22 @@ impl Pins {
             return Err(io_err(e.into()));
         }
         if let Ok(mut made) = self.made.lock() {
-            made.insert(pin.clone(), Instant::now());
+            made.insert(pin.clone(), None);
         }
         Ok(pin)
+    }
+
+    /// dockerd accepted the request that made `pins`: from now on they
+    /// live as long as something names them.
+    pub fn keep(&self, pins: &[PathBuf]) {
+        if let Ok(mut made) = self.made.lock() {
+            let now = Instant::now();
+            for pin in pins {
+                if let Some(at) = made.get_mut(pin) {
+                    *at = Some(now);
+                }
+            }
+        }
     }
 
     /// Removes pins, e.g. those made for a create that dockerd refused.
@@ -149,7 +185,9 @@ impl Pins {
         let stale: Vec<PathBuf> = match self.made.lock() {
             Ok(made) => made
                 .iter()
-                .filter(|(pin, at)| at.elapsed() >= SWEEP_GRACE && !referenced.contains(&*pin.to_string_lossy()))
+                .filter(|(pin, at)| {
+                    at.is_some_and(|at| at.elapsed() >= SWEEP_GRACE) && !referenced.contains(&*pin.to_string_lossy())
+                })
                 .map(|(pin, _)| pin.clone())
                 .collect(),
             Err(_) => return 0,
@@ -275,6 +313,7 @@ pub fn pin_body(pins: &Pins, policy: &Policy, head: &RequestHead, body: &[u8]) -
         pins,
         policy,
         made: Vec::new(),
+        by_source: HashMap::new(),
     };
     let done = match route {
         Route::VolumeCreate if confine_volumes => job.volume_opts(doc.get_mut("DriverOpts")),
@@ -311,6 +350,8 @@ struct Job<'a> {
     pins: &'a Pins,
     policy: &'a Policy,
     made: Vec<PathBuf>,
+    /// Source (normalised) to its pin: a source named twice is pinned once.
+    by_source: HashMap<String, String>,
 }
 
 impl Job<'_> {
@@ -331,9 +372,16 @@ impl Job<'_> {
         let Some((dir, norm)) = self.confined(source) else {
             return Ok(None);
         };
+        if let Some(pin) = self.by_source.get(&norm) {
+            return Ok(Some(pin.clone()));
+        }
+        if self.made.len() >= MAX_PER_REQUEST {
+            return Err(PinError::TooManyInRequest);
+        }
         let pin = self.pins.pin(&dir, &norm, create)?;
         let name = pin.to_string_lossy().into_owned();
         self.made.push(pin);
+        self.by_source.insert(norm, name.clone());
         Ok(Some(name))
     }
 
@@ -548,6 +596,44 @@ mod tests {
         assert!(matches!(refused, Err(Refusal::Denied { rule: "bind_mounts", .. })), "{refused:?}");
         assert_eq!(pins.count(), 0, "the first bind's pin went with the refusal");
         assert_eq!(fs::read_dir(t.path().join("pins")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn one_request_pins_each_source_once_and_at_most_a_bounded_number() {
+        let (t, dir) = tree();
+        let pins = Pins::new(t.path().join("pins")).unwrap();
+        let policy = Policy::load("ci-safe", Some(&dir)).unwrap();
+        let binds = |n: usize, distinct: bool| {
+            let list: Vec<String> = (0..n)
+                .map(|i| if distinct { format!(r#""{dir}/real/d{i}:/d{i}""#) } else { format!(r#""{dir}/real:/d{i}""#) })
+                .collect();
+            format!(r#"{{"HostConfig":{{"Binds":[{}]}}}}"#, list.join(","))
+        };
+        let same = binds(1000, false);
+        let pinned = pin_body(&pins, &policy, &create(), same.as_bytes()).unwrap().unwrap();
+        assert_eq!(pinned.made.len(), 1, "one source, one pin");
+        pins.release(&pinned.made);
+        let many = binds(MAX_PER_REQUEST + 1, true);
+        let refused = pin_body(&pins, &policy, &create(), many.as_bytes());
+        assert!(matches!(refused, Err(Refusal::Denied { .. })), "{refused:?}");
+        assert_eq!(pins.count(), 0, "the pins made before the cap went with the refusal");
+    }
+
+    #[test]
+    fn the_sweep_never_takes_a_pin_whose_request_is_in_flight() {
+        let (t, dir) = tree();
+        let pins = Pins::new(t.path().join("pins")).unwrap();
+        let pin = pins.pin(&dir, &format!("{dir}/real"), false).unwrap();
+        // Pretend the grace is long past: in flight, it is still not swept.
+        assert_eq!(pins.sweep(&HashSet::new()), 0);
+        pins.keep(std::slice::from_ref(&pin));
+        if let Ok(mut made) = pins.made.lock() {
+            made.insert(pin.clone(), Instant::now().checked_sub(SWEEP_GRACE));
+        }
+        let named: HashSet<String> = [pin.to_string_lossy().into_owned()].into();
+        assert_eq!(pins.sweep(&named), 0, "named by a container");
+        assert_eq!(pins.sweep(&HashSet::new()), 1, "kept, old and named by nothing");
+        assert!(!pin.exists());
     }
 
     #[test]
