@@ -188,3 +188,32 @@ fn a_symlink_swapped_in_between_create_and_start_changes_nothing() {
     assert!(flips > 100, "the race never ran");
     assert!(started > 0 && refused > 0, "the race never fell both ways ({started} started, {refused} refused)");
 }
+
+/// `docker cp` under ci-safe: dockerd mounts a container's binds and
+/// volumes in its own namespace for every archive request, at paths a
+/// container can race with a symlink. So a container with mounts gets no
+/// archive request through (any method, `HEAD` included, and audited),
+/// while one without mounts copies both ways as usual.
+#[test]
+fn docker_cp_works_without_mounts_and_is_refused_with_them() {
+    let b = Builds::start();
+    let real = b.path("real");
+    let bind = format!("{real}:/w");
+    ok(b.svc.tls_cli(&b.cli).args(["create", "--name", "plain", b.image, "true"]));
+    ok(b.svc.tls_cli(&b.cli).args(["create", "--name", "bound", "-v", &bind, b.image, "true"]));
+    ok(b.svc.tls_cli(&b.cli).args(["create", "--name", "vol", "-v", "named:/n", b.image, "true"]));
+    let local = b.svc.dir.path().join("copied");
+    ok(b.svc.tls_cli(&b.cli).arg("cp").arg(b.svc.dir.path().join("builds/real/hello")).arg("plain:/hello"));
+    ok(b.svc.tls_cli(&b.cli).args(["cp", "plain:/hello"]).arg(&local));
+    assert_eq!(fs::read_to_string(&local).unwrap(), "hello from builds\n");
+    for name in ["bound", "vol"] {
+        let (from, to) = (format!("{name}:/bin/sh"), format!("{name}:/tmp/hello"));
+        let file = b.path("real/hello");
+        for args in [["cp", &from, "-"], ["cp", &file, &to]] {
+            let out = b.docker(&args);
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} was allowed");
+            assert!(said.contains("policy ci-safe"), "{args:?}: {said}");
+        }
+    }
+}

@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 
+use crate::archive;
 use crate::audit::Audit;
 use crate::decide::{self, Decision};
 use crate::gate::{self, HoldBudget};
@@ -347,6 +348,11 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client
         return Err(refusal);
     }
     gate::pass(&shared.readiness, &shared.metrics, shared.limits.hold, &client.hold).await?;
+    // Needs dockerd's answer about the container, so it comes after the gate.
+    if let Err(refusal) = archive::check(&shared.upstream, &shared.policy, &head).await {
+        audit(shared, peer, &head.method, &head.path, head.version.as_deref(), Err(&refusal));
+        return Err(refusal);
+    }
     let ping = shared.ping.slot(&head, parts.uri.path());
     if let Some(slot) = ping {
         if let Some(resp) = shared.ping.answer(slot, shared.readiness.engine_pid(), Instant::now()) {
@@ -445,8 +451,9 @@ async fn read_whole(parts: &mut hyper::http::request::Parts, body: Body, cap: us
     Ok(bytes)
 }
 
-/// One audit line and one metric per decision on a mutating request;
-/// reads pass unrecorded. `path` is canonical when the head parsed.
+/// One audit line and one metric per decision on a mutating request, and
+/// per refusal of any request; reads that pass go unrecorded. `path` is
+/// canonical when the head parsed.
 fn audit(
     shared: &Shared,
     peer: &Peer,
@@ -455,7 +462,7 @@ fn audit(
     api_version: Option<&str>,
     outcome: Result<(), &Refusal>,
 ) {
-    if !crate::policy::is_mutating_method(method) {
+    if !crate::policy::is_mutating_method(method) && outcome.is_ok() {
         return;
     }
     let (verdict, rule, reason) = match outcome {

@@ -14,6 +14,7 @@
 //! - [`decide`]: the one place where a request is decided before forwarding.
 //! - [`ping`]: `/_ping` answered from dockerd's last answer, kept briefly.
 //! - [`policy`]: what a job may ask of the engine (profiles, rules, strict JSON).
+//! - [`archive`]: `docker cp` refused on containers with mounts (ci-safe).
 //! - [`pin`]: bind sources pinned beneath their allowlisted directory, so no
 //!   symlink can redirect them.
 //! - [`audit`]: one JSON line per decision on a mutating request.
@@ -22,6 +23,7 @@
 //! - [`health`], [`metrics`]: `/livez`, `/readyz`, `/metrics`, `/status`.
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod decide;

@@ -54,6 +54,7 @@
 //! | `network_driver` | networks with a driver other than bridge, overlay or null (macvlan, ipvlan) |
 //! | `plugins`, `swarm`, `services`, `secrets`, `configs` | the writes of those route families |
 //! | `unknown_route` | any mutating route not in the known list |
+//! | `copy_with_mounts` | `docker cp` (`/containers/{id}/archive`, `/copy`, any method) on a container that has mounts: dockerd 20.10 mounts them in its own namespace at a path a container can race with a symlink ([`crate::archive`]) |
 //!
 //! BuildKit Solves travel inside `/grpc`, which the proxy relays unread, so
 //! the two BuildKit entitlements are not decided here: the supervisor asks
@@ -144,11 +145,12 @@ pub enum Rule {
     Services,
     Secrets,
     Configs,
+    CopyWithMounts,
     UnknownRoute,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 33] = [
+    pub const ALL: [Rule; 34] = [
         Rule::Privileged,
         Rule::PrivilegedExec,
         Rule::CapAdd,
@@ -181,6 +183,7 @@ impl Rule {
         Rule::Services,
         Rule::Secrets,
         Rule::Configs,
+        Rule::CopyWithMounts,
         Rule::UnknownRoute,
     ];
 
@@ -219,6 +222,7 @@ impl Rule {
             Rule::Services => "services",
             Rule::Secrets => "secrets",
             Rule::Configs => "configs",
+            Rule::CopyWithMounts => "copy_with_mounts",
             Rule::UnknownRoute => "unknown_route",
         }
     }
