@@ -393,8 +393,9 @@ async fn read_whole(parts: &mut hyper::http::request::Parts, body: Body, cap: us
     Ok(bytes)
 }
 
-/// One audit line and one metric per decision on a mutating request;
-/// reads pass unrecorded. `path` is canonical when the head parsed.
+/// One audit line and one metric per decision on a mutating request, and
+/// per read a rule denied (`/debug/vars`: someone looked); other reads pass
+/// unrecorded. `path` is canonical when the head parsed.
 fn audit(
     shared: &Shared,
     peer: &Peer,
@@ -403,7 +404,8 @@ fn audit(
     api_version: Option<&str>,
     outcome: Result<(), &Refusal>,
 ) {
-    if !crate::policy::is_mutating_method(method) {
+    let denied = matches!(outcome, Err(Refusal::Denied { .. }));
+    if !crate::policy::is_mutating_method(method) && !denied {
         return;
     }
     let (verdict, rule, reason) = match outcome {

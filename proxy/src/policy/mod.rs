@@ -53,6 +53,7 @@
 //! | `toplevel_hostconfig` | HostConfig fields at the top level of a create or start body |
 //! | `network_driver` | networks with a driver other than bridge, overlay or null (macvlan, ipvlan) |
 //! | `plugins`, `swarm`, `services`, `secrets`, `configs` | the writes of those route families |
+//! | `debug` | `/debug/*`, reads included: dockerd's expvar and pprof handlers (its command line, memory, goroutine stacks; a 30 s CPU profile on demand) |
 //! | `unknown_route` | any mutating route not in the known list |
 //!
 //! Integrity checks are not rules and cannot be allowed: `parse` (body not
@@ -139,11 +140,12 @@ pub enum Rule {
     Services,
     Secrets,
     Configs,
+    Debug,
     UnknownRoute,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 33] = [
+    pub const ALL: [Rule; 34] = [
         Rule::Privileged,
         Rule::PrivilegedExec,
         Rule::CapAdd,
@@ -176,6 +178,7 @@ impl Rule {
         Rule::Services,
         Rule::Secrets,
         Rule::Configs,
+        Rule::Debug,
         Rule::UnknownRoute,
     ];
 
@@ -214,6 +217,7 @@ impl Rule {
             Rule::Services => "services",
             Rule::Secrets => "secrets",
             Rule::Configs => "configs",
+            Rule::Debug => "debug",
             Rule::UnknownRoute => "unknown_route",
         }
     }
@@ -380,7 +384,14 @@ impl Policy {
     /// `Content-Type` header as sent (the first one, as Go's `Header.Get`
     /// reads it; raw bytes because Go accepts non-ASCII there).
     pub fn on_head(&self, head: &RequestHead, content_type: Option<&[u8]>) -> Verdict {
-        if self.denied == 0 || !is_mutating(head) || head.method == Method::OPTIONS {
+        if self.denied == 0 {
+            return Verdict::Allow;
+        }
+        // dockerd serves its debug handlers to every method, reads too.
+        if routes::is_debug(&head.path) {
+            return self.route_rule(Rule::Debug, head, family_what(Rule::Debug));
+        }
+        if !is_mutating(head) || head.method == Method::OPTIONS {
             return Verdict::Allow;
         }
         if head.path.contains('%') {
@@ -552,6 +563,7 @@ fn family_what(rule: Rule) -> &'static str {
         Rule::Services => "is not allowed: swarm services cannot be managed",
         Rule::Secrets => "is not allowed: swarm secrets cannot be managed",
         Rule::Configs => "is not allowed: swarm configs cannot be managed",
+        Rule::Debug => "is not allowed: dockerd's debug endpoints expose its command line and internals",
         _ => "is not allowed",
     }
 }
