@@ -1,7 +1,7 @@
 //! Bounds on what a client may hold of the service (issue 10), against a
-//! real dockerd: the cap on open connections, the time limit for a body the
-//! policy reads whole, the cap on requests held while the engine is not
-//! ready, and dockerd's debug endpoints under ci-safe.
+//! real dockerd: the cap on open connections, the time limit and the shared
+//! memory for bodies the policy reads whole, the cap on requests held while
+//! the engine is not ready, and dockerd's debug endpoints under ci-safe.
 
 mod support;
 
@@ -178,6 +178,56 @@ fn a_decided_body_that_trickles_in_gets_408_within_the_limit_and_creates_nothing
     let mut s = TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
     s.write_all(head.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     s.write_all(body.as_bytes()).unwrap();
+    let (status, said) = read_answer(&mut BufReader::new(s));
+    assert_eq!(status, 201, "{said}");
+}
+
+/// Decided bodies share 64 MiB (`proxy::forward::BODY_MEMORY`): sixteen
+/// connections half-way through a 4 MiB create body hold all of it (a
+/// buffer grows by doubling, up to the declared length); one more gets a
+/// 503 at once, and nothing reaches the engine. Once they end, the memory
+/// is free and a create gets through.
+#[test]
+fn decided_bodies_past_their_shared_memory_get_503_and_create_nothing() {
+    const MIB: usize = 1 << 20;
+    let svc = plain(&[("DIND_POLICY", "ci-safe")]);
+    let tcp = || TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
+    let head = format!(
+        "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        4 * MIB
+    );
+    // JSON whitespace: past half of the body, its buffer (grown in powers
+    // of two) holds the whole.
+    let half = vec![b' '; 2 * MIB + 1];
+    let holding: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = tcp();
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&half).unwrap();
+            s
+        })
+        .collect();
+    until(&svc, "64 MiB of bodies held", Duration::from_secs(20), || {
+        metric(&svc, "dind_proxy_body_bytes") == 64 * MIB as u64
+    });
+
+    let mut over = tcp();
+    over.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let asked = Instant::now();
+    over.write_all(head.as_bytes()).unwrap();
+    over.write_all(b"{").unwrap();
+    let (status, said) = read_answer(&mut BufReader::new(over));
+    assert_eq!(status, 503, "{said}");
+    assert!(said.contains("already holds 64 MiB of request bodies"), "{said}");
+    assert!(asked.elapsed() < Duration::from_secs(2), "{:?}", asked.elapsed());
+
+    drop(holding);
+    until(&svc, "the bodies' memory free", Duration::from_secs(10), || metric(&svc, "dind_proxy_body_bytes") == 0);
+    assert_eq!(svc.docker_ok(&["ps", "-aq"]).trim(), "", "a container was created");
+    let image = svc.load_busybox();
+    let body = format!(r#"{{"Image":"{image}","Cmd":["true"]}}"#);
+    let mut s = tcp();
+    write!(s, "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let (status, said) = read_answer(&mut BufReader::new(s));
     assert_eq!(status, 201, "{said}");
 }

@@ -53,6 +53,26 @@ pub struct Shared {
     pub policy: Policy,
     pub audit: Audit,
     pub ping: PingCache,
+    /// Bytes of decided bodies in memory, all connections together
+    /// ([`Limits::body_memory`], at least one whole body).
+    pub bodies: Arc<tokio::sync::Semaphore>,
+}
+
+impl Shared {
+    pub fn new(upstream: PathBuf, readiness: Readiness, metrics: Arc<Metrics>, limits: Limits, policy: Policy, audit: Audit, ping: PingCache) -> Shared {
+        let bodies = Arc::new(tokio::sync::Semaphore::new(limits.body_memory.max(policy.body_cap())));
+        Shared {
+            upstream,
+            readiness,
+            metrics,
+            limits,
+            pool: Pool::default(),
+            policy,
+            audit,
+            ping,
+            bodies,
+        }
+    }
 }
 
 /// What one client may hold of the proxy, and for how long.
@@ -76,6 +96,11 @@ pub struct Limits {
     /// Requests held in the readiness gate at once; more get 503
     /// ([`crate::gate`]).
     pub max_held: usize,
+    /// Bytes of decided bodies held at once, all connections together,
+    /// while they are read, decided, held and forwarded; a body that would
+    /// go past it gets 503. The time limit alone bounds how long, not how
+    /// much: 1024 connections sending 4 MiB in 60 s each would hold 4 GiB.
+    pub body_memory: usize,
 }
 
 /// The default [`Limits::body_timeout`], and the longest one allowed: the
@@ -97,6 +122,10 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// 4 MiB already read), and a job has a few in flight at a restart.
 pub const MAX_HELD: usize = 256;
 
+/// The default [`Limits::body_memory`]: thousands of the create bodies a
+/// job sends (a few KiB), or sixteen at the 4 MiB cap.
+pub const BODY_MEMORY: usize = 64 << 20;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -107,6 +136,7 @@ impl Default for Limits {
             max_head: 1 << 20,
             max_connections: MAX_CONNECTIONS,
             max_held: MAX_HELD,
+            body_memory: BODY_MEMORY,
         }
     }
 }
@@ -310,9 +340,13 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Cl
     }
     let content_type = parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes().to_vec());
     let mut body = body.boxed();
+    // Its place in the body memory lasts until this request is answered:
+    // through the readiness gate and the forwarding.
+    let mut _body_memory = None;
     let decision = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
-        Decision::InspectBody { cap } => match read_whole(&mut parts, body, cap, shared.limits.body_timeout).await {
-            Ok(bytes) => {
+        Decision::InspectBody { cap } => match read_whole(&mut parts, body, cap, shared).await {
+            Ok((bytes, memory)) => {
+                _body_memory = Some(memory);
                 let d = decide::decide_body(&head, &shared.policy, content_type.as_deref(), &bytes);
                 // The checked bytes are what dockerd gets, framed afresh.
                 body = crate::respond::full(bytes);
@@ -393,18 +427,53 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Cl
     Ok(Response::from_parts(head, lent.boxed()))
 }
 
+/// The memory of one decided body: its place in [`Shared::bodies`] and in
+/// the gauge, both given back when dropped.
+struct BodyMemory {
+    permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl BodyMemory {
+    fn new(shared: &Shared) -> BodyMemory {
+        BodyMemory {
+            permit: shared.bodies.clone().try_acquire_many_owned(0).expect("the body semaphore is never closed"),
+            metrics: shared.metrics.clone(),
+        }
+    }
+
+    /// `bytes` more, if the budget has them.
+    fn grow(&mut self, shared: &Shared, bytes: usize) -> bool {
+        match shared.bodies.clone().try_acquire_many_owned(bytes as u32) {
+            Ok(more) => {
+                self.permit.merge(more);
+                self.metrics.body_bytes(bytes as u64, 0);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for BodyMemory {
+    fn drop(&mut self) {
+        self.metrics.body_bytes(0, self.permit.num_permits() as u64);
+    }
+}
+
 /// Reads a body the policy must see, whole, refusing ambiguous framing (the
 /// checker and dockerd must read one body, CVE-2024-41110) and anything over
-/// `cap` (never skip the check, CVE-2026-34040) or not complete within
-/// `limit` (a trickle would hold up to `cap` bytes for ever; the clock runs
-/// for the whole body, not between its bytes). The head is re-framed with
-/// a fresh Content-Length for exactly these bytes.
+/// `cap` (never skip the check, CVE-2026-34040), not complete within
+/// [`Limits::body_timeout`] (a trickle would hold up to `cap` bytes for
+/// ever; the clock runs for the whole body, not between its bytes), or
+/// past the shared body memory. The head is re-framed with a fresh
+/// Content-Length for exactly these bytes; the permit is their memory.
 async fn read_whole(
     parts: &mut hyper::http::request::Parts,
     body: Body,
     cap: usize,
-    limit: Duration,
-) -> Result<bytes::Bytes, Refusal> {
+    shared: &Shared,
+) -> Result<(bytes::Bytes, BodyMemory), Refusal> {
     let bad = |why: &str| Refusal::BadRequest(why.to_owned());
     let lengths = parts.headers.get_all(CONTENT_LENGTH).iter().count();
     let te = parts.headers.get_all(TRANSFER_ENCODING).iter().count();
@@ -425,18 +494,44 @@ async fn read_whole(
     if declared.is_some_and(|n| n > cap as u64) {
         return Err(Refusal::TooLarge { cap });
     }
-    let whole = tokio::time::timeout(limit, http_body_util::Limited::new(body, cap).collect());
-    let bytes = match whole.await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Err(Refusal::TooLarge { cap })
+    // Grown as bytes arrive, never reserved on a header's word alone, and
+    // never past the declared length or the cap: the memory held is what
+    // the budget counts.
+    let most = declared.map_or(cap, |n| n as usize);
+    let limit = shared.limits.body_timeout;
+    let busy = || Refusal::BodyMemory {
+        total: shared.limits.body_memory.max(cap),
+    };
+    let read = async {
+        let mut body = body;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut memory = BodyMemory::new(shared);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| bad("the request body ended early"))?;
+            let Ok(data) = frame.into_data() else { continue };
+            let len = buf.len() + data.len();
+            if len > cap {
+                return Err(Refusal::TooLarge { cap });
+            }
+            if len > buf.capacity() {
+                // Powers of two: what a body holds follows from its length.
+                let grown = len.next_power_of_two().max(4096).min(most.max(len));
+                if !memory.grow(shared, grown - buf.capacity()) {
+                    return Err(busy());
+                }
+                buf.reserve_exact(grown - buf.len());
+            }
+            buf.extend_from_slice(&data);
         }
-        Ok(Err(_)) => return Err(bad("the request body ended early")),
+        Ok((buf, memory))
+    };
+    let (bytes, memory) = match tokio::time::timeout(limit, read).await {
+        Ok(read) => read?,
         Err(_) => return Err(Refusal::BodyTimeout { limit }),
     };
     parts.headers.remove(TRANSFER_ENCODING);
     parts.headers.insert(CONTENT_LENGTH, hyper::header::HeaderValue::from(bytes.len()));
-    Ok(bytes)
+    Ok((bytes.into(), memory))
 }
 
 /// One audit line and one metric per decision on a mutating request, and
@@ -528,17 +623,10 @@ async fn splice(
 #[cfg(test)]
 pub(crate) fn test_shared(limits: Limits, policy: Policy, upstream: PathBuf) -> (Arc<Shared>, crate::readiness::Latch) {
     let (latch, readiness) = crate::readiness::channel();
-    let shared = Arc::new(Shared {
-        upstream,
-        readiness,
-        metrics: Arc::new(Metrics::default()),
-        limits,
-        pool: Pool::default(),
-        policy,
-        audit: Audit::file(std::path::Path::new("/dev/null")).expect("/dev/null opens"),
-        ping: PingCache::new(Duration::ZERO),
-    });
-    (shared, latch)
+    let audit = Audit::file(std::path::Path::new("/dev/null")).expect("/dev/null opens");
+    let metrics = Arc::new(Metrics::default());
+    let shared = Shared::new(upstream, readiness, metrics, limits, policy, audit, PingCache::new(Duration::ZERO));
+    (Arc::new(shared), latch)
 }
 
 #[cfg(test)]
@@ -602,6 +690,70 @@ mod tests {
         client.read_to_end(&mut answer).await.unwrap();
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    }
+
+    /// Decided bodies share one memory budget: while four connections
+    /// hold 1000 bytes each of a 4 KiB budget, a fifth gets 503 at once
+    /// (and Connection: close); once one is answered its bytes are free.
+    #[tokio::test(start_paused = true)]
+    async fn decided_bodies_past_the_shared_memory_get_503_until_some_are_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, "profile = \"ci-safe\"\nbody_cap = \"1KiB\"\n").unwrap();
+        let policy = Policy::load(file.to_str().unwrap(), None).unwrap();
+        let limits = Limits { body_memory: 4096, ..Limits::default() };
+        let (shared, _latch) = test_shared(limits, policy, PathBuf::from("/nonexistent/docker.sock"));
+        let cap = ConnectionCap::new(16);
+        let open = || {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let slot = cap.admit(&shared.metrics).unwrap();
+            tokio::spawn(serve_connection(server, Peer::default(), shared.clone(), slot));
+            client
+        };
+        let json = br#"{"Image":"x","HostConfig":{"Privileged":true}}"#;
+        let head = b"POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n";
+        let pad = [b' '; 1000 - 46];
+        assert_eq!(json.len(), 46);
+        let mut holding = Vec::new();
+        for _ in 0..4 {
+            let mut c = open();
+            c.write_all(head).await.unwrap();
+            c.write_all(json).await.unwrap();
+            holding.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // A buffer grows by 4 KiB at least, and never past what was declared.
+        assert_eq!(shared.bodies.available_permits(), 96, "four bodies of 1000 bytes");
+        let text = shared.metrics.render_to_string();
+        assert!(text.contains("dind_proxy_body_bytes 4000"), "{text}");
+
+        let answer = |mut c: tokio::io::DuplexStream| async move {
+            let mut out = Vec::new();
+            c.read_to_end(&mut out).await.unwrap();
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let mut fifth = open();
+        fifth.write_all(head).await.unwrap();
+        fifth.write_all(json).await.unwrap();
+        let said = answer(fifth).await;
+        assert!(said.starts_with("HTTP/1.1 503"), "{said}");
+        assert!(said.contains("already holds 4 KiB of request bodies"), "{said}");
+
+        // The first finishes its body: decided (denied), its bytes freed.
+        let mut first = holding.remove(0);
+        first.write_all(&pad).await.unwrap();
+        let said = answer(first).await;
+        assert!(said.starts_with("HTTP/1.1 403"), "{said}");
+        let mut sixth = open();
+        sixth.write_all(head).await.unwrap();
+        sixth.write_all(json).await.unwrap();
+        sixth.write_all(&pad).await.unwrap();
+        let said = answer(sixth).await;
+        assert!(said.starts_with("HTTP/1.1 403"), "room again: {said}");
+        drop(holding);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(shared.bodies.available_permits(), 4096, "every byte given back");
+        assert_eq!(shared.metrics.render_to_string().lines().find(|l| l.starts_with("dind_proxy_body_bytes ")), Some("dind_proxy_body_bytes 0"));
     }
 
     /// An attach session outlives the HTTP connection that asked for it;

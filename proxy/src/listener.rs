@@ -181,16 +181,15 @@ pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metric
             Listeners::bind(&endpoints).await?
         }
     };
-    let shared = Arc::new(Shared {
-        upstream: config.upstream,
-        readiness: readiness.clone(),
-        metrics: metrics.clone(),
-        limits: config.limits,
-        pool: forward::Pool::default(),
-        policy: config.policy,
-        audit: config.audit,
-        ping: crate::ping::PingCache::new(config.ping_ttl),
-    });
+    let shared = Arc::new(Shared::new(
+        config.upstream,
+        readiness.clone(),
+        metrics.clone(),
+        config.limits,
+        config.policy,
+        config.audit,
+        crate::ping::PingCache::new(config.ping_ttl),
+    ));
     let Listeners { bound, sockets } = listeners;
     // One cap for every endpoint: a job reaches all of them alike.
     let cap = Arc::new(ConnectionCap::new(shared.limits.max_connections));
@@ -562,8 +561,7 @@ mod tests {
 
         let mut over = TcpStream::connect(addr).await.unwrap();
         assert!(!served(&mut over).await, "a third connection over a cap of two was served");
-        let mut text = String::new();
-        metrics.render(&mut text);
+        let text = metrics.render_to_string();
         assert!(text.contains("dind_proxy_connections_refused_total 1"), "{text}");
         // The open ones go on working, again and again.
         assert!(served(&mut a).await && served(&mut b).await && served(&mut a).await);

@@ -77,6 +77,7 @@ pub struct Metrics {
     handshake_failures: [AtomicU64; 8],
     held_requests: AtomicU64,
     held_now: AtomicU64,
+    body_bytes: AtomicU64,
     pings_cached: AtomicU64,
     refused: AtomicU64,
     /// Policy decisions on mutating requests by (decision, rule).
@@ -173,6 +174,12 @@ impl Metrics {
         self.refused.fetch_add(1, Relaxed);
     }
 
+    /// Bytes of decided bodies in memory: `grown` more, or `freed`.
+    pub fn body_bytes(&self, grown: u64, freed: u64) {
+        self.body_bytes.fetch_add(grown, Relaxed);
+        self.body_bytes.fetch_sub(freed, Relaxed);
+    }
+
     /// Requests waiting in the readiness gate now.
     pub fn held_now(&self) -> u64 {
         self.held_now.load(Relaxed)
@@ -180,6 +187,13 @@ impl Metrics {
 
     pub fn open_connections(&self) -> u64 {
         self.open_connections.load(Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn render_to_string(&self) -> String {
+        let mut out = String::new();
+        self.render(&mut out);
+        out
     }
 
     /// The proxy's part of the Prometheus text exposition.
@@ -218,6 +232,7 @@ impl Metrics {
         }
         g(out, "dind_proxy_held_requests_total", "Requests held while the engine was not ready.", "counter", self.held_requests.load(Relaxed));
         g(out, "dind_proxy_held_requests", "Requests waiting now for the engine to be ready.", "gauge", self.held_now.load(Relaxed));
+        g(out, "dind_proxy_body_bytes", "Bytes of request bodies held now for the policy to check.", "gauge", self.body_bytes.load(Relaxed));
         g(out, "dind_proxy_ping_cached_total", "Unversioned /_ping requests answered from dockerd's last answer.", "counter", self.pings_cached.load(Relaxed));
         g(out, "dind_proxy_refused_requests_total", "Requests the proxy answered itself (not ready, denied, malformed).", "counter", self.refused.load(Relaxed));
     }
@@ -257,8 +272,7 @@ mod tests {
         assert_eq!(m.held_now(), 2);
         drop(first);
         assert!(m.held(2).is_some());
-        let mut out = String::new();
-        m.render(&mut out);
+        let out = m.render_to_string();
         assert!(out.contains("dind_proxy_held_requests_total 3"), "refusals are not holds: {out}");
     }
 }

@@ -38,14 +38,18 @@ pub enum Refusal {
     TooLarge { cap: usize },
     /// A body the policy must read did not arrive whole in time.
     BodyTimeout { limit: std::time::Duration },
+    /// Bodies the policy reads already fill the memory set aside for them
+    /// ([`crate::forward::Limits::body_memory`]).
+    BodyMemory { total: usize },
 }
 
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::NotReady { .. } | Refusal::HoldFull { .. } | Refusal::ShuttingDown { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Refusal::NotReady { .. }
+            | Refusal::HoldFull { .. }
+            | Refusal::BodyMemory { .. }
+            | Refusal::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Upstream => StatusCode::BAD_GATEWAY,
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::Denied { .. } => StatusCode::FORBIDDEN,
@@ -86,18 +90,31 @@ impl Refusal {
                 "request body not received whole within {}s: the request policy reads it before deciding; send it at once",
                 limit.as_secs()
             ),
+            Refusal::BodyMemory { total } => format!(
+                "the dind service already holds {} of request bodies for the request policy to check, the most it holds; retry shortly",
+                size(*total)
+            ),
         }
     }
 
     pub fn response(&self) -> Response<Body> {
         let mut resp = json_error(self.status(), &self.message());
-        if let Refusal::BodyTimeout { .. } = self {
+        if let Refusal::BodyTimeout { .. } | Refusal::BodyMemory { .. } = self {
             // The rest of the body may still come; the connection cannot
             // carry another request (RFC 9110 15.5.9).
             resp.headers_mut()
                 .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+}
+
+/// `64 MiB`, `4 KiB`, `100 bytes`.
+fn size(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
     }
 }
 
@@ -179,6 +196,10 @@ mod tests {
         let full = Refusal::HoldFull { state: State::Restarting, max: 256 };
         assert_eq!(full.status(), 503);
         assert!(full.message().contains("restarting after dockerd exited and 256 requests already wait"), "{}", full.message());
+        let full = Refusal::BodyMemory { total: 64 << 20 };
+        assert_eq!(full.status(), 503);
+        assert!(full.message().contains("already holds 64 MiB of request bodies"), "{}", full.message());
+        assert_eq!(full.response().headers()[hyper::header::CONNECTION], "close");
         let slow = Refusal::BodyTimeout { limit: std::time::Duration::from_secs(60) };
         assert_eq!(slow.status(), 408);
         assert_eq!(slow.response().headers()[hyper::header::CONNECTION], "close");
