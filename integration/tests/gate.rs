@@ -8,7 +8,6 @@
 mod support;
 
 use std::fs;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -18,22 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::{docker_clis, ok, Service, ServiceOptions};
-
-/// A stand-in for dockerd: a shell script that may end by running the real
-/// one, so the engine is late, hangs or fails as a test needs.
-fn fake_dockerd(dir: &Path, name: &str, script: &str) -> PathBuf {
-    let path = dir.join(name);
-    fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
-
-/// A dockerd that starts `secs` seconds late: longer than any client's own
-/// first-ping timeout (the docker CLI gives up its first ping after 2 s).
-fn late_dockerd(dir: &Path, secs: u32) -> PathBuf {
-    fake_dockerd(dir, "late-dockerd", &format!("sleep {secs}\nexec dockerd \"$@\""))
-}
+use support::{docker_clis, exchange, fake_dockerd, late_dockerd, metric, ok, until, Service, ServiceOptions};
 
 /// A service whose dockerd starts `secs` late, serving a unix socket at
 /// `shared/docker.sock` too; returns it and the socket's path.
@@ -41,47 +25,10 @@ fn late_service(secs: u32, env: &[(&str, &str)]) -> (Service, PathBuf) {
     let dir = support::short_tempdir();
     let late = late_dockerd(dir.path(), secs);
     let sock = dir.path().join("shared/docker.sock");
-    let mut all = vec![
-        ("DIND_DOCKERD".to_owned(), late.display().to_string()),
-        ("DOCKER_HOST".to_owned(), format!("unix://{}", sock.display())),
-    ];
-    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let svc = Service::start_in(
-        dir,
-        ServiceOptions {
-            env: all,
-            ..Default::default()
-        },
-    );
-    (svc, sock)
-}
-
-/// Waits until `up()` holds; panics with the service log after `limit`.
-fn until(svc: &Service, what: &str, limit: Duration, mut up: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !up() {
-        assert!(Instant::now() < deadline, "{what} not within {limit:?}:\n{}", svc.log_text());
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The value of a metric without labels in `/metrics`.
-fn metric(svc: &Service, name: &str) -> u64 {
-    let (_, text) = svc.health("/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
-/// One raw HTTP/1.1 exchange on `stream`; (status, body).
-fn exchange(mut stream: impl Read + Write, method: &str, path: &str) -> (u16, String) {
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).unwrap();
-    let out = String::from_utf8_lossy(&out).into_owned();
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    let (late, host) = (late.display().to_string(), format!("unix://{}", sock.display()));
+    let mut all = vec![("DIND_DOCKERD", late.as_str()), ("DOCKER_HOST", host.as_str())];
+    all.extend_from_slice(env);
+    (Service::start_with_env(dir, &all), sock)
 }
 
 /// The default: the TCP port and the unix socket exist long before the

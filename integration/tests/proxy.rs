@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{docker_clis, ok, Service, ServiceOptions};
+use support::{docker_clis, ok, read_answer, Service, ServiceOptions};
 
 /// Every everyday docker command, through mutual TLS, with each CLI.
 #[test]
@@ -341,30 +341,6 @@ fn pings_carry_dockerds_answer_and_are_reused_briefly() {
             assert_eq!(cached, 0, "{metrics}");
         }
     }
-}
-
-/// Reads one HTTP/1.1 answer with a Content-Length from a keep-alive
-/// connection: status and body.
-fn read_answer(r: &mut BufReader<TcpStream>) -> (u16, String) {
-    let mut status = String::new();
-    r.read_line(&mut status).unwrap();
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap();
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    r.read_exact(&mut body).unwrap();
-    let code = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn parked(svc: &Service) -> u64 {

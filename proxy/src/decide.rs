@@ -239,6 +239,24 @@ mod tests {
         }
     }
 
+    /// dockerd answers `/debug/vars` and `/%64ebug/vars`; the spellings its
+    /// router cleans (and redirects) are refused before the policy.
+    #[test]
+    fn debug_endpoints_are_refused_in_every_spelling() {
+        let ci_safe = Policy::ci_safe();
+        for uri in ["/debug/vars", "/v1.41/debug/vars", "/debug/vars/", "/%64ebug/vars", "/DEBUG/pprof/", "/debug/pprof/goroutine?debug=2"] {
+            let h = head("GET", uri, &[]).unwrap();
+            match decide(&h, &ci_safe, None) {
+                Decision::Refuse(Refusal::Denied { rule: "debug", .. }) => {}
+                other => panic!("{uri}: {other:?}"),
+            }
+            assert_eq!(decide(&h, &Policy::permissive(), None), Decision::Forward, "{uri}");
+        }
+        for uri in ["//debug/vars", "/debug/../debug/vars", "/debug/./vars", "/%2564ebug/vars", "/%2e%2e/debug/vars"] {
+            assert!(head("GET", uri, &[]).is_err(), "{uri} must be refused");
+        }
+    }
+
     #[test]
     fn upgrades_only_where_dockerd_switches_protocols() {
         let up = |proto| [("connection", "Upgrade"), ("upgrade", proto)];

@@ -24,6 +24,7 @@ use crate::archive;
 use crate::audit::Audit;
 use crate::decide::{self, Decision};
 use crate::gate::{self, HoldBudget};
+use crate::listener::Slot;
 use crate::metrics::Metrics;
 use crate::ping::PingCache;
 use crate::park;
@@ -54,6 +55,9 @@ pub struct Shared {
     pub policy: Policy,
     pub audit: Audit,
     pub ping: PingCache,
+    /// Bytes of decided bodies in memory, all connections together
+    /// ([`Limits::body_memory`], at least one whole body).
+    pub bodies: Arc<tokio::sync::Semaphore>,
     /// Where confined bind sources are pinned; None when the policy
     /// confines no binds.
     pub pins: Option<Arc<Pins>>,
@@ -90,25 +94,96 @@ impl Drop for PinLease {
     }
 }
 
-/// Per-connection limits.
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        upstream: PathBuf,
+        readiness: Readiness,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        policy: Policy,
+        audit: Audit,
+        ping: PingCache,
+        pins: Option<Arc<Pins>>,
+    ) -> Shared {
+        let bodies = Arc::new(tokio::sync::Semaphore::new(limits.body_memory.max(policy.body_cap())));
+        Shared {
+            upstream,
+            readiness,
+            metrics,
+            limits,
+            pool: Pool::default(),
+            policy,
+            audit,
+            ping,
+            bodies,
+            pins,
+        }
+    }
+}
+
+/// What one client may hold of the proxy, and for how long.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// How long a client connection waits for the engine to be Ready.
     pub hold: Duration,
-    /// Time to read one request head (slowloris guard). Nothing else times
-    /// out: builds and `logs -f` run for hours.
+    /// Time to read one request head (slowloris guard).
     pub head_timeout: Duration,
+    /// Time to read a whole body the policy must see (at most its
+    /// `body_cap`, 4 MiB): one that trickles in gets 408 instead of holding
+    /// its buffer for ever. Nothing else times out: builds and `logs -f`
+    /// run for hours.
+    pub body_timeout: Duration,
     /// Largest request head; larger ones get 431.
     pub max_head: usize,
+    /// Client connections open at once across every public endpoint, an
+    /// upgraded session included for as long as it lives; more are closed
+    /// at once (`DIND_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Requests held in the readiness gate at once; more get 503
+    /// ([`crate::gate`]).
+    pub max_held: usize,
+    /// Bytes of decided bodies held at once, all connections together,
+    /// while they are read, decided, held and forwarded; a body that would
+    /// go past it gets 503. The time limit alone bounds how long, not how
+    /// much: 1024 connections sending 4 MiB in 60 s each would hold 4 GiB.
+    pub body_memory: usize,
 }
+
+/// The default [`Limits::body_timeout`], and the longest one allowed: the
+/// bodies read whole are create, exec, update, volume and network requests
+/// of a few KiB, and 4 MiB in 60 s is 70 KB/s, slower than any link a CI
+/// job runs on.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default [`Limits::max_connections`]. A CI job opens a handful at a
+/// time (the CLI, compose, BuildKit sessions), so 1024 is far above honest
+/// use, while what they cost stays small: about 12 KiB each idle (parked),
+/// tens of KiB busy, and two descriptors (client and dockerd) against an
+/// open-file limit raised to the hard limit at start, seldom below 4096.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// The default [`Limits::max_held`]: below [`MAX_CONNECTIONS`], or it could
+/// never be reached (a connection holds one request at a time). A held
+/// request is the costliest kind (busy buffers, and a decided body of up to
+/// 4 MiB already read), and a job has a few in flight at a restart.
+pub const MAX_HELD: usize = 256;
+
+/// The default [`Limits::body_memory`]: thousands of the create bodies a
+/// job sends (a few KiB), or sixteen at the 4 MiB cap.
+pub const BODY_MEMORY: usize = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             hold: Duration::from_secs(30),
             head_timeout: Duration::from_secs(30),
+            body_timeout: BODY_TIMEOUT,
             // dockerd (Go net/http) accepts 1 MiB of headers; so do we.
             max_head: 1 << 20,
+            max_connections: MAX_CONNECTIONS,
+            max_held: MAX_HELD,
+            body_memory: BODY_MEMORY,
         }
     }
 }
@@ -212,6 +287,9 @@ struct Client {
     peer: Peer,
     /// Its requests share one wait for the engine per not-ready spell.
     hold: HoldBudget,
+    /// Its place under the connection cap, until the connection and any
+    /// upgraded session of it have ended.
+    _slot: Slot,
 }
 
 /// Who is on the other end of a client connection, for the audit log.
@@ -226,15 +304,15 @@ pub struct Peer {
 /// Serves one accepted client connection until it closes. Between
 /// exchanges the connection is parked ([`crate::park`]): an idle keep-alive
 /// connection holds its socket and TLS state, not hyper's buffers.
-pub async fn serve_connection<I>(io: I, peer: Peer, shared: Arc<Shared>)
+pub async fn serve_connection<I>(io: I, peer: Peer, shared: Arc<Shared>, slot: Slot)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _open = shared.metrics.connection_opened();
     let activity = Arc::new(park::Activity::default());
     let client = Arc::new(Client {
         peer,
         hold: HoldBudget::default(),
+        _slot: slot,
     });
     let (svc_shared, svc_activity) = (shared.clone(), activity.clone());
     let svc = service_fn(move |req: Request<Incoming>| {
@@ -271,7 +349,7 @@ fn is_hangup(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-async fn handle(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client) -> Response<Body> {
+async fn handle(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Client>) -> Response<Body> {
     let method = req.method().clone();
     let peer = &client.peer;
     let resp = match forward(req, shared, client).await {
@@ -291,7 +369,7 @@ async fn handle(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client)
     resp
 }
 
-async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client) -> Result<Response<Body>, Refusal> {
+async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Client>) -> Result<Response<Body>, Refusal> {
     let peer = &client.peer;
     let (mut parts, body) = req.into_parts();
     let head = match decide::parse(&parts) {
@@ -312,9 +390,13 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client
     // Pins made for this request's bind sources; released on every path
     // but a successful answer from dockerd.
     let mut pinned = PinLease::default();
+    // Its place in the body memory lasts until this request is answered:
+    // through the readiness gate and the forwarding.
+    let mut _body_memory = None;
     let decision = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
-        Decision::InspectBody { cap } => match read_whole(&mut parts, body, cap).await {
-            Ok(mut bytes) => {
+        Decision::InspectBody { cap } => match read_whole(&mut parts, body, cap, shared).await {
+            Ok((mut bytes, memory)) => {
+                _body_memory = Some(memory);
                 let mut d = decide::decide_body(&head, &shared.policy, content_type.as_deref(), &bytes);
                 if let (Decision::Forward, Some(pins)) = (&d, &shared.pins) {
                     match pin::pin_body(pins, &shared.policy, &head, &bytes) {
@@ -347,7 +429,7 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client
     if let Decision::Refuse(refusal) = decision {
         return Err(refusal);
     }
-    gate::pass(&shared.readiness, &shared.metrics, shared.limits.hold, &client.hold).await?;
+    gate::pass(&shared.readiness, &shared.metrics, &shared.limits, &client.hold).await?;
     // Needs dockerd's answer about the container, so it comes after the gate.
     if let Err(refusal) = archive::check(&shared.upstream, &shared.policy, &head).await {
         audit(shared, peer, &head.method, &head.path, head.version.as_deref(), Err(&refusal));
@@ -381,7 +463,7 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client
         // The connection becomes the session; it never returns to the pool.
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(splice(client_upgrade, upstream_upgrade, shared.metrics.clone()));
+            tokio::spawn(splice(client_upgrade, upstream_upgrade, shared.metrics.clone(), client.clone()));
         }
         return Ok(resp.map(|b| b.boxed()));
     }
@@ -414,11 +496,53 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Client
     Ok(Response::from_parts(head, lent.boxed()))
 }
 
+/// The memory of one decided body: its place in [`Shared::bodies`] and in
+/// the gauge, both given back when dropped.
+struct BodyMemory {
+    permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl BodyMemory {
+    fn new(shared: &Shared) -> BodyMemory {
+        BodyMemory {
+            permit: shared.bodies.clone().try_acquire_many_owned(0).expect("the body semaphore is never closed"),
+            metrics: shared.metrics.clone(),
+        }
+    }
+
+    /// `bytes` more, if the budget has them.
+    fn grow(&mut self, shared: &Shared, bytes: usize) -> bool {
+        match shared.bodies.clone().try_acquire_many_owned(bytes as u32) {
+            Ok(more) => {
+                self.permit.merge(more);
+                self.metrics.body_bytes(bytes as u64, 0);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for BodyMemory {
+    fn drop(&mut self) {
+        self.metrics.body_bytes(0, self.permit.num_permits() as u64);
+    }
+}
+
 /// Reads a body the policy must see, whole, refusing ambiguous framing (the
 /// checker and dockerd must read one body, CVE-2024-41110) and anything over
-/// `cap` (never skip the check, CVE-2026-34040). The head is re-framed with
-/// a fresh Content-Length for exactly these bytes.
-async fn read_whole(parts: &mut hyper::http::request::Parts, body: Body, cap: usize) -> Result<bytes::Bytes, Refusal> {
+/// `cap` (never skip the check, CVE-2026-34040), not complete within
+/// [`Limits::body_timeout`] (a trickle would hold up to `cap` bytes for
+/// ever; the clock runs for the whole body, not between its bytes), or
+/// past the shared body memory. The head is re-framed with a fresh
+/// Content-Length for exactly these bytes; the permit is their memory.
+async fn read_whole(
+    parts: &mut hyper::http::request::Parts,
+    body: Body,
+    cap: usize,
+    shared: &Shared,
+) -> Result<(bytes::Bytes, BodyMemory), Refusal> {
     let bad = |why: &str| Refusal::BadRequest(why.to_owned());
     let lengths = parts.headers.get_all(CONTENT_LENGTH).iter().count();
     let te = parts.headers.get_all(TRANSFER_ENCODING).iter().count();
@@ -439,16 +563,44 @@ async fn read_whole(parts: &mut hyper::http::request::Parts, body: Body, cap: us
     if declared.is_some_and(|n| n > cap as u64) {
         return Err(Refusal::TooLarge { cap });
     }
-    let bytes = match http_body_util::Limited::new(body, cap).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Err(Refusal::TooLarge { cap })
+    // Grown as bytes arrive, never reserved on a header's word alone, and
+    // never past the declared length or the cap: the memory held is what
+    // the budget counts.
+    let most = declared.map_or(cap, |n| n as usize);
+    let limit = shared.limits.body_timeout;
+    let busy = || Refusal::BodyMemory {
+        total: shared.limits.body_memory.max(cap),
+    };
+    let read = async {
+        let mut body = body;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut memory = BodyMemory::new(shared);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| bad("the request body ended early"))?;
+            let Ok(data) = frame.into_data() else { continue };
+            let len = buf.len() + data.len();
+            if len > cap {
+                return Err(Refusal::TooLarge { cap });
+            }
+            if len > buf.capacity() {
+                // Powers of two: what a body holds follows from its length.
+                let grown = len.next_power_of_two().max(4096).min(most.max(len));
+                if !memory.grow(shared, grown - buf.capacity()) {
+                    return Err(busy());
+                }
+                buf.reserve_exact(grown - buf.len());
+            }
+            buf.extend_from_slice(&data);
         }
-        Err(_) => return Err(bad("the request body ended early")),
+        Ok((buf, memory))
+    };
+    let (bytes, memory) = match tokio::time::timeout(limit, read).await {
+        Ok(read) => read?,
+        Err(_) => return Err(Refusal::BodyTimeout { limit }),
     };
     parts.headers.remove(TRANSFER_ENCODING);
     parts.headers.insert(CONTENT_LENGTH, hyper::header::HeaderValue::from(bytes.len()));
-    Ok(bytes)
+    Ok((bytes.into(), memory))
 }
 
 /// One audit line and one metric per decision on a mutating request, and
@@ -514,6 +666,8 @@ async fn splice(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     metrics: Arc<Metrics>,
+    // Keeps the connection's place under the cap while the session lives.
+    _owner: Arc<Client>,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
@@ -529,5 +683,196 @@ async fn splice(
     {
         Ok((up, down)) => tracing::debug!(bytes_in = up, bytes_out = down, "upgraded session ended"),
         Err(e) => tracing::debug!(error = %e, "upgraded session broke"),
+    }
+}
+
+/// What connections share, for unit tests: `policy` in front of
+/// `upstream`, the engine Starting until the returned latch moves it.
+#[cfg(test)]
+pub(crate) fn test_shared(limits: Limits, policy: Policy, upstream: PathBuf) -> (Arc<Shared>, crate::readiness::Latch) {
+    let (latch, readiness) = crate::readiness::channel();
+    let audit = Audit::file(std::path::Path::new("/dev/null")).expect("/dev/null opens");
+    let metrics = Arc::new(Metrics::default());
+    let shared = Shared::new(upstream, readiness, metrics, limits, policy, audit, PingCache::new(Duration::ZERO), None);
+    (Arc::new(shared), latch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::listener::ConnectionCap;
+
+    /// Serves one in-memory client connection under ci-safe, with dockerd
+    /// nowhere: these tests end before anything would be forwarded.
+    fn connect(limits: Limits) -> (tokio::io::DuplexStream, crate::readiness::Latch) {
+        let (shared, latch) = test_shared(limits, Policy::ci_safe(), PathBuf::from("/nonexistent/docker.sock"));
+        let slot = ConnectionCap::new(1).admit(&shared.metrics).unwrap();
+        let (client, server) = tokio::io::duplex(1 << 16);
+        tokio::spawn(serve_connection(server, Peer::default(), shared, slot));
+        (client, latch)
+    }
+
+    /// A create body that trickles in, a byte every 10 s: never idle long
+    /// enough for an idle timeout, so only a limit on the whole body ends
+    /// it. 408 at the limit, and the connection closes.
+    #[tokio::test(start_paused = true)]
+    async fn a_decided_body_that_trickles_in_gets_408_at_the_limit() {
+        let limits = Limits::default();
+        let (mut client, _latch) = connect(limits);
+        client
+            .write_all(b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let trickle = tokio::spawn(async move {
+            while wr.write_all(b" ").await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+        let mut answer = Vec::new();
+        rd.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+        assert!(answer.contains("within 60s"), "{answer}");
+        let took = started.elapsed();
+        assert!(took >= limits.body_timeout && took < limits.body_timeout + Duration::from_secs(1), "{took:?}");
+        trickle.abort();
+    }
+
+    /// A body that comes whole in time is decided as usual (here denied).
+    #[tokio::test(start_paused = true)]
+    async fn a_decided_body_sent_at_once_is_decided() {
+        let (mut client, _latch) = connect(Limits::default());
+        let body = br#"{"Image":"x","HostConfig":{"Privileged":true}}"#;
+        let head = format!(
+            "POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(body).await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    }
+
+    /// Decided bodies share one memory budget: while four connections
+    /// hold 1000 bytes each of a 4 KiB budget, a fifth gets 503 at once
+    /// (and Connection: close); once one is answered its bytes are free.
+    #[tokio::test(start_paused = true)]
+    async fn decided_bodies_past_the_shared_memory_get_503_until_some_are_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, "profile = \"ci-safe\"\nbody_cap = \"1KiB\"\n").unwrap();
+        let policy = Policy::load(file.to_str().unwrap(), None).unwrap();
+        let limits = Limits { body_memory: 4096, ..Limits::default() };
+        let (shared, _latch) = test_shared(limits, policy, PathBuf::from("/nonexistent/docker.sock"));
+        let cap = ConnectionCap::new(16);
+        let open = || {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let slot = cap.admit(&shared.metrics).unwrap();
+            tokio::spawn(serve_connection(server, Peer::default(), shared.clone(), slot));
+            client
+        };
+        let json = br#"{"Image":"x","HostConfig":{"Privileged":true}}"#;
+        let head = b"POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n";
+        let pad = [b' '; 1000 - 46];
+        assert_eq!(json.len(), 46);
+        let mut holding = Vec::new();
+        for _ in 0..4 {
+            let mut c = open();
+            c.write_all(head).await.unwrap();
+            c.write_all(json).await.unwrap();
+            holding.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // A buffer grows by 4 KiB at least, and never past what was declared.
+        assert_eq!(shared.bodies.available_permits(), 96, "four bodies of 1000 bytes");
+        let text = shared.metrics.render_to_string();
+        assert!(text.contains("dind_proxy_body_bytes 4000"), "{text}");
+
+        let answer = |mut c: tokio::io::DuplexStream| async move {
+            let mut out = Vec::new();
+            c.read_to_end(&mut out).await.unwrap();
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let mut fifth = open();
+        fifth.write_all(head).await.unwrap();
+        fifth.write_all(json).await.unwrap();
+        let said = answer(fifth).await;
+        assert!(said.starts_with("HTTP/1.1 503"), "{said}");
+        assert!(said.contains("already holds 4 KiB of request bodies"), "{said}");
+
+        // The first finishes its body: decided (denied), its bytes freed.
+        let mut first = holding.remove(0);
+        first.write_all(&pad).await.unwrap();
+        let said = answer(first).await;
+        assert!(said.starts_with("HTTP/1.1 403"), "{said}");
+        let mut sixth = open();
+        sixth.write_all(head).await.unwrap();
+        sixth.write_all(json).await.unwrap();
+        sixth.write_all(&pad).await.unwrap();
+        let said = answer(sixth).await;
+        assert!(said.starts_with("HTTP/1.1 403"), "room again: {said}");
+        drop(holding);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(shared.bodies.available_permits(), 4096, "every byte given back");
+        assert_eq!(shared.metrics.render_to_string().lines().find(|l| l.starts_with("dind_proxy_body_bytes ")), Some("dind_proxy_body_bytes 0"));
+    }
+
+    /// An attach session outlives the HTTP connection that asked for it;
+    /// its place under the connection cap and in the gauge lasts as long.
+    #[tokio::test]
+    async fn an_upgraded_session_keeps_its_place_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("dockerd.sock");
+        let dockerd = tokio::net::UnixListener::bind(&sock).unwrap();
+        // dockerd's side of attach: switch protocols, then echo.
+        tokio::spawn(async move {
+            let (mut s, _) = dockerd.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                if s.read(&mut b).await.unwrap() == 0 {
+                    return;
+                }
+                head.push(b[0]);
+            }
+            s.write_all(b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n").await.unwrap();
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+        let (shared, latch) = test_shared(Limits::default(), Policy::permissive(), sock);
+        latch.set(crate::readiness::State::Ready);
+        let cap = ConnectionCap::new(1);
+        let slot = cap.admit(&shared.metrics).unwrap();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let conn = tokio::spawn(serve_connection(server, Peer::default(), shared.clone(), slot));
+        client
+            .write_all(b"POST /v1.41/containers/x/attach?stream=1 HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = vec![0u8; 256];
+        let n = client.read(&mut answer).await.unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&answer[..n]));
+        conn.await.unwrap();
+        // The HTTP connection has ended; the session goes on, and counts.
+        client.write_all(b"hi").await.unwrap();
+        let mut echo = [0u8; 2];
+        client.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"hi");
+        assert_eq!(shared.metrics.open_connections(), 1);
+        assert!(cap.admit(&shared.metrics).is_none(), "the session holds the only place");
+        drop(client);
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while shared.metrics.open_connections() > 0 {
+            assert!(tokio::time::Instant::now() < until, "the session's place was never freed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(cap.admit(&shared.metrics).is_some());
     }
 }

@@ -6,12 +6,17 @@
 //! ping and then its request on one connection, and holding each for the
 //! whole limit would make a job wait three times as long to learn that the
 //! engine is not coming (issue 9).
+//!
+//! At most [`Limits::max_held`] requests wait at once; more get a 503 at
+//! once. A held request keeps its connection busy and its decided body (up
+//! to 4 MiB) in memory, and a restart is when a job's own retries pile up.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::forward::Limits;
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, State};
 use crate::respond::Refusal;
@@ -49,8 +54,9 @@ impl HoldBudget {
 }
 
 /// Lets a request through once the engine is Ready; holds it while it is
-/// starting or restarting, for what is left of the connection's `hold`.
-pub async fn pass(readiness: &Readiness, metrics: &Metrics, hold: Duration, budget: &HoldBudget) -> Result<(), Refusal> {
+/// starting or restarting, for what is left of the connection's
+/// `limits.hold`, unless `limits.max_held` requests wait already.
+pub async fn pass(readiness: &Readiness, metrics: &Metrics, limits: &Limits, budget: &HoldBudget) -> Result<(), Refusal> {
     let last_error = || readiness.engine().last_error;
     match readiness.state() {
         State::Ready => {
@@ -61,8 +67,14 @@ pub async fn pass(readiness: &Readiness, metrics: &Metrics, hold: Duration, budg
         State::Starting | State::Restarting => {}
     }
     let since = budget.begin(Instant::now());
-    let left = (since + hold).saturating_duration_since(Instant::now());
-    let _held = (!left.is_zero()).then(|| metrics.held());
+    let left = (since + limits.hold).saturating_duration_since(Instant::now());
+    let _held = match left.is_zero() {
+        true => None,
+        false => Some(metrics.held(limits.max_held).ok_or(Refusal::HoldFull {
+            state: readiness.state(),
+            max: limits.max_held,
+        })?),
+    };
     match readiness.clone().ready_within(left).await {
         Ok(State::Ready) => {
             budget.end();
@@ -82,14 +94,20 @@ mod tests {
     use super::*;
     use crate::readiness;
 
-    const HOLD: Duration = Duration::from_secs(30);
+    fn thirty_seconds() -> Limits {
+        Limits {
+            hold: Duration::from_secs(30),
+            ..Limits::default()
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_is_held_until_ready_then_passes() {
+        let limits = thirty_seconds();
         let (latch, r) = readiness::channel();
         let metrics = Metrics::default();
         let budget = HoldBudget::default();
-        let held = pass(&r, &metrics, HOLD, &budget);
+        let held = pass(&r, &metrics, &limits, &budget);
         tokio::pin!(held);
         assert!(futures_poll(&mut held).is_none(), "must wait while starting");
         assert_eq!(metrics.held_now(), 1);
@@ -101,41 +119,43 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_connection_waits_at_most_the_hold_in_all_and_gets_a_whole_one_after_ready() {
+        let limits = thirty_seconds();
         let (latch, r) = readiness::channel();
         let metrics = Metrics::default();
         let budget = HoldBudget::default();
         let started = Instant::now();
-        let first = pass(&r, &metrics, HOLD, &budget).await;
+        let first = pass(&r, &metrics, &limits, &budget).await;
         assert!(matches!(first, Err(Refusal::NotReady { waited_s: 30, state: State::Starting, .. })), "{first:?}");
-        assert_eq!(started.elapsed(), HOLD);
+        assert_eq!(started.elapsed(), limits.hold);
         // The CLI's GET ping and its request, on the same connection: no
         // second and third wait of 30 s for an engine that is not coming.
         for _ in 0..2 {
-            let again = pass(&r, &metrics, HOLD, &budget).await;
+            let again = pass(&r, &metrics, &limits, &budget).await;
             assert!(matches!(again, Err(Refusal::NotReady { waited_s: 30, .. })), "{again:?}");
         }
-        assert_eq!(started.elapsed(), HOLD);
+        assert_eq!(started.elapsed(), limits.hold);
         // Another connection has its own budget.
         let other = HoldBudget::default();
         let before = Instant::now();
-        assert!(pass(&r, &metrics, HOLD, &other).await.is_err());
-        assert_eq!(before.elapsed(), HOLD);
+        assert!(pass(&r, &metrics, &limits, &other).await.is_err());
+        assert_eq!(before.elapsed(), limits.hold);
 
         latch.set(State::Ready);
-        assert_eq!(pass(&r, &metrics, HOLD, &budget).await, Ok(()));
+        assert_eq!(pass(&r, &metrics, &limits, &budget).await, Ok(()));
         latch.set(State::Restarting);
         let before = Instant::now();
-        assert!(pass(&r, &metrics, HOLD, &budget).await.is_err());
-        assert_eq!(before.elapsed(), HOLD, "a new spell gets the whole hold again");
+        assert!(pass(&r, &metrics, &limits, &budget).await.is_err());
+        assert_eq!(before.elapsed(), limits.hold, "a new spell gets the whole hold again");
     }
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_the_hold_with_dockerds_last_error() {
+        let limits = thirty_seconds();
         let (latch, r) = readiness::channel();
         let metrics = Metrics::default();
         let budget = HoldBudget::default();
         latch.engine(|e| e.last_error = Some("failed to start daemon: boom".into()));
-        let held = pass(&r, &metrics, HOLD, &budget);
+        let held = pass(&r, &metrics, &limits, &budget);
         tokio::pin!(held);
         assert!(futures_poll(&mut held).is_none());
         latch.set(State::ShuttingDown);
@@ -145,6 +165,32 @@ mod tests {
                 last_error: Some("failed to start daemon: boom".into())
             })
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn beyond_the_held_cap_a_request_gets_503_at_once_and_the_held_ones_pass() {
+        let (latch, r) = readiness::channel();
+        let metrics = Metrics::default();
+        let limits = Limits { max_held: 2, ..thirty_seconds() };
+        let budgets: Vec<HoldBudget> = (0..3).map(|_| HoldBudget::default()).collect();
+        let mut held: Vec<_> = budgets[..2].iter().map(|b| Box::pin(pass(&r, &metrics, &limits, b))).collect();
+        for h in &mut held {
+            assert!(futures_poll(h).is_none(), "the first two are held");
+        }
+        assert_eq!(metrics.held_now(), 2);
+        let asked = Instant::now();
+        let third = pass(&r, &metrics, &limits, &budgets[2]).await;
+        assert_eq!(third, Err(Refusal::HoldFull { state: State::Starting, max: 2 }));
+        assert_eq!(asked.elapsed(), Duration::ZERO, "answered without waiting");
+        latch.set(State::Ready);
+        for h in held {
+            assert_eq!(h.await, Ok(()));
+        }
+        // The places are free again for the next spell.
+        latch.set(State::Restarting);
+        let again = pass(&r, &metrics, &limits, &budgets[2]);
+        tokio::pin!(again);
+        assert!(futures_poll(&mut again).is_none(), "held again once places are free");
     }
 
     /// Polls a future once, without a runtime's help.

@@ -9,19 +9,20 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::auth;
 use crate::forward::{self, Limits, Shared};
-use crate::metrics::{HandshakeFailure, Metrics};
+use crate::metrics::{HandshakeFailure, Metrics, OpenConnection};
 use crate::pin::Pins;
 use crate::readiness::{Readiness, State};
 
@@ -197,22 +198,23 @@ pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metric
     let sweeper = pins
         .clone()
         .map(|p| tokio::spawn(crate::pin::sweep_loop(p, config.upstream.clone(), readiness.clone())));
-    let shared = Arc::new(Shared {
-        pins: pins.clone(),
-        upstream: config.upstream,
-        readiness: readiness.clone(),
-        metrics: metrics.clone(),
-        limits: config.limits,
-        pool: forward::Pool::default(),
-        policy: config.policy,
-        audit: config.audit,
-        ping: crate::ping::PingCache::new(config.ping_ttl),
-    });
+    let shared = Arc::new(Shared::new(
+        config.upstream,
+        readiness.clone(),
+        metrics.clone(),
+        config.limits,
+        config.policy,
+        config.audit,
+        crate::ping::PingCache::new(config.ping_ttl),
+        pins.clone(),
+    ));
     let Listeners { bound, sockets } = listeners;
+    // One cap for every endpoint: a job reaches all of them alike.
+    let cap = Arc::new(ConnectionCap::new(shared.limits.max_connections));
     let mut accepting = JoinSet::new();
     for (url, tls, bound) in bound {
-        tracing::info!(endpoint = %url, tls, "listening");
-        accepting.spawn(accept_loop(bound, shared.clone()));
+        tracing::info!(endpoint = %url, tls, max_connections = shared.limits.max_connections, "listening");
+        accepting.spawn(accept_loop(bound, shared.clone(), cap.clone()));
     }
     metrics.listeners_bound.store(true, Ordering::Release);
     while readiness.state() != State::ShuttingDown {
@@ -330,25 +332,89 @@ fn remove_socket(path: &Path) {
     }
 }
 
-/// Accepts until aborted. An accept error never ends the loop.
-async fn accept_loop(bound: Bound, shared: Arc<Shared>) {
+/// The cap on client connections open at once, across every endpoint
+/// (`DIND_MAX_CONNECTIONS`, issue 10): a job must not exhaust the
+/// service's memory or descriptors, nor starve the next job.
+///
+/// Above it a connection is closed at once, unanswered. Answering costs
+/// what the cap protects: on the TLS port a 503 needs a whole handshake,
+/// and on any port an answer that is sure to be read needs the request
+/// drained first (closing with unread bytes sends a reset, which may
+/// destroy the answer). The refusal is counted in `/metrics` and logged
+/// once per spell at the cap.
+pub struct ConnectionCap {
+    permits: Arc<Semaphore>,
+    max: usize,
+    /// Whether the last connection was refused: one warning per spell.
+    at_cap: AtomicBool,
+}
+
+/// One client connection's place under the cap, and its count in the
+/// open-connections gauge. Held for as long as anything of the connection
+/// lives: its task, then the splice of an upgraded session (attach, exec,
+/// BuildKit), which outlives the HTTP connection that asked for it.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _open: OpenConnection,
+}
+
+impl ConnectionCap {
+    pub fn new(max: usize) -> ConnectionCap {
+        ConnectionCap {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            at_cap: AtomicBool::new(false),
+        }
+    }
+
+    /// A place for a connection just accepted, or None (counted) when
+    /// `max` are open.
+    pub fn admit(&self, metrics: &Arc<Metrics>) -> Option<Slot> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                self.at_cap.store(false, Ordering::Relaxed);
+                Some(Slot {
+                    _permit: permit,
+                    _open: metrics.connection_opened(),
+                })
+            }
+            Err(_) => {
+                metrics.connection_refused();
+                if !self.at_cap.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        max = self.max,
+                        "connection cap reached: new client connections are closed until some end (DIND_MAX_CONNECTIONS)"
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Accepts until aborted. An accept error never ends the loop; a
+/// connection over the cap is dropped as soon as it is accepted.
+async fn accept_loop(bound: Bound, shared: Arc<Shared>, cap: Arc<ConnectionCap>) {
     loop {
         match &bound {
             Bound::Tcp(l, tls) => match l.accept().await {
                 Ok((stream, peer)) => {
+                    let Some(slot) = cap.admit(&shared.metrics) else {
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let span = tracing::debug_span!("conn", %peer);
                     let (tls, shared) = (tls.clone(), shared.clone());
                     tokio::spawn(
                         async move {
                             match tls {
-                                Some(acceptor) => serve_tls(stream, peer, acceptor, shared).await,
+                                Some(acceptor) => serve_tls(stream, peer, acceptor, shared, slot).await,
                                 None => {
                                     let peer = forward::Peer {
                                         addr: peer.to_string(),
                                         subject: None,
                                     };
-                                    forward::serve_connection(stream, peer, shared).await
+                                    forward::serve_connection(stream, peer, shared, slot).await
                                 }
                             }
                         }
@@ -359,11 +425,14 @@ async fn accept_loop(bound: Bound, shared: Arc<Shared>) {
             },
             Bound::Unix(l) => match l.accept().await {
                 Ok((stream, _)) => {
+                    let Some(slot) = cap.admit(&shared.metrics) else {
+                        continue;
+                    };
                     let peer = forward::Peer {
                         addr: "unix".into(),
                         subject: None,
                     };
-                    tokio::spawn(forward::serve_connection(stream, peer, shared.clone()));
+                    tokio::spawn(forward::serve_connection(stream, peer, shared.clone(), slot));
                 }
                 Err(e) => accept_failed(e).await,
             },
@@ -376,7 +445,7 @@ async fn accept_failed(e: io::Error) {
     tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
-async fn serve_tls(stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+async fn serve_tls(stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, shared: Arc<Shared>, slot: Slot) {
     let metrics: &Metrics = &shared.metrics;
     if speaks_plain_http(&stream).await {
         metrics.handshake_failed(HandshakeFailure::PlainHttp);
@@ -416,7 +485,7 @@ async fn serve_tls(stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, s
             addr: peer.to_string(),
             subject,
         };
-        Box::pin(forward::serve_connection(tls, peer, shared))
+        Box::pin(forward::serve_connection(tls, peer, shared, slot))
     };
     serving.await;
 }
@@ -456,6 +525,7 @@ async fn speaks_plain_http(stream: &TcpStream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn a_live_socket_is_never_taken_over_and_a_dead_one_is_replaced() {
@@ -479,5 +549,53 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "temporary socket left behind");
+    }
+
+    /// A request ci-safe refuses before the readiness gate: answered at
+    /// once by a connection that is served, whatever the engine does.
+    async fn served(s: &mut TcpStream) -> bool {
+        if s.write_all(b"GET /debug/vars HTTP/1.1\r\nHost: d\r\n\r\n").await.is_err() {
+            return false;
+        }
+        // The proxy writes its own small answers in one piece.
+        let mut answer = [0u8; 4096];
+        matches!(s.read(&mut answer).await, Ok(n) if answer[..n].starts_with(b"HTTP/1.1 403") && answer[..n].ends_with(b"}\n"))
+    }
+
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_at_once_and_counted() {
+        let (shared, _latch) = forward::test_shared(
+            Limits::default(),
+            crate::policy::Policy::ci_safe(),
+            PathBuf::from("/nonexistent/docker.sock"),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = shared.metrics.clone();
+        let accepting = tokio::spawn(accept_loop(Bound::Tcp(listener, None), shared, Arc::new(ConnectionCap::new(2))));
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        until("two connections open", || metrics.open_connections() == 2).await;
+
+        let mut over = TcpStream::connect(addr).await.unwrap();
+        assert!(!served(&mut over).await, "a third connection over a cap of two was served");
+        let text = metrics.render_to_string();
+        assert!(text.contains("dind_proxy_connections_refused_total 1"), "{text}");
+        // The open ones go on working, again and again.
+        assert!(served(&mut a).await && served(&mut b).await && served(&mut a).await);
+
+        drop(a);
+        until("a closed connection frees its place", || metrics.open_connections() == 1).await;
+        let mut next = TcpStream::connect(addr).await.unwrap();
+        assert!(served(&mut next).await, "a place was free");
+        accepting.abort();
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use hyper::Method;
 
@@ -67,6 +68,7 @@ pub struct Metrics {
     open_connections: AtomicU64,
     parked_connections: AtomicU64,
     connections_total: AtomicU64,
+    connections_refused: AtomicU64,
     requests: [[AtomicU64; 5]; 6],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -75,6 +77,7 @@ pub struct Metrics {
     handshake_failures: [AtomicU64; 8],
     held_requests: AtomicU64,
     held_now: AtomicU64,
+    body_bytes: AtomicU64,
     pings_cached: AtomicU64,
     refused: AtomicU64,
     /// Policy decisions on mutating requests by (decision, rule).
@@ -90,11 +93,26 @@ impl Drop for GaugeGuard<'_> {
     }
 }
 
+/// An open client connection, counted until dropped: owned, because an
+/// upgraded session outlives the task that accepted it.
+pub struct OpenConnection(Arc<Metrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Relaxed);
+    }
+}
+
 impl Metrics {
-    pub fn connection_opened(&self) -> GaugeGuard<'_> {
+    pub fn connection_opened(self: &Arc<Self>) -> OpenConnection {
         self.connections_total.fetch_add(1, Relaxed);
         self.open_connections.fetch_add(1, Relaxed);
-        GaugeGuard(&self.open_connections)
+        OpenConnection(self.clone())
+    }
+
+    /// A connection closed at once: the connection cap was reached.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Relaxed);
     }
 
     /// An idle connection holding no HTTP state ([`crate::park`]).
@@ -132,11 +150,14 @@ impl Metrics {
         self.handshake_failures[i].fetch_add(1, Relaxed);
     }
 
-    /// A request waiting for the engine; it stops counting when dropped.
-    pub fn held(&self) -> GaugeGuard<'_> {
+    /// A request waiting for the engine, unless `max` wait already; it stops
+    /// counting when dropped.
+    pub fn held(&self, max: usize) -> Option<GaugeGuard<'_>> {
+        self.held_now
+            .fetch_update(Relaxed, Relaxed, |n| (n < max as u64).then_some(n + 1))
+            .ok()?;
         self.held_requests.fetch_add(1, Relaxed);
-        self.held_now.fetch_add(1, Relaxed);
-        GaugeGuard(&self.held_now)
+        Some(GaugeGuard(&self.held_now))
     }
 
     pub fn decision(&self, decision: &'static str, rule: &'static str) {
@@ -153,6 +174,12 @@ impl Metrics {
         self.refused.fetch_add(1, Relaxed);
     }
 
+    /// Bytes of decided bodies in memory: `grown` more, or `freed`.
+    pub fn body_bytes(&self, grown: u64, freed: u64) {
+        self.body_bytes.fetch_add(grown, Relaxed);
+        self.body_bytes.fetch_sub(freed, Relaxed);
+    }
+
     /// Requests waiting in the readiness gate now.
     pub fn held_now(&self) -> u64 {
         self.held_now.load(Relaxed)
@@ -160,6 +187,13 @@ impl Metrics {
 
     pub fn open_connections(&self) -> u64 {
         self.open_connections.load(Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn render_to_string(&self) -> String {
+        let mut out = String::new();
+        self.render(&mut out);
+        out
     }
 
     /// The proxy's part of the Prometheus text exposition.
@@ -171,6 +205,7 @@ impl Metrics {
         g(out, "dind_proxy_open_connections", "Client connections open now.", "gauge", self.open_connections.load(Relaxed));
         g(out, "dind_proxy_parked_connections", "Idle client connections parked without HTTP buffers.", "gauge", self.parked_connections.load(Relaxed));
         g(out, "dind_proxy_connections_total", "Client connections accepted.", "counter", self.connections_total.load(Relaxed));
+        g(out, "dind_proxy_connections_refused_total", "Client connections closed at once because DIND_MAX_CONNECTIONS were open.", "counter", self.connections_refused.load(Relaxed));
         let _ = writeln!(out, "# HELP dind_proxy_requests_total Requests answered, by method and status class.\n# TYPE dind_proxy_requests_total counter");
         for (m, row) in METHODS.iter().zip(&self.requests) {
             for (c, n) in CLASSES.iter().zip(row) {
@@ -197,6 +232,7 @@ impl Metrics {
         }
         g(out, "dind_proxy_held_requests_total", "Requests held while the engine was not ready.", "counter", self.held_requests.load(Relaxed));
         g(out, "dind_proxy_held_requests", "Requests waiting now for the engine to be ready.", "gauge", self.held_now.load(Relaxed));
+        g(out, "dind_proxy_body_bytes", "Bytes of request bodies held now for the policy to check.", "gauge", self.body_bytes.load(Relaxed));
         g(out, "dind_proxy_ping_cached_total", "Unversioned /_ping requests answered from dockerd's last answer.", "counter", self.pings_cached.load(Relaxed));
         g(out, "dind_proxy_refused_requests_total", "Requests the proxy answered itself (not ready, denied, malformed).", "counter", self.refused.load(Relaxed));
     }
@@ -208,7 +244,7 @@ mod tests {
 
     #[test]
     fn render_counts_by_method_class_and_reason() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         m.request(&Method::GET, 200);
         m.request(&Method::GET, 204);
         m.request(&Method::PATCH, 503);
@@ -224,5 +260,19 @@ mod tests {
         assert!(out.contains("dind_proxy_tls_handshake_failures_total{reason=\"unknown_ca\"} 1"));
         assert!(out.contains("dind_proxy_open_connections 0"));
         assert!(out.contains("dind_proxy_connections_total 1"));
+        assert!(out.contains("dind_proxy_connections_refused_total 0"));
+    }
+
+    #[test]
+    fn held_requests_stop_at_the_cap_and_free_their_place() {
+        let m = Metrics::default();
+        let first = m.held(2).unwrap();
+        let _second = m.held(2).unwrap();
+        assert!(m.held(2).is_none(), "a third over a cap of two");
+        assert_eq!(m.held_now(), 2);
+        drop(first);
+        assert!(m.held(2).is_some());
+        let out = m.render_to_string();
+        assert!(out.contains("dind_proxy_held_requests_total 3"), "refusals are not holds: {out}");
     }
 }

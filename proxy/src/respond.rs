@@ -23,6 +23,9 @@ pub enum Refusal {
         /// dockerd's last error line, when it exited or could not start.
         last_error: Option<String>,
     },
+    /// The engine is not ready and the gate holds as many requests as it
+    /// may ([`crate::forward::Limits::max_held`]).
+    HoldFull { state: State, max: usize },
     /// The supervisor is stopping; `last_error` says why when dockerd failed.
     ShuttingDown { last_error: Option<String> },
     /// dockerd's socket could not be reached although the engine was ready.
@@ -33,16 +36,25 @@ pub enum Refusal {
     Denied { rule: &'static str, reason: String },
     /// A body the policy must read is over its cap: never skip the check.
     TooLarge { cap: usize },
+    /// A body the policy must read did not arrive whole in time.
+    BodyTimeout { limit: std::time::Duration },
+    /// Bodies the policy reads already fill the memory set aside for them
+    /// ([`crate::forward::Limits::body_memory`]).
+    BodyMemory { total: usize },
 }
 
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::NotReady { .. } | Refusal::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::NotReady { .. }
+            | Refusal::HoldFull { .. }
+            | Refusal::BodyMemory { .. }
+            | Refusal::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Upstream => StatusCode::BAD_GATEWAY,
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::Denied { .. } => StatusCode::FORBIDDEN,
             Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -53,16 +65,16 @@ impl Refusal {
                 waited_s,
                 last_error,
             } => {
-                let what = match state {
-                    State::Starting => "still starting",
-                    State::Restarting => "restarting after dockerd exited",
-                    State::Ready | State::ShuttingDown => "not ready",
-                };
                 format!(
-                    "the Docker engine in the dind service is {what}, waited {waited_s}s{}; retry, or check the service's log",
+                    "the Docker engine in the dind service is {}, waited {waited_s}s{}; retry, or check the service's log",
+                    doing(*state),
                     exited(last_error)
                 )
             }
+            Refusal::HoldFull { state, max } => format!(
+                "the Docker engine in the dind service is {} and {max} requests already wait for it, the most it holds; retry shortly",
+                doing(*state)
+            ),
             Refusal::ShuttingDown { last_error } => {
                 format!("the Docker engine in the dind service is shutting down{}", exited(last_error))
             }
@@ -74,11 +86,44 @@ impl Refusal {
             Refusal::TooLarge { cap } => format!(
                 "request body over {cap} bytes: too large for the request policy to check (raise body_cap in the policy file)"
             ),
+            Refusal::BodyTimeout { limit } => format!(
+                "request body not received whole within {}s: the request policy reads it before deciding; send it at once",
+                limit.as_secs()
+            ),
+            Refusal::BodyMemory { total } => format!(
+                "the dind service already holds {} of request bodies for the request policy to check, the most it holds; retry shortly",
+                size(*total)
+            ),
         }
     }
 
     pub fn response(&self) -> Response<Body> {
-        json_error(self.status(), &self.message())
+        let mut resp = json_error(self.status(), &self.message());
+        if let Refusal::BodyTimeout { .. } | Refusal::BodyMemory { .. } = self {
+            // The rest of the body may still come; the connection cannot
+            // carry another request (RFC 9110 15.5.9).
+            resp.headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+/// `64 MiB`, `4 KiB`, `100 bytes`.
+fn size(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// What a not-ready engine is doing, for a held client.
+fn doing(state: State) -> &'static str {
+    match state {
+        State::Starting => "still starting",
+        State::Restarting => "restarting after dockerd exited",
+        State::Ready | State::ShuttingDown => "not ready",
     }
 }
 
@@ -148,5 +193,15 @@ mod tests {
         assert_eq!(Refusal::ShuttingDown { last_error: None }.status(), 503);
         assert_eq!(Refusal::Upstream.status(), 502);
         assert_eq!(Refusal::BadRequest("x".into()).status(), 400);
+        let full = Refusal::HoldFull { state: State::Restarting, max: 256 };
+        assert_eq!(full.status(), 503);
+        assert!(full.message().contains("restarting after dockerd exited and 256 requests already wait"), "{}", full.message());
+        let full = Refusal::BodyMemory { total: 64 << 20 };
+        assert_eq!(full.status(), 503);
+        assert!(full.message().contains("already holds 64 MiB of request bodies"), "{}", full.message());
+        assert_eq!(full.response().headers()[hyper::header::CONNECTION], "close");
+        let slow = Refusal::BodyTimeout { limit: std::time::Duration::from_secs(60) };
+        assert_eq!(slow.status(), 408);
+        assert_eq!(slow.response().headers()[hyper::header::CONNECTION], "close");
     }
 }

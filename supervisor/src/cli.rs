@@ -207,6 +207,12 @@ pub struct Settings {
     /// How long dockerd's answer to an unversioned /_ping is reused (0s: forward every ping).
     #[arg(long, env = "DIND_PING_CACHE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub ping_cache: Duration,
+    /// Client connections open at once on all public endpoints together; more are closed at once.
+    #[arg(long, env = "DIND_MAX_CONNECTIONS", default_value_t = proxy::forward::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Time to receive a whole request body the policy reads (at most 60s); slower ones get 408.
+    #[arg(long, env = "DIND_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
 
     /// Request policy: `permissive`, `ci-safe`, or a TOML policy file that starts from one of them.
     #[arg(long, env = "DIND_POLICY", default_value = "permissive")]

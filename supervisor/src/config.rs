@@ -73,6 +73,10 @@ pub struct Proxy {
     pub hold: Duration,
     /// How long dockerd's `/_ping` answer is reused (zero: never).
     pub ping_cache: Duration,
+    /// Client connections open at once, all endpoints together.
+    pub max_connections: usize,
+    /// Time to receive a whole body the policy reads.
+    pub body_timeout: Duration,
     pub policy: proxy::policy::Policy,
     /// None: audit lines go to stderr.
     pub audit_log: Option<PathBuf>,
@@ -167,9 +171,24 @@ impl Config {
             },
             hold: settings.hold_timeout,
             ping_cache: settings.ping_cache,
+            max_connections: settings.max_connections,
+            body_timeout: settings.body_timeout,
             policy,
             audit_log: settings.audit_log.clone(),
         });
+        if settings.max_connections == 0 {
+            bail!("DIND_MAX_CONNECTIONS=0 would refuse every client: set 1 or more");
+        }
+        // Only shorter: a longer wait has no honest use (the bodies read
+        // whole are a few KiB) and would let a job variable loosen a bound.
+        let body_timeout = settings.body_timeout;
+        if body_timeout < Duration::from_secs(1) || body_timeout > proxy::forward::BODY_TIMEOUT {
+            bail!(
+                "DIND_BODY_TIMEOUT={} is out of range: set 1s to {}",
+                humantime::format_duration(body_timeout),
+                humantime::format_duration(proxy::forward::BODY_TIMEOUT)
+            );
+        }
         if settings.shutdown_timeout < Duration::from_secs(1) {
             bail!(
                 "shutdown timeout {:?} is too short: set DIND_SHUTDOWN_TIMEOUT to 1s or more",
@@ -409,6 +428,20 @@ mod tests {
         let c = Config::new(settings(&[]), args, true, &HashMap::new()).unwrap();
         assert_eq!(c.dockerd.socket, PathBuf::from("/x/d.sock"));
         assert_eq!(c.dockerd.data_root, PathBuf::from("/d"));
+    }
+
+    #[test]
+    fn bounds_have_defaults_and_the_body_timeout_may_only_be_shortened() {
+        let none = HashMap::new();
+        let p = Config::new(settings(&[]), vec![], false, &none).unwrap().proxy.unwrap();
+        assert_eq!((p.max_connections, p.body_timeout), (1024, Duration::from_secs(60)));
+        let p = Config::new(settings(&["--max-connections", "8", "--body-timeout", "2s"]), vec![], false, &none).unwrap().proxy.unwrap();
+        assert_eq!((p.max_connections, p.body_timeout), (8, Duration::from_secs(2)));
+        for bad in [["--max-connections", "0"], ["--body-timeout", "61s"], ["--body-timeout", "500ms"]] {
+            let err = Config::new(settings(&bad), vec![], false, &none).unwrap_err();
+            let name = if bad[0] == "--max-connections" { "DIND_MAX_CONNECTIONS" } else { "DIND_BODY_TIMEOUT" };
+            assert!(format!("{err:#}").contains(name), "{bad:?}: {err:#}");
+        }
     }
 
     #[test]

@@ -154,6 +154,7 @@ fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
                     None => proxy::audit::Audit::stderr(),
                 };
                 tracing::info!(policy = p.policy.name(), "request policy");
+                check_fd_budget(p.max_connections);
                 // Bind sources the allowlist confines are pinned so that no
                 // symlink can redirect them (proxy::pin).
                 let confines = [proxy::policy::Rule::BindMounts, proxy::policy::Rule::VolumeMounts]
@@ -165,6 +166,8 @@ fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
                     upstream: prepared.socket.clone(),
                     limits: proxy::forward::Limits {
                         hold: p.hold,
+                        body_timeout: p.body_timeout,
+                        max_connections: p.max_connections,
                         ..Default::default()
                     },
                     policy: p.policy,
@@ -265,6 +268,26 @@ fn raise_fd_limit() {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+/// Warns when the connection cap cannot be reached before descriptors run
+/// out: each connection may hold two (client and dockerd), and dockerd's
+/// pool, the listeners and the logs need some more. Running out would fail
+/// accepts for everyone instead of refusing the excess.
+fn check_fd_budget(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, Resource};
+    const SPARE: u64 = 256;
+    if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let needed = (max_connections as u64).saturating_mul(2).saturating_add(SPARE);
+        if soft < needed {
+            tracing::warn!(
+                max_connections,
+                open_file_limit = soft,
+                needed,
+                "the open-file limit is below what DIND_MAX_CONNECTIONS needs: lower it or raise the limit (ulimit -n)"
+            );
+        }
     }
 }
 

@@ -7,7 +7,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -86,6 +87,12 @@ impl Service {
         require_root_and_engine();
         let dir = short_tempdir();
         Service::start_in(dir, opts)
+    }
+
+    /// [`Service::start_in`] with only environment variables.
+    pub fn start_with_env(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Service {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Service::start_in(dir, ServiceOptions { env, ..Default::default() })
     }
 
     pub fn start_in(dir: tempfile::TempDir, opts: ServiceOptions) -> Service {
@@ -427,4 +434,71 @@ pub fn busybox_rootfs_tar() -> &'static Path {
         assert!(ok, "tar of the busybox rootfs failed");
         tar
     })
+}
+
+/// A stand-in for dockerd: a shell script that may end by running the real
+/// one, so the engine is late, hangs or fails as a test needs.
+pub fn fake_dockerd(dir: &Path, name: &str, script: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A dockerd that starts `secs` seconds late: longer than any client's own
+/// first-ping timeout (the docker CLI gives up its first ping after 2 s).
+pub fn late_dockerd(dir: &Path, secs: u32) -> PathBuf {
+    fake_dockerd(dir, "late-dockerd", &format!("sleep {secs}\nexec dockerd \"$@\""))
+}
+
+/// Waits until `up()` holds; panics with the service log after `limit`.
+pub fn until(svc: &Service, what: &str, limit: Duration, mut up: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !up() {
+        assert!(Instant::now() < deadline, "{what} not within {limit:?}:\n{}", svc.log_text());
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The value of a metric without labels in `/metrics`.
+pub fn metric(svc: &Service, name: &str) -> u64 {
+    let (_, text) = svc.health("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+/// One raw HTTP/1.1 exchange on `stream`; (status, body).
+pub fn exchange(mut stream: impl Read + Write, method: &str, path: &str) -> (u16, String) {
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).unwrap();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Reads one HTTP/1.1 answer with a Content-Length from a keep-alive
+/// connection: status and body.
+pub fn read_answer(r: &mut impl BufRead) -> (u16, String) {
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).unwrap();
+    let code = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, String::from_utf8_lossy(&body).into_owned())
 }

@@ -53,6 +53,7 @@
 //! | `toplevel_hostconfig` | HostConfig fields at the top level of a create or start body |
 //! | `network_driver` | networks with a driver other than bridge, overlay or null (macvlan, ipvlan) |
 //! | `plugins`, `swarm`, `services`, `secrets`, `configs` | the writes of those route families |
+//! | `debug` | `/debug/*`, reads included: dockerd's expvar and pprof handlers (its command line, memory, goroutine stacks; a 30 s CPU profile on demand) |
 //! | `unknown_route` | any mutating route not in the known list |
 //! | `copy_with_mounts` | `docker cp` (`/containers/{id}/archive`, `/copy`, any method) on a container that has mounts: dockerd 20.10 mounts them in its own namespace at a path a container can race with a symlink ([`crate::archive`]) |
 //!
@@ -146,11 +147,12 @@ pub enum Rule {
     Secrets,
     Configs,
     CopyWithMounts,
+    Debug,
     UnknownRoute,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 34] = [
+    pub const ALL: [Rule; 35] = [
         Rule::Privileged,
         Rule::PrivilegedExec,
         Rule::CapAdd,
@@ -184,6 +186,7 @@ impl Rule {
         Rule::Secrets,
         Rule::Configs,
         Rule::CopyWithMounts,
+        Rule::Debug,
         Rule::UnknownRoute,
     ];
 
@@ -223,6 +226,7 @@ impl Rule {
             Rule::Secrets => "secrets",
             Rule::Configs => "configs",
             Rule::CopyWithMounts => "copy_with_mounts",
+            Rule::Debug => "debug",
             Rule::UnknownRoute => "unknown_route",
         }
     }
@@ -389,7 +393,14 @@ impl Policy {
     /// `Content-Type` header as sent (the first one, as Go's `Header.Get`
     /// reads it; raw bytes because Go accepts non-ASCII there).
     pub fn on_head(&self, head: &RequestHead, content_type: Option<&[u8]>) -> Verdict {
-        if self.denied == 0 || !is_mutating(head) || head.method == Method::OPTIONS {
+        if self.denied == 0 {
+            return Verdict::Allow;
+        }
+        // dockerd serves its debug handlers to every method, reads too.
+        if routes::is_debug(&head.path) {
+            return self.route_rule(Rule::Debug, head, family_what(Rule::Debug));
+        }
+        if !is_mutating(head) || head.method == Method::OPTIONS {
             return Verdict::Allow;
         }
         if head.path.contains('%') {
@@ -561,6 +572,7 @@ fn family_what(rule: Rule) -> &'static str {
         Rule::Services => "is not allowed: swarm services cannot be managed",
         Rule::Secrets => "is not allowed: swarm secrets cannot be managed",
         Rule::Configs => "is not allowed: swarm configs cannot be managed",
+        Rule::Debug => "is not allowed: dockerd's debug endpoints expose its command line and internals",
         _ => "is not allowed",
     }
 }

@@ -50,6 +50,7 @@ pub fn classify(method: &Method, path: &str) -> Route {
         Some("services") => return Route::Family(Rule::Services),
         Some("secrets") => return Route::Family(Rule::Secrets),
         Some("configs") => return Route::Family(Rule::Configs),
+        Some("debug") => return Route::Family(Rule::Debug),
         _ => {}
     }
     if *method == Method::POST {
@@ -102,6 +103,21 @@ fn post(seg: &[&str]) -> Route {
     }
 }
 
+/// Whether dockerd would route `path` (canonical, after the version
+/// prefix) to its debug handlers: `/debug/vars` and `/debug/pprof/*`,
+/// registered for every method. gorilla/mux matches the decoded path, so
+/// `/%64ebug/vars` is `/debug/vars` to dockerd. It matches case-sensitively
+/// and without a version prefix; we refuse every case and version as well,
+/// as no other route starts with `debug`.
+pub fn is_debug(path: &str) -> bool {
+    let first = path.split('/').nth(1).unwrap_or("");
+    match unescape_bytes(first, false) {
+        Some(seg) => seg.eq_ignore_ascii_case(b"debug"),
+        // Go refuses a request whose path has a bad escape (400).
+        None => false,
+    }
+}
+
 /// The values of `key` in a query string, decoded as Go's `url.ParseQuery`
 /// decodes them (`&` separates pairs, `+` is a space, `%XX` escapes).
 /// Err when the query has a form Go reads differently from version to
@@ -128,6 +144,12 @@ pub fn query_values(query: Option<&str>, key: &str) -> Result<Vec<String>, Strin
 /// Go's `url.QueryUnescape`; None where Go returns an error (also for
 /// escapes that decode to invalid UTF-8, which we cannot compare).
 fn unescape(s: &str) -> Option<String> {
+    String::from_utf8(unescape_bytes(s, true)?).ok()
+}
+
+/// `%XX` escapes decoded, and `+` as a space in a query (`QueryUnescape`)
+/// but not in a path (`PathUnescape`); None for a bad escape.
+fn unescape_bytes(s: &str, plus_is_space: bool) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -140,7 +162,7 @@ fn unescape(s: &str) -> Option<String> {
                 out.push((hi * 16 + lo) as u8);
                 i += 3;
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -150,7 +172,7 @@ fn unescape(s: &str) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    Some(out)
 }
 
 /// The media type of a Content-Type value as Go's `mime.ParseMediaType`
@@ -270,6 +292,26 @@ mod tests {
         assert_eq!(delete("/containers"), Route::Unknown);
         let patch = Method::from_bytes(b"PATCH").unwrap();
         assert_eq!(classify(&patch, "/containers/abc"), Route::Unknown);
+    }
+
+    #[test]
+    fn debug_paths_as_dockerds_router_reads_them() {
+        for p in [
+            "/debug/vars",
+            "/debug/pprof",
+            "/debug/pprof/goroutine",
+            "/debug",
+            "/%64ebug/vars",
+            "/De%62ug/pprof/cmdline",
+            "/DEBUG/vars",
+        ] {
+            assert!(is_debug(p), "{p}");
+        }
+        for p in ["/", "/debugger/vars", "/containers/debug", "/_ping", "/%zzdebug/vars", "/debug+/vars"] {
+            assert!(!is_debug(p), "{p}");
+        }
+        // Debug routes answer every method; mutating ones are its family.
+        assert_eq!(post_route("/debug/pprof/symbol"), Route::Family(Rule::Debug));
     }
 
     #[test]

@@ -84,6 +84,35 @@ fn reads_are_always_allowed() {
 }
 
 #[test]
+fn debug_endpoints_are_denied_to_every_method_unless_allowed() {
+    let p = Policy::ci_safe();
+    for (m, path) in [
+        ("GET", "/debug/vars"),
+        ("GET", "/debug/pprof/cmdline"),
+        ("HEAD", "/debug/vars"),
+        ("OPTIONS", "/debug/vars"),
+        ("POST", "/debug/pprof/symbol"),
+        ("GET", "/%64ebug/vars"),
+    ] {
+        assert_eq!(rule(&p.on_head(&head(m, path, None), None)), Some("debug"), "{m} {path}");
+    }
+    let v = p.on_head(&head("GET", "/debug/vars", None), None);
+    assert_eq!(
+        v,
+        Verdict::Deny(Denial {
+            rule: "debug",
+            reason: "policy ci-safe: GET /debug/vars is not allowed: dockerd's debug endpoints expose its command line and internals".into(),
+        })
+    );
+    let mut allowed = Policy::ci_safe();
+    allowed.set(Rule::Debug, false);
+    for m in ["GET", "POST"] {
+        assert_eq!(allowed.on_head(&head(m, "/debug/pprof/symbol", None), None), Verdict::Allow, "{m}");
+    }
+    assert_eq!(Policy::permissive().on_head(&head("GET", "/debug/vars", None), None), Verdict::Allow);
+}
+
+#[test]
 fn ci_safe_reads_bodies_of_decided_endpoints_only() {
     let p = Policy::ci_safe();
     for path in [
