@@ -121,6 +121,8 @@ fn the_service_command_cannot_escape_a_lock() {
         vec!["-DH".to_owned(), tcp.clone()],
         vec!["--config-file=/builds/daemon.json".to_owned()],
         vec!["--default-runtime".to_owned(), "evil".to_owned()],
+        // dockerd overwrites its pid file, and removes it at exit.
+        vec!["--pidfile=/etc/dind-supervisor/policy.toml".to_owned()],
     ] {
         let svc = locked_in(short_tempdir(), ServiceOptions { dockerd_args: args.clone(), ..Default::default() });
         let line = refused(svc, &["the dockerd flag"]);

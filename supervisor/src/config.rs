@@ -177,7 +177,7 @@ impl Config {
         settings.audit_log = pin.path("audit_log", "the audit log", settings.audit_log.take(), pins.audit_log.as_ref(), None)?;
         let shared = pin.shared(settings.dockerd_socket_shared, pins.dockerd_socket_shared)?;
         if let Some(file) = locked {
-            lock::check_dockerd_args(file, &dockerd_args, &settings.data_root)?;
+            lock::check_dockerd_args(file, &dockerd_args, &settings.data_root, &settings.run_dir)?;
         }
 
         let tls = tls_spec(&settings.tls, env)?;

@@ -241,9 +241,12 @@ type Flag = (&'static str, Option<char>, Arity);
 /// `--selinux-enabled`); `--tls*` does nothing without a TCP `--host`.
 /// `--exec-root` holds containerd's socket: it passes, and the start-up
 /// check of `private.rs` refuses it on a shared mount, as it does always.
-/// `--data-root` must equal the data root the image keeps. `--pidfile`
-/// only writes dockerd's pid, and `--group` is the group of a socket in a
-/// 0700 directory.
+/// `--data-root` must equal the data root the image keeps. dockerd
+/// overwrites its `--pidfile` and removes it at exit, which would take the
+/// image's daemon.json or this lock file away from the next start of a
+/// reused service, so it must lie in the run directory. `--group` is the
+/// group of a socket in a 0700 directory. Not here: `--storage-opt`, which
+/// can hand dockerd a block device of the host (`dm.directlvm_device`).
 const ACCEPTED: &[Flag] = &[
     ("debug", Some('D'), Arity::Bool),
     ("icc", None, Arity::Bool),
@@ -301,7 +304,6 @@ const ACCEPTED: &[Flag] = &[
     ("registry-mirror", None, Arity::Value),
     ("shutdown-timeout", None, Arity::Value),
     ("storage-driver", Some('s'), Arity::Value),
-    ("storage-opt", None, Arity::Value),
     ("tlscacert", None, Arity::Value),
     ("tlscert", None, Arity::Value),
     ("tlskey", None, Arity::Value),
@@ -347,8 +349,9 @@ fn find(matches: impl Fn(&Flag) -> bool) -> Found {
 /// Checks dockerd's flags from the service command under a lock, read the
 /// way dockerd's flag parser (spf13/pflag) reads them: `--name=value`,
 /// `--name value`, `-H value`, `-Hvalue`, `-H=value` and shorthand
-/// clusters (`-DH value`). `data_root` is the one the image keeps.
-pub fn check_dockerd_args(file: &str, args: &[String], data_root: &Path) -> Result<(), LockError> {
+/// clusters (`-DH value`). `data_root` and `run_dir` are the ones the
+/// image keeps.
+pub fn check_dockerd_args(file: &str, args: &[String], data_root: &Path, run_dir: &Path) -> Result<(), LockError> {
     let unknown = |shown: &str| {
         refused(
             file,
@@ -386,8 +389,10 @@ pub fn check_dockerd_args(file: &str, args: &[String], data_root: &Path) -> Resu
                 }
                 (_, v) => v,
             };
-            if name == "data-root" {
-                check_data_root(file, a, value.as_deref(), data_root)?;
+            match name {
+                "data-root" => check_data_root(file, a, value.as_deref(), data_root)?,
+                "pidfile" => check_pidfile(file, a, value.as_deref(), run_dir)?,
+                _ => {}
             }
             continue;
         }
@@ -404,8 +409,15 @@ pub fn check_dockerd_args(file: &str, args: &[String], data_root: &Path) -> Resu
                 Found::Accepted(Arity::Bool) if rest.starts_with('=') => break,
                 Found::Accepted(Arity::Bool) => {}
                 Found::Accepted(Arity::Value) => {
-                    if rest.is_empty() {
-                        i += 1;
+                    let value = match rest.strip_prefix('=').unwrap_or(rest) {
+                        "" => {
+                            i += 1;
+                            args.get(i - 1).map(String::as_str)
+                        }
+                        v => Some(v),
+                    };
+                    if c == 'p' {
+                        check_pidfile(file, a, value, run_dir)?;
                     }
                     break;
                 }
@@ -424,6 +436,22 @@ fn check_data_root(file: &str, shown: &str, value: Option<&str>, data_root: &Pat
         format!("the dockerd flag {shown:?}"),
         format!("the image keeps dockerd's data root at {}", data_root.display()),
         "remove it",
+    ))
+}
+
+fn check_pidfile(file: &str, shown: &str, value: Option<&str>, run_dir: &Path) -> Result<(), LockError> {
+    let inside = value.map(Path::new).is_some_and(|p| {
+        p.strip_prefix(run_dir)
+            .is_ok_and(|rest| !rest.as_os_str().is_empty() && rest.components().all(|c| matches!(c, std::path::Component::Normal(_))))
+    });
+    if inside {
+        return Ok(());
+    }
+    Err(refused(
+        file,
+        format!("the dockerd flag {shown:?}"),
+        "dockerd overwrites its pid file and removes it at exit, so it must lie in the run directory",
+        format!("remove it, or put it under {}", run_dir.display()),
     ))
 }
 
@@ -477,7 +505,7 @@ mod tests {
     }
 
     fn check(a: &[&str]) -> Result<(), String> {
-        check_dockerd_args(FILE, &args(a), Path::new("/var/lib/docker")).map_err(|e| e.to_string())
+        check_dockerd_args(FILE, &args(a), Path::new("/var/lib/docker"), Path::new("/run/dind-supervisor")).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -486,8 +514,9 @@ mod tests {
             &["--registry-mirror", "https://m.example", "--mtu=1400", "--debug"][..],
             &["-D", "-l", "debug", "-s", "vfs", "--iptables=false", "--bridge=none"],
             &["-Dl", "debug"],
-            &["-Dldebug", "-sfoo", "-s=bar", "-D=false"],
-            &["--exec-root=/x/exec", "--pidfile", "/x/run/docker.pid", "-p", "/p"],
+            &["-Dldebug", "-sfoo", "-s=bar", "-D=false", "-l=info"],
+            &["--exec-root=/x/exec", "--pidfile", "/run/dind-supervisor/docker.pid", "-p", "/run/dind-supervisor/d.pid"],
+            &["-p/run/dind-supervisor/a.pid", "-Dp=/run/dind-supervisor/b.pid", "--pidfile=/run/dind-supervisor/x/c.pid"],
             &["--data-root=/var/lib/docker", "--data-root", "/var/lib/docker/"],
             &["--authorization-plugin", "authz", "--userns-remap=default", "--no-new-privileges"],
             // A value that looks like a flag is a value.
@@ -538,6 +567,14 @@ mod tests {
             (&["-g", "/builds/docker"], "--data-root"),
             (&["--data-root=/builds/docker"], "keeps dockerd's data root at /var/lib/docker"),
             (&["--data-root", "/builds/docker"], "keeps dockerd's data root"),
+            (&["--pidfile=/etc/dind-supervisor/policy.toml"], "must lie in the run directory"),
+            (&["--pidfile", "/etc/docker/daemon.json"], "removes it at exit"),
+            (&["-p", "/run/dind-supervisor/../../etc/docker/daemon.json"], "pid file"),
+            (&["-Dp/etc/docker/daemon.json"], "pid file"),
+            (&["-p=/etc/docker/daemon.json"], "pid file"),
+            (&["--pidfile=/run/dind-supervisor"], "pid file"),
+            (&["--pidfile"], "pid file"),
+            (&["--storage-opt", "dm.directlvm_device=/dev/vda"], "known to be harmless"),
         ] {
             let e = check(a).unwrap_err();
             assert!(e.contains(why), "{a:?}: {e}");
