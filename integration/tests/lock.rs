@@ -173,6 +173,12 @@ fn a_tightening_starts_and_status_and_the_log_show_the_lock() {
     }
     ok(svc.tls_cli(&cli).args(["run", "-v", "/builds/project/x:/x", image, "true"]));
     assert_eq!(svc.docker_ok(&["ps", "-aq"]).lines().count(), 1, "only the allowed container exists");
+    // Ordinary work under the clean environment: a classic build.
+    let context = svc.dir.path().join("context");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(context.join("Dockerfile"), format!("FROM {image}\nRUN echo built > /built\n")).unwrap();
+    ok(svc.tls_cli(&cli).env("DOCKER_BUILDKIT", "0").args(["build", "-q", "-t", "locked-build"]).arg(&context));
+    assert_eq!(ok(svc.tls_cli(&cli).args(["run", "--rm", "locked-build", "cat", "/built"])).trim(), "built");
 
     // dockerd and its children run with a clean environment.
     let environ = fs::read(format!("/proc/{}/environ", svc.dockerd_pid())).unwrap();

@@ -463,15 +463,18 @@ pub const LOCKED_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 /// pulls, as a registry mirror does; `TZ` only log times.
 const KEPT: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "TZ"];
 
-/// The environment a locked service runs its children with: [`KEPT`]
-/// plus [`LOCKED_PATH`]; and the names of the variables dropped.
+/// Set under a lock whatever the job says: a standard root environment.
+const FIXED: &[(&str, &str)] = &[("PATH", LOCKED_PATH), ("HOME", "/root")];
+
+/// The environment a locked service runs its children with: [`FIXED`]
+/// plus [`KEPT`]; and the names of the variables dropped.
 pub fn scrubbed(vars: impl IntoIterator<Item = (OsString, OsString)>) -> (Vec<(OsString, OsString)>, Vec<String>) {
-    let mut kept = vec![(OsString::from("PATH"), OsString::from(LOCKED_PATH))];
+    let mut kept: Vec<(OsString, OsString)> = FIXED.iter().map(|(k, v)| (k.into(), v.into())).collect();
     let mut dropped = Vec::new();
     for (k, v) in vars {
         if KEPT.iter().any(|n| k == *n) {
             kept.push((k, v));
-        } else if k != "PATH" {
+        } else if !FIXED.iter().any(|(n, _)| k == *n) {
             dropped.push(k.to_string_lossy().into_owned());
         }
     }
@@ -631,6 +634,7 @@ mod tests {
     fn the_environment_keeps_only_proxies_and_a_fixed_path() {
         let vars = [
             ("PATH", "/builds/bin:/usr/bin"),
+            ("HOME", "/builds"),
             ("LD_PRELOAD", "/builds/evil.so"),
             ("DOCKER_RAMDISK", "1"),
             ("HTTPS_PROXY", "http://proxy:3128"),
@@ -640,7 +644,7 @@ mod tests {
         let (kept, dropped) = scrubbed(vars);
         assert_eq!(
             kept,
-            [("PATH", LOCKED_PATH), ("HTTPS_PROXY", "http://proxy:3128")].map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            [("PATH", LOCKED_PATH), ("HOME", "/root"), ("HTTPS_PROXY", "http://proxy:3128")].map(|(k, v)| (OsString::from(k), OsString::from(v)))
         );
         assert_eq!(dropped, ["DIND_POLICY", "DOCKER_RAMDISK", "LD_PRELOAD"]);
     }
