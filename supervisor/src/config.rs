@@ -207,7 +207,12 @@ impl Config {
         let public_path = match host_path {
             Some(p) if !same_socket(&p, &socket) => Some((p, false)),
             _ if !same_socket(Path::new(DEFAULT_PUBLIC_SOCKET), &socket) => Some((PathBuf::from(DEFAULT_PUBLIC_SOCKET), true)),
-            _ => None,
+            _ => {
+                if !exact {
+                    tracing::warn!(socket = %socket.display(), "dockerd's raw socket is where docker clients look first: whatever uses it bypasses the policy and the audit log");
+                }
+                None
+            }
         };
         let policy = policy(&settings, given, image, locked)?;
         let proxy = (!exact).then(|| Proxy {
