@@ -7,11 +7,13 @@
 //! before our own subcommands. Our settings are flags of `run` and, for the
 //! image, `DIND_*` variables.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::certs::KeyType;
 
@@ -22,6 +24,9 @@ pub enum Invocation {
     /// command line; otherwise it is appended to our defaults.
     Run {
         settings: Box<Settings>,
+        /// Which settings were set, not defaulted: under a lock they are
+        /// the job's.
+        given: Given,
         dockerd_args: Vec<String>,
         exact: bool,
     },
@@ -83,6 +88,54 @@ pub struct HealthArgs {
 /// Subcommands of ours; every other non-flag first word is executed.
 const OURS: &[&str] = &["run", "certs", "wait", "health", "help"];
 
+/// The settings of `run` that came from the environment or the command
+/// line rather than from their defaults, by argument id (the field name),
+/// each with how it was spelled: `DIND_POLICY` or `--policy`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Given(BTreeMap<String, String>);
+
+impl Given {
+    /// How the setting `id` was given, or None when it was not.
+    pub fn name(&self, id: &str) -> Option<&str> {
+        self.0.get(id).map(String::as_str)
+    }
+
+    /// Reads clap's record of where each value of `run` came from.
+    fn from_matches(cmd: &clap::Command, m: &ArgMatches) -> Given {
+        let mut out = BTreeMap::new();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            let name = match m.value_source(id) {
+                Some(ValueSource::EnvVariable) => arg.get_env().map(|e| e.to_string_lossy().into_owned()),
+                Some(ValueSource::CommandLine) => arg.get_long().map(|l| format!("--{l}")),
+                _ => None,
+            };
+            if let Some(name) = name {
+                out.insert(id.to_owned(), name);
+            }
+        }
+        Given(out)
+    }
+
+    #[cfg(test)]
+    pub fn of(pairs: &[(&str, &str)]) -> Given {
+        Given(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+}
+
+/// Parses one of our subcommands, keeping clap's record of which settings
+/// of `run` were given.
+fn parse_ours(argv: Vec<OsString>) -> Result<(Command, Given), clap::Error> {
+    let cmd = Cli::command();
+    let mut matches = cmd.clone().try_get_matches_from(argv)?;
+    let given = match (matches.subcommand_matches("run"), cmd.find_subcommand("run")) {
+        (Some(m), Some(run)) => Given::from_matches(run, m),
+        _ => Given::default(),
+    };
+    let cli = Cli::from_arg_matches_mut(&mut matches)?;
+    Ok((cli.command, given))
+}
+
 /// Sorts `argv` (with the program name first) into an [`Invocation`].
 pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
     let first = argv.get(1).map(|a| a.to_string_lossy().into_owned());
@@ -94,18 +147,22 @@ pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
         Some("-h" | "--help" | "-V" | "--version") if argv.len() == 2 => Err(Cli::try_parse_from(argv).unwrap_err()),
         Some(a) if a.starts_with('-') => run_with(argv[..1].to_vec(), lossy(&argv[1..]), false),
         Some("dockerd") => run_with(argv[..1].to_vec(), lossy(&argv[2..]), true),
-        Some(a) if OURS.contains(&a) => match Cli::try_parse_from(argv)?.command {
-            Command::Run {
+        Some(a) if OURS.contains(&a) => match parse_ours(argv)? {
+            (
+                Command::Run {
+                    settings,
+                    dockerd_args,
+                },
+                given,
+            ) => Ok(Invocation::Run {
                 settings,
-                dockerd_args,
-            } => Ok(Invocation::Run {
-                settings,
+                given,
                 dockerd_args,
                 exact: false,
             }),
-            Command::Certs(tls) => Ok(Invocation::Certs(tls)),
-            Command::Wait(w) => Ok(Invocation::Wait(w)),
-            Command::Health(h) => Ok(Invocation::Health(h)),
+            (Command::Certs(tls), _) => Ok(Invocation::Certs(tls)),
+            (Command::Wait(w), _) => Ok(Invocation::Wait(w)),
+            (Command::Health(h), _) => Ok(Invocation::Health(h)),
         },
         Some(_) => Ok(Invocation::Exec(argv[1..].to_vec())),
     }
@@ -120,11 +177,12 @@ fn run_with(
 ) -> Result<Invocation, clap::Error> {
     let mut argv = prog;
     argv.push("run".into());
-    let Command::Run { settings, .. } = Cli::try_parse_from(argv)?.command else {
+    let (Command::Run { settings, .. }, given) = parse_ours(argv)? else {
         unreachable!("parsed `run`")
     };
     Ok(Invocation::Run {
         settings,
+        given,
         dockerd_args,
         exact,
     })
@@ -229,21 +287,29 @@ pub struct Settings {
     pub health_addr: std::net::SocketAddr,
 
     /// dockerd binary, looked up on PATH.
-    #[arg(long, env = "DIND_DOCKERD", default_value = "dockerd")]
+    #[arg(long, env = "DIND_DOCKERD", default_value = DEFAULT_DOCKERD)]
     pub dockerd: PathBuf,
-    /// dockerd's private socket; jobs reach the engine through the proxy.
-    #[arg(long, env = "DIND_DOCKERD_SOCKET", default_value = "/var/run/docker.sock")]
-    pub dockerd_socket: PathBuf,
+    /// dockerd's raw socket; jobs reach the engine through the proxy [default: <run dir>/dockerd/docker.sock, in a 0700 directory].
+    #[arg(long, env = "DIND_DOCKERD_SOCKET")]
+    pub dockerd_socket: Option<PathBuf>,
+    /// Whether dockerd's socket, run directory and exec root may lie on a mount shared with other containers.
+    #[arg(long, env = "DIND_DOCKERD_SOCKET_SHARED", value_enum, default_value = "refuse")]
+    pub dockerd_socket_shared: SharedArg,
     /// dockerd's data root (checked for overlay-on-overlay).
-    #[arg(long, env = "DIND_DATA_ROOT", default_value = "/var/lib/docker")]
+    #[arg(long, env = "DIND_DATA_ROOT", default_value = DEFAULT_DATA_ROOT)]
     pub data_root: PathBuf,
-    /// Where the supervisor keeps generated files (daemon.json, iptables shims).
-    #[arg(long, env = "DIND_RUN_DIR", default_value = "/run/dind-supervisor")]
+    /// Where the supervisor keeps generated files (daemon.json, iptables shims, dockerd's socket).
+    #[arg(long, env = "DIND_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
     /// Directories searched (recursively) for stale docker*.pid files at start.
     #[arg(long, env = "DIND_STALE_PID_DIRS", value_delimiter = ',', default_value = "/run,/var/run")]
     pub stale_pid_dirs: Vec<PathBuf>,
 }
+
+/// Defaults a lock compares against when the image pins nothing.
+pub const DEFAULT_DOCKERD: &str = "dockerd";
+pub const DEFAULT_DATA_ROOT: &str = "/var/lib/docker";
+pub const DEFAULT_RUN_DIR: &str = "/run/dind-supervisor";
 
 fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s.trim_start_matches("0o"), 8)
@@ -258,6 +324,23 @@ pub enum OnOverlayArg {
     Fallback,
     /// Refuse to start.
     Exit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SharedArg {
+    /// Refuse to start (exit 78).
+    Refuse,
+    /// Start, with a warning: the operator wants it.
+    Allow,
+}
+
+impl SharedArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            SharedArg::Refuse => "refuse",
+            SharedArg::Allow => "allow",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -362,6 +445,7 @@ mod tests {
             settings,
             dockerd_args,
             exact,
+            ..
         } = inv
         else {
             panic!()
@@ -381,8 +465,49 @@ mod tests {
         assert_eq!(tls.tls_certdir.as_deref(), Some(std::path::Path::new("/tmp/c")));
     }
 
+    fn given(inv: Invocation) -> Given {
+        match inv {
+            Invocation::Run { given, .. } => given,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn settings_given_on_the_command_line_are_told_from_defaults() {
+        let g = given(parse(argv(&["run", "--policy", "ci-safe", "--policy-allow-binds=/builds", "--", "--debug"])).unwrap());
+        assert_eq!(g.name("policy"), Some("--policy"));
+        assert_eq!(g.name("policy_allow_binds"), Some("--policy-allow-binds"));
+        assert_eq!(g.name("run_dir"), None, "a default is not given");
+        assert_eq!(g.name("dockerd_args"), None);
+    }
+
+    #[test]
+    fn settings_from_the_environment_are_named_by_their_variable_even_when_empty() {
+        // Variables of this test alone: the real ones are read by every
+        // other test of the process. Declared as Settings declares its own.
+        #[derive(Parser)]
+        struct T {
+            #[arg(long, env = "DSV_TEST_GIVEN_X", default_value = "d")]
+            x: String,
+            #[arg(long, env = "DSV_TEST_GIVEN_Y", default_value = "d")]
+            y: String,
+        }
+        // clap reads a variable when the command is built.
+        std::env::set_var("DSV_TEST_GIVEN_X", "");
+        let cmd = T::command();
+        std::env::remove_var("DSV_TEST_GIVEN_X");
+        let m = cmd.clone().try_get_matches_from(["t"]).unwrap();
+        let g = Given::from_matches(&cmd, &m);
+        assert_eq!(g.name("x"), Some("DSV_TEST_GIVEN_X"));
+        assert_eq!(T::from_arg_matches(&m).unwrap().x, "");
+        assert_eq!(g.name("y"), None);
+    }
+
     #[test]
     fn bad_setting_is_a_clap_error_not_a_panic() {
         assert!(parse(argv(&["run", "--restart", "sometimes"])).is_err());
+        // An empty path (DIND_RUN_DIR="" too) stops here: nothing starts.
+        assert!(parse(argv(&["run", "--run-dir", ""])).is_err());
+        assert!(parse(argv(&["run", "--dockerd-socket", ""])).is_err());
     }
 }

@@ -3,6 +3,9 @@
 //! # Layout
 //! - [`cli`]: the stock entrypoint's argument rules, then our subcommands.
 //! - [`config`]: settings and `DOCKER_*` variables, checked once.
+//! - [`lock`]: what a job may not change when the image locks the policy.
+//! - [`private`]: dockerd's raw endpoints only where no other container
+//!   reaches.
 //! - [`certs`]: minting the CA, server and client certificates.
 //! - [`cgroup`], [`iptables`], [`storage`], [`mtu`], [`daemon_json`]: host
 //!   preparation decided before dockerd starts.
@@ -18,8 +21,10 @@ mod config;
 mod daemon_json;
 mod dockerd;
 mod iptables;
+mod lock;
 mod logging;
 mod mtu;
+mod private;
 mod procfs;
 mod reap;
 mod signals;
@@ -47,7 +52,15 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match invocation {
-        Invocation::Exec(argv) => exec(argv),
+        Invocation::Exec(argv) => {
+            // Under a lock no other program may take the supervisor's place.
+            match proxy::policy::load_image(proxy::policy::IMAGE_FILE) {
+                Ok(None) => exec(argv),
+                Ok(Some(f)) if !f.locked => exec(argv),
+                Ok(Some(_)) => refuse(lock::refuse_exec(proxy::policy::IMAGE_FILE, &argv[0])),
+                Err(e) => refuse(e),
+            }
+        }
         Invocation::Certs(tls) => {
             logging::init(cli::LogFormat::Text, "info");
             report(run_certs(&tls))
@@ -68,17 +81,27 @@ fn main() -> ExitCode {
         Invocation::Health(args) => health(&args),
         Invocation::Run {
             settings,
+            given,
             dockerd_args,
             exact,
         } => {
             logging::init(settings.log_format, &settings.log_level);
-            let config = match Config::new(*settings, dockerd_args, exact, &ProcessEnv) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+            let image = match proxy::policy::load_image(proxy::policy::IMAGE_FILE) {
+                Ok(f) => f,
+                Err(e) => return refuse(e),
             };
+            let config = match Config::build(*settings, &given, dockerd_args, exact, &ProcessEnv, image.as_ref()) {
+                Ok(c) => c,
+                Err(e) => return refuse(e),
+            };
+            if let Err(e) = private::ensure(&config.private_dirs(), config.dockerd.allow_shared) {
+                return refuse(e);
+            }
+            if config.locked_by.is_some() {
+                // Still one thread: nothing reads the environment meanwhile.
+                let dropped = lock::scrub_environment();
+                tracing::info!(path = lock::LOCKED_PATH, dropped = %dropped.join(","), "locked: children get a clean environment");
+            }
             match run(config, started) {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => {
@@ -125,7 +148,7 @@ fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
             Some(p) => endpoints(p, config.tls.as_ref())?,
             None => Vec::new(),
         };
-        let extra = status_extra(&endpoints, certs.as_ref());
+        let extra = status_extra(&config, &endpoints, certs.as_ref());
         let proxied = !endpoints.is_empty();
         // Open the doors as soon as the certificates are in place, before
         // host preparation and dockerd: a job that comes early is held,
@@ -153,7 +176,12 @@ fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
                         .with_context(|| format!("cannot open audit log {}: fix DIND_AUDIT_LOG", path.display()))?,
                     None => proxy::audit::Audit::stderr(),
                 };
-                tracing::info!(policy = p.policy.name(), "request policy");
+                tracing::info!(
+                    policy = p.policy.name(),
+                    locked = config.locked_by.is_some(),
+                    lock_file = config.locked_by.unwrap_or("none"),
+                    "request policy"
+                );
                 check_fd_budget(p.max_connections);
                 // Bind sources the allowlist confines are pinned so that no
                 // symlink can redirect them (proxy::pin).
@@ -222,7 +250,7 @@ fn endpoints(p: &config::Proxy, tls: Option<&certs::CertSpec>) -> anyhow::Result
             tls: server_tls.clone(),
         })
         .collect();
-    if let Some(s) = &p.socket {
+    if let Some(s) = p.socket.as_ref().filter(|s| !(s.implicit && served_by_another(&s.path))) {
         if s.gid.is_none() {
             tracing::warn!(path = %s.path.display(), "no `docker` group in /etc/group: the API socket is world-writable (0666)");
         }
@@ -235,8 +263,24 @@ fn endpoints(p: &config::Proxy, tls: Option<&certs::CertSpec>) -> anyhow::Result
     Ok(out)
 }
 
-/// What `/status` adds to the live state: endpoints and certificates.
-fn status_extra(endpoints: &[proxy::Endpoint], certs: Option<&certs::Report>) -> serde_json::Value {
+/// Whether something that is not a stale socket is at `path`: a live
+/// server (a host's own dockerd at /var/run/docker.sock) or another file.
+/// The default public socket steps aside for it, with a warning.
+fn served_by_another(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let taken = match std::fs::symlink_metadata(path) {
+        Ok(m) => !m.file_type().is_socket() || std::os::unix::net::UnixStream::connect(path).is_ok(),
+        Err(_) => false,
+    };
+    if taken {
+        tracing::warn!(path = %path.display(), "another server answers at the default API socket; the proxy does not serve it (set DOCKER_HOST=unix://PATH for a socket of its own)");
+    }
+    taken
+}
+
+/// What `/status` adds to the live state: the policy and its lock,
+/// endpoints and certificates.
+fn status_extra(config: &Config, endpoints: &[proxy::Endpoint], certs: Option<&certs::Report>) -> serde_json::Value {
     let cert = |c: &certs::CertInfo| {
         serde_json::json!({
             "path": c.path,
@@ -245,6 +289,11 @@ fn status_extra(endpoints: &[proxy::Endpoint], certs: Option<&certs::Report>) ->
         })
     };
     serde_json::json!({
+        "policy": config.proxy.as_ref().map(|p| serde_json::json!({
+            "name": p.policy.name(),
+            "locked": config.locked_by.is_some(),
+            "lock_file": config.locked_by,
+        })),
         "endpoints": endpoints.iter().map(|e| serde_json::json!({"url": e.url(), "tls": e.is_tls()})).collect::<Vec<_>>(),
         "certificates": certs.map(|r| serde_json::json!({"ca": cert(&r.ca_cert), "server": cert(&r.server_cert)})),
     })
@@ -353,6 +402,17 @@ fn health(args: &cli::HealthArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A configuration refused at start: one line, exit 78.
+fn refuse(e: impl Into<anyhow::Error>) -> ExitCode {
+    let e = e.into();
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!("{e:#}");
+    } else {
+        eprintln!("dind-supervisor: {e:#}");
+    }
+    ExitCode::from(EXIT_CONFIG)
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {

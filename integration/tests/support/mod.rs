@@ -67,6 +67,8 @@ pub struct Service {
     pub log: Arc<Mutex<Vec<String>>>,
     /// The threads copying the supervisor's stdout and stderr into `log`.
     readers: Vec<thread::JoinHandle<()>>,
+    /// dockerd's raw socket.
+    raw_socket: PathBuf,
     /// The proxy's TCP port on 127.0.0.1 (TLS unless TLS is off).
     pub port: u16,
     /// The health endpoint's port on 127.0.0.1.
@@ -80,7 +82,43 @@ pub struct ServiceOptions {
     pub dockerd_args: Vec<String>,
     /// Wrap the supervisor so it runs as PID 1 of a new pid namespace.
     pub as_pid1: bool,
+    /// Run in a mount namespace of its own where the image's policy file
+    /// (`/etc/dind-supervisor/policy.toml`) holds this text, followed by a
+    /// `[supervisor]` table that pins this service's run directory and
+    /// data root. dockerd's socket is then the default one under the run
+    /// directory, and DOCKER_HOST is not set.
+    pub image_policy: Option<String>,
+    /// Shell lines run in the service's mount namespace before it starts
+    /// (`$D` is the service's directory): a bind mount that plays a shared
+    /// volume. Implies the namespace of `image_policy`, without the file
+    /// unless that is set.
+    pub namespace_setup: Vec<String>,
+    /// The service's whole `command:` instead of the leading dockerd
+    /// flags (which then go nowhere).
+    pub command: Option<Vec<String>>,
 }
+
+/// Runs `$@` in a fresh mount namespace (under `unshare -m`): /run (where
+/// /var/run points) is a tmpfs, so /var/run/docker.sock is the service's
+/// own; with `$D/image-policy.toml`, /etc is an overlay that adds it as
+/// /etc/dind-supervisor/policy.toml (mounts under /etc kept), so the host's
+/// /etc is never written. `$2` is extra setup, run with `$D` set.
+const NAMESPACE_SCRIPT: &str = r#"set -e
+D=$1; setup=$2; shift 2
+mkdir -p "$D/ns"
+mount -t tmpfs -o mode=0700 dsv-ns "$D/ns"
+if [ -f "$D/image-policy.toml" ]; then
+  mkdir -p "$D/ns/upper/dind-supervisor" "$D/ns/work" "$D/ns/etc"
+  cp "$D/image-policy.toml" "$D/ns/upper/dind-supervisor/policy.toml"
+  subs=$(awk '$5 ~ /^\/etc\// {print $5}' /proc/self/mountinfo)
+  mount --rbind /etc "$D/ns/etc"
+  mount -t overlay dsv-etc -o "lowerdir=/etc,upperdir=$D/ns/upper,workdir=$D/ns/work" /etc
+  for m in $subs; do mount --bind "$D/ns/etc${m#/etc}" "$m"; done
+fi
+mount -t tmpfs -o mode=0755 dsv-run "$(readlink -f /var/run)"
+eval "$setup"
+exec "$@"
+"#;
 
 impl Service {
     pub fn start(opts: ServiceOptions) -> Service {
@@ -100,26 +138,58 @@ impl Service {
         for sub in ["run", "exec", "data"] {
             fs::create_dir_all(d.join(sub)).unwrap();
         }
-        let mut cmd = if opts.as_pid1 {
+        let namespace = opts.image_policy.is_some() || !opts.namespace_setup.is_empty();
+        let mut cmd = if namespace {
+            if let Some(text) = &opts.image_policy {
+                let pins = format!(
+                    "\n[supervisor]\nrun_dir = {:?}\ndata_root = {:?}\n",
+                    d.join("run").display().to_string(),
+                    d.join("data").display().to_string()
+                );
+                fs::write(d.join("image-policy.toml"), format!("{text}{pins}")).unwrap();
+            }
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "sh", "-c", NAMESPACE_SCRIPT, "sh"])
+                .arg(d)
+                .arg(opts.namespace_setup.join("\n"))
+                .arg(binary());
+            c
+        } else if opts.as_pid1 {
             let mut c = Command::new("unshare");
             c.args(["--pid", "--fork", "--mount-proc", "--kill-child"]).arg(binary());
             c
         } else {
             Command::new(binary())
         };
-        // The leading-flag form: exactly how a GitLab service passes flags.
-        cmd.arg(format!("--exec-root={}", d.join("exec").display()))
-            .arg(format!("--pidfile={}", d.join("run/docker.pid").display()))
-            .arg("--bridge=none")
-            .arg("--iptables=false")
-            .args(&opts.dockerd_args)
-            .env("DOCKER_TLS_CERTDIR", d.join("certs"))
-            .env("DIND_DOCKERD_SOCKET", d.join("docker.sock"))
+        let raw_socket = if opts.image_policy.is_some() {
+            d.join("run/dockerd/docker.sock")
+        } else {
+            // Never the host's /var/run/docker.sock: the proxy's default.
+            cmd.env("DIND_DOCKERD_SOCKET", d.join("docker.sock"))
+                .env("DOCKER_HOST", format!("unix://{}", d.join("api.sock").display()));
+            d.join("docker.sock")
+        };
+        match &opts.command {
+            Some(command) => {
+                cmd.args(command);
+            }
+            None => {
+                // The leading-flag form: exactly how a GitLab service passes flags.
+                cmd.arg(format!("--exec-root={}", d.join("exec").display()))
+                    .arg(format!("--pidfile={}", d.join("run/docker.pid").display()))
+                    .arg("--bridge=none")
+                    .arg("--iptables=false")
+                    .args(&opts.dockerd_args);
+            }
+        }
+        if opts.image_policy.is_some() {
+            cmd.env_remove("DOCKER_HOST");
+        }
+        cmd.env("DOCKER_TLS_CERTDIR", d.join("certs"))
             .env("DIND_DATA_ROOT", d.join("data"))
             .env("DIND_RUN_DIR", d.join("run"))
             .env("DIND_STALE_PID_DIRS", d.join("run"))
             .env("DIND_LOG_LEVEL", "info")
-            .env_remove("DOCKER_HOST")
             .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -149,13 +219,15 @@ impl Service {
             child: Some(child),
             log,
             readers,
+            raw_socket,
             port,
             health_port,
         }
     }
 
+    /// dockerd's raw socket (tests reach it directly, jobs never).
     pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("docker.sock")
+        self.raw_socket.clone()
     }
 
     pub fn certs(&self) -> PathBuf {

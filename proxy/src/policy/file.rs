@@ -2,10 +2,32 @@
 //! from, single rules changed, the bind allowlist and the body cap. Every
 //! mistake stops start-up with one line that names the file, the key and
 //! the fix.
+//!
+//! The image's own file, [`IMAGE_FILE`], may also say `locked = true` and
+//! pin supervisor settings in a `[supervisor]` table (issue 10): a job may
+//! then only tighten the policy. Those two keys mean nothing in any other
+//! file, so there they are refused rather than silently ignored.
 
+use std::collections::BTreeMap;
 use std::io;
 
 use super::{check_allow_dir, Policy, Profile, Rule};
+
+/// The policy file baked into the image. Fixed at build time on purpose:
+/// every environment variable and argument is the job's to set, so a path
+/// that could be moved by one would let the job choose its own lock.
+pub const IMAGE_FILE: &str = "/etc/dind-supervisor/policy.toml";
+
+/// A checked policy file with what only the image's file may say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyFile {
+    pub policy: Policy,
+    /// `locked = true`: environment and arguments may only tighten.
+    pub locked: bool,
+    /// The `[supervisor]` table as strings, for the supervisor to check
+    /// (it alone knows its settings).
+    pub supervisor: BTreeMap<String, String>,
+}
 
 /// Why `DIND_POLICY` or `DIND_POLICY_ALLOW_BINDS` was refused.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +49,21 @@ pub enum PolicyError {
         message: String,
     },
     #[error(
-        "policy file {path}: unknown key {key:?} (known: profile, allow_binds, body_cap, rules)"
+        "policy file {path}: unknown key {key:?} (known: profile, allow_binds, body_cap, rules, locked, supervisor)"
     )]
     UnknownKey { path: String, key: String },
+    #[error("policy file {path}: locked = {value}: use true or false")]
+    Locked { path: String, value: String },
+    #[error("policy file {path}: supervisor.{key} = {value}: use a string, e.g. {key} = \"/run/dind-supervisor\"")]
+    SupervisorValue {
+        path: String,
+        key: String,
+        value: String,
+    },
+    #[error("policy file {path}: supervisor must be a table: a [supervisor] line, then lines such as run_dir = \"/run/dind-supervisor\"")]
+    SupervisorTable { path: String },
+    #[error("policy file {path}: {key} takes effect only in the image's policy file {IMAGE_FILE}; remove it here, or move this file there")]
+    ImageOnly { path: String, key: &'static str },
     #[error("policy file {path}: missing profile; start it with profile = \"ci-safe\" or profile = \"permissive\"")]
     MissingProfile { path: String },
     #[error("policy file {path}: profile = {value}: use \"ci-safe\" or \"permissive\"")]
@@ -61,14 +95,45 @@ pub enum PolicyError {
 /// Smallest and largest accepted `body_cap`.
 const BODY_CAP_RANGE: std::ops::RangeInclusive<usize> = 1024..=(1 << 30);
 
-/// Reads and checks the policy file at `path`. `env_binds` is a checked
-/// `DIND_POLICY_ALLOW_BINDS`, if set.
+/// Reads and checks the policy file at `path` named by `DIND_POLICY`.
+/// `env_binds` is a checked `DIND_POLICY_ALLOW_BINDS`, if set.
 pub(super) fn load(path: &str, env_binds: Option<Vec<String>>) -> Result<Policy, PolicyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+    let file = parse(path, &read(path)?, env_binds)?;
+    let image_only = if file.locked {
+        Some("locked")
+    } else if !file.supervisor.is_empty() {
+        Some("[supervisor]")
+    } else {
+        None
+    };
+    match image_only {
+        Some(key) => Err(PolicyError::ImageOnly {
+            path: path.to_owned(),
+            key,
+        }),
+        None => Ok(file.policy),
+    }
+}
+
+/// Reads and checks the image's policy file at `path` ([`IMAGE_FILE`]
+/// outside tests); `Ok(None)` when there is none. Any other failure to
+/// read it is an error: a lock that cannot be read must not fall open.
+pub fn load_image(path: &str) -> Result<Option<PolicyFile>, PolicyError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(path, &text, None).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn read(path: &str) -> Result<String, PolicyError> {
+    std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    parse(path, &text, env_binds)
+    })
 }
 
 /// Checks the text of a policy file; `path` only names it in errors and in
@@ -77,7 +142,7 @@ pub(super) fn parse(
     path: &str,
     text: &str,
     env_binds: Option<Vec<String>>,
-) -> Result<Policy, PolicyError> {
+) -> Result<PolicyFile, PolicyError> {
     let p = || path.to_owned();
     let table: toml::Table = text
         .parse()
@@ -91,7 +156,7 @@ pub(super) fn parse(
     for key in table.keys() {
         if !matches!(
             key.as_str(),
-            "profile" | "allow_binds" | "body_cap" | "rules"
+            "profile" | "allow_binds" | "body_cap" | "rules" | "locked" | "supervisor"
         ) {
             return Err(PolicyError::UnknownKey {
                 path: p(),
@@ -170,7 +235,38 @@ pub(super) fn parse(
                     value: show(v),
                 })?;
     }
-    Ok(policy)
+
+    let locked = match table.get("locked") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(v) => {
+            return Err(PolicyError::Locked {
+                path: p(),
+                value: show(v),
+            })
+        }
+    };
+    let mut supervisor = BTreeMap::new();
+    if let Some(v) = table.get("supervisor") {
+        let Some(t) = v.as_table() else {
+            return Err(PolicyError::SupervisorTable { path: p() });
+        };
+        for (key, value) in t {
+            let Some(s) = value.as_str() else {
+                return Err(PolicyError::SupervisorValue {
+                    path: p(),
+                    key: key.clone(),
+                    value: show(value),
+                });
+            };
+            supervisor.insert(key.clone(), s.to_owned());
+        }
+    }
+    Ok(PolicyFile {
+        policy,
+        locked,
+        supervisor,
+    })
 }
 
 /// A value as it would be written in the file, for messages.
@@ -206,7 +302,9 @@ mod tests {
     use super::*;
 
     fn ok(text: &str) -> Policy {
-        parse("/etc/p.toml", text, None).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+        parse("/etc/p.toml", text, None)
+            .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+            .policy
     }
 
     fn err(text: &str) -> String {
@@ -255,7 +353,8 @@ mod tests {
             "profile = \"ci-safe\"",
             Some(vec!["/x".into()]),
         )
-        .unwrap();
+        .unwrap()
+        .policy;
         assert_eq!(p.allow_binds(), ["/x"]);
     }
 
@@ -276,12 +375,59 @@ mod tests {
             ("profile = \"ci-safe\"\nrules = 1", "rules must be a table"),
             ("profile = \"ci-safe\"\n\nprofile = \"permissive\"", "policy file /etc/p.toml: line 3: duplicate key"),
             ("profile = ci-safe", "line 1:"),
+            ("profile = \"ci-safe\"\nlocked = \"yes\"", "locked = \"yes\": use true or false"),
+            ("profile = \"ci-safe\"\nsupervisor = 1", "supervisor must be a table"),
+            ("profile = \"ci-safe\"\n[supervisor]\nrun_dir = 1", "supervisor.run_dir = 1: use a string"),
         ];
         for (text, want) in cases {
             let got = err(text);
             assert!(got.contains(want), "{text:?}: {got}");
             assert!(!got.contains('\n'), "{text:?}: more than one line: {got}");
         }
+    }
+
+    #[test]
+    fn the_image_file_may_lock_and_pin_settings() {
+        let f = parse(
+            "/etc/p.toml",
+            "locked = true\nprofile = \"ci-safe\"\n[supervisor]\nrun_dir = \"/r\"\n",
+            None,
+        )
+        .unwrap();
+        assert!(f.locked);
+        assert_eq!(f.supervisor.get("run_dir").map(String::as_str), Some("/r"));
+        assert_eq!(f.policy, ok("profile = \"ci-safe\""));
+        assert!(!parse("/etc/p.toml", "profile = \"ci-safe\"", None).unwrap().locked);
+        assert!(!parse("/etc/p.toml", "locked = false\nprofile = \"ci-safe\"", None).unwrap().locked);
+    }
+
+    #[test]
+    fn only_the_image_file_may_lock_or_pin() {
+        // A lock in a file the job can name would be the job's own choice:
+        // refused, so nobody believes such a policy is locked.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        let path = file.to_str().unwrap();
+        for (text, key) in [
+            ("locked = true\nprofile = \"ci-safe\"", "locked takes effect only in"),
+            ("profile = \"ci-safe\"\n[supervisor]\nrun_dir = \"/r\"", "[supervisor] takes effect only in"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = load(path, None).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(IMAGE_FILE), "{e}");
+            assert_eq!(load_image(path).unwrap().map(|f| f.policy.name().to_owned()), Some(format!("file:{path} (ci-safe)")));
+        }
+        std::fs::write(&file, "locked = false\nprofile = \"ci-safe\"").unwrap();
+        assert!(load(path, None).is_ok());
+    }
+
+    #[test]
+    fn a_missing_image_file_is_no_lock_but_an_unreadable_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_image(dir.path().join("none.toml").to_str().unwrap()).unwrap(), None);
+        // A directory where the file should be cannot be read: never "no lock".
+        let e = load_image(dir.path().to_str().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("cannot read it"), "{e}");
     }
 
     #[test]

@@ -70,6 +70,7 @@ mod file;
 pub mod json;
 pub mod routes;
 mod rules;
+mod tighten;
 
 use std::fmt;
 
@@ -78,7 +79,8 @@ use hyper::Method;
 use crate::decide::RequestHead;
 use routes::Route;
 
-pub use file::PolicyError;
+pub use file::{load_image, PolicyError, PolicyFile, IMAGE_FILE};
+pub use tighten::Loosening;
 
 /// Default cap on a decided request body.
 pub const DEFAULT_BODY_CAP: usize = 4 << 20;
@@ -351,6 +353,14 @@ impl Policy {
             policy.allow_binds = binds;
         }
         Ok(policy)
+    }
+
+    /// This policy with its allowlist replaced by a
+    /// `DIND_POLICY_ALLOW_BINDS` value (for a policy the job may change; a
+    /// locked one is only [`Policy::tightened`]).
+    pub fn with_allow_binds(mut self, value: &str) -> Result<Policy, PolicyError> {
+        self.allow_binds = parse_allow_binds(value).map_err(|why| PolicyError::AllowBinds { why })?;
+        Ok(self)
     }
 
     /// `permissive`, `ci-safe`, or `file:/path (ci-safe)`.
