@@ -39,4 +39,4 @@ if ! wait "$build_pid"; then
   exit 1
 fi
 # Each integration test starts its own dockerd; two at a time fit two cores.
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2

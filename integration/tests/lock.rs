@@ -155,7 +155,12 @@ fn a_tightening_starts_and_status_and_the_log_show_the_lock() {
     assert_eq!(status["policy"]["lock_file"], IMAGE_FILE);
     let name = status["policy"]["name"].as_str().unwrap();
     assert!(name.contains(IMAGE_FILE) && name.ends_with("tightened by ci-safe"), "{name}");
-    let start_line = svc.log_text().lines().find(|l| l.contains("request policy")).map(str::to_owned).unwrap();
+    let start_line = svc
+        .log_text()
+        .lines()
+        .find(|l| l.contains("request policy") && l.contains("lock_file="))
+        .map(str::to_owned)
+        .unwrap();
     assert!(start_line.contains("locked=true") && start_line.contains(IMAGE_FILE), "{start_line}");
 
     // The tightening holds: privileged (allowed by the lock, denied by
