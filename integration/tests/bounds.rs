@@ -303,3 +303,29 @@ fn debug_endpoints_are_refused_under_ci_safe_and_served_under_permissive() {
     assert_eq!(status, 200, "{said}");
     assert!(said.contains("cmdline"), "{said}");
 }
+
+/// A request refused before its body is read (here a build context for a
+/// host-network build) still has its body coming. The proxy reads it away
+/// before answering: closing on unread bytes resets the connection, and a
+/// client still writing would report "broken pipe" instead of the refusal.
+#[test]
+fn a_refused_request_whose_body_is_still_coming_gets_its_refusal_not_a_reset() {
+    let svc = plain(&[("DIND_POLICY", "ci-safe")]);
+    let (mut w, mut r) = keep_alive(TcpStream::connect(("127.0.0.1", svc.port)).unwrap());
+    let (chunk, chunks) = (vec![0u8; 64 << 10], 64);
+    write!(
+        w,
+        "POST /v1.41/build?networkmode=host HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+        chunk.len() * chunks
+    )
+    .unwrap();
+    for i in 0..chunks {
+        // Later chunks are written after the refusal has been decided.
+        thread::sleep(Duration::from_millis(5));
+        w.write_all(&chunk).unwrap_or_else(|e| panic!("chunk {i} of the body: {e}"));
+    }
+    let (status, said) = read_answer(&mut r);
+    assert_eq!(status, 403, "{said}");
+    // The body was read to its end, so the connection serves on.
+    assert_eq!(ask(&mut w, &mut r, "/_ping").0, 200);
+}

@@ -39,6 +39,12 @@ const SMALL_BODY: usize = 16 * 1024;
 /// Buffer per direction for upgraded sessions; large enough that a 1 GiB
 /// `docker cp` is not syscall-bound.
 const SPLICE_BUFFER: usize = 64 * 1024;
+/// How much of a refused request's body is read and thrown away before the
+/// refusal is sent, and for how long. Closing on unread bytes makes the
+/// kernel reset the connection, and a client still writing (`docker cp`,
+/// `docker build`) then reports "broken pipe" instead of the refusal.
+const DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(4);
 
 /// A client's request body, watched so the connection parks only once it
 /// has been read to its end.
@@ -352,9 +358,14 @@ fn is_hangup(e: &(dyn std::error::Error + 'static)) -> bool {
 async fn handle(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Client>) -> Response<Body> {
     let method = req.method().clone();
     let peer = &client.peer;
-    let resp = match forward(req, shared, client).await {
+    let (parts, body) = req.into_parts();
+    let mut unread = Some(body.boxed());
+    let resp = match forward(parts, &mut unread, shared, client).await {
         Ok(resp) => resp,
         Err(refusal) => {
+            if let Some(body) = unread {
+                drain(body).await;
+            }
             shared.metrics.refused();
             tracing::info!(
                 peer = %peer.addr,
@@ -369,9 +380,33 @@ async fn handle(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Cli
     resp
 }
 
-async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Client>) -> Result<Response<Body>, Refusal> {
+/// Reads what is left of a refused request's body, within
+/// [`DRAIN_BYTES`] and [`DRAIN_TIME`], so the client is reading when the
+/// refusal comes rather than writing into a reset connection.
+async fn drain(mut body: Body) {
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len());
+            match left.checked_sub(n) {
+                Some(rest) => left = rest,
+                None => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// Decides one request and, if it may pass, relays it. `unread` is the
+/// request's body as it stands: taken when it is forwarded, replaced by the
+/// checked bytes when it is read whole, and left for [`drain`] otherwise.
+async fn forward(
+    mut parts: hyper::http::request::Parts,
+    unread: &mut Option<Body>,
+    shared: &Arc<Shared>,
+    client: &Arc<Client>,
+) -> Result<Response<Body>, Refusal> {
     let peer = &client.peer;
-    let (mut parts, body) = req.into_parts();
     let head = match decide::parse(&parts) {
         Ok(head) => head,
         Err(refusal) => {
@@ -386,7 +421,6 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Cl
         parts.headers.remove(hyper::header::UPGRADE);
     }
     let content_type = parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes().to_vec());
-    let mut body = body.boxed();
     // Pins made for this request's bind sources; released on every path
     // but a successful answer from dockerd.
     let mut pinned = PinLease::default();
@@ -394,7 +428,7 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Cl
     // through the readiness gate and the forwarding.
     let mut _body_memory = None;
     let decision = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
-        Decision::InspectBody { cap } => match read_whole(&mut parts, body, cap, shared).await {
+        Decision::InspectBody { cap } => match read_whole(&mut parts, unread.take().expect("the body is unread until here"), cap, shared).await {
             Ok((mut bytes, memory)) => {
                 _body_memory = Some(memory);
                 let mut d = decide::decide_body(&head, &shared.policy, content_type.as_deref(), &bytes);
@@ -410,13 +444,10 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Cl
                     }
                 }
                 // The checked bytes are what dockerd gets, framed afresh.
-                body = crate::respond::full(bytes);
+                *unread = Some(crate::respond::full(bytes));
                 d
             }
-            Err(refusal) => {
-                body = crate::respond::full(bytes::Bytes::new());
-                Decision::Refuse(refusal)
-            }
+            Err(refusal) => Decision::Refuse(refusal),
         },
         d => d,
     };
@@ -446,7 +477,7 @@ async fn forward(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Cl
     // Invalidates now and when dropped: once dockerd has answered, or on
     // any early return or hang-up before that.
     let swarm_change = PingCache::is_invalidated_by(&head).then(|| shared.ping.invalidate_guard());
-    let mut req = Request::from_parts(parts, body);
+    let mut req = Request::from_parts(parts, unread.take().expect("a body is taken once"));
     let client_upgrade = head.upgrade.map(|_| hyper::upgrade::on(&mut req));
 
     let mut sender = shared.pool.checkout(&shared.upstream).await?;
