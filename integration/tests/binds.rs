@@ -40,7 +40,10 @@ impl Builds {
             ServiceOptions {
                 env: vec![
                     ("DIND_POLICY".into(), "ci-safe".into()),
-                    ("DIND_POLICY_ALLOW_BINDS".into(), builds.display().to_string()),
+                    (
+                        "DIND_POLICY_ALLOW_BINDS".into(),
+                        builds.display().to_string(),
+                    ),
                 ],
                 ..Default::default()
             },
@@ -65,7 +68,9 @@ impl Builds {
 
     /// The pins that exist now.
     fn pins(&self) -> usize {
-        fs::read_dir(self.svc.dir.path().join("run/pins")).map(|d| d.count()).unwrap_or(0)
+        fs::read_dir(self.svc.dir.path().join("run/pins"))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// The engine's containers and volumes, straight from dockerd.
@@ -85,7 +90,10 @@ fn a_planted_symlink_cannot_redirect_any_kind_of_bind() {
     let b = Builds::start();
     let before = b.engine_state();
     let (root, etc, dotdot) = (b.path("root"), b.path("etc/ssl"), b.path("real/../root"));
-    let binds: Vec<String> = [&root, &etc, &dotdot].iter().map(|s| format!("{s}:/h")).collect();
+    let binds: Vec<String> = [&root, &etc, &dotdot]
+        .iter()
+        .map(|s| format!("{s}:/h"))
+        .collect();
     let mount_root = format!("type=bind,src={root},dst=/h");
     let vol_opt = format!("type=volume,src=sneaky,dst=/h,volume-driver=local,volume-opt=type=none,volume-opt=o=bind,volume-opt=device={root}");
     let device = format!("device={root}");
@@ -95,7 +103,17 @@ fn a_planted_symlink_cannot_redirect_any_kind_of_bind() {
         vec!["create", "-v", &binds[2], b.image, "true"],
         vec!["create", "--mount", &mount_root, b.image, "true"],
         vec!["create", "--mount", &vol_opt, b.image, "true"],
-        vec!["volume", "create", "--opt", "type=none", "--opt", "o=bind", "--opt", &device, "sneaky2"],
+        vec![
+            "volume",
+            "create",
+            "--opt",
+            "type=none",
+            "--opt",
+            "o=bind",
+            "--opt",
+            &device,
+            "sneaky2",
+        ],
     ];
     for args in &cases {
         let out = b.docker(args);
@@ -103,7 +121,11 @@ fn a_planted_symlink_cannot_redirect_any_kind_of_bind() {
         assert!(!out.status.success(), "{args:?} was allowed");
         assert!(said.contains("policy ci-safe"), "{args:?}: {said}");
     }
-    assert_eq!(b.engine_state(), before, "a refused request left a trace in the engine");
+    assert_eq!(
+        b.engine_state(),
+        before,
+        "a refused request left a trace in the engine"
+    );
     assert_eq!(b.pins(), 0, "a refused request left a pin");
 }
 
@@ -125,11 +147,28 @@ fn allowed_binds_work_and_links_inside_them_still_resolve() {
         assert_eq!(ok(b.svc.tls_cli(&b.cli).args(&args)), expect, "{how:?}");
     }
     let device = format!("device={real}");
-    ok(b.svc.tls_cli(&b.cli).args(["volume", "create", "--opt", "type=none", "--opt", "o=bind", "--opt", &device, "bv"]));
-    assert_eq!(ok(b.svc.tls_cli(&b.cli).args(["run", "--rm", "-v", "bv:/w", b.image, "sh", "-c", read])), expect);
+    ok(b.svc.tls_cli(&b.cli).args([
+        "volume",
+        "create",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &device,
+        "bv",
+    ]));
+    assert_eq!(
+        ok(b.svc
+            .tls_cli(&b.cli)
+            .args(["run", "--rm", "-v", "bv:/w", b.image, "sh", "-c", read])),
+        expect
+    );
     // A Binds source that does not exist yet is made, as dockerd does.
     let fresh = format!("{}:/w", b.path("real/new/dir"));
-    ok(b.svc.tls_cli(&b.cli).args(["run", "--rm", "-v", &fresh, b.image, "true"]));
+    ok(b.svc
+        .tls_cli(&b.cli)
+        .args(["run", "--rm", "-v", &fresh, b.image, "true"]));
     assert!(Path::new(&b.path("real/new/dir")).is_dir());
     // A create dockerd refuses releases its pins at once.
     let pins = b.pins();
@@ -158,7 +197,14 @@ fn a_symlink_swapped_in_between_create_and_start_changes_nothing() {
         thread::spawn(move || {
             let mut flips = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                renameat2(None, race.as_str(), None, other.as_str(), RenameFlags::RENAME_EXCHANGE).unwrap();
+                renameat2(
+                    None,
+                    race.as_str(),
+                    None,
+                    other.as_str(),
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
                 flips += 1;
             }
             flips
@@ -184,9 +230,14 @@ fn a_symlink_swapped_in_between_create_and_start_changes_nothing() {
     }
     stop.store(true, Ordering::Relaxed);
     let flips = swapper.join().unwrap();
-    eprintln!("race: {started} started, all on the real directory; {refused} refused; {flips} swaps");
+    eprintln!(
+        "race: {started} started, all on the real directory; {refused} refused; {flips} swaps"
+    );
     assert!(flips > 100, "the race never ran");
-    assert!(started > 0 && refused > 0, "the race never fell both ways ({started} started, {refused} refused)");
+    assert!(
+        started > 0 && refused > 0,
+        "the race never fell both ways ({started} started, {refused} refused)"
+    );
 }
 
 /// `docker cp` under ci-safe: dockerd mounts a container's binds and
@@ -199,12 +250,25 @@ fn docker_cp_works_without_mounts_and_is_refused_with_them() {
     let b = Builds::start();
     let real = b.path("real");
     let bind = format!("{real}:/w");
-    ok(b.svc.tls_cli(&b.cli).args(["create", "--name", "plain", b.image, "true"]));
-    ok(b.svc.tls_cli(&b.cli).args(["create", "--name", "bound", "-v", &bind, b.image, "true"]));
-    ok(b.svc.tls_cli(&b.cli).args(["create", "--name", "vol", "-v", "named:/n", b.image, "true"]));
+    ok(b.svc
+        .tls_cli(&b.cli)
+        .args(["create", "--name", "plain", b.image, "true"]));
+    ok(b.svc
+        .tls_cli(&b.cli)
+        .args(["create", "--name", "bound", "-v", &bind, b.image, "true"]));
+    ok(b.svc
+        .tls_cli(&b.cli)
+        .args(["create", "--name", "vol", "-v", "named:/n", b.image, "true"]));
     let local = b.svc.dir.path().join("copied");
-    ok(b.svc.tls_cli(&b.cli).arg("cp").arg(b.svc.dir.path().join("builds/real/hello")).arg("plain:/hello"));
-    ok(b.svc.tls_cli(&b.cli).args(["cp", "plain:/hello"]).arg(&local));
+    ok(b.svc
+        .tls_cli(&b.cli)
+        .arg("cp")
+        .arg(b.svc.dir.path().join("builds/real/hello"))
+        .arg("plain:/hello"));
+    ok(b.svc
+        .tls_cli(&b.cli)
+        .args(["cp", "plain:/hello"])
+        .arg(&local));
     assert_eq!(fs::read_to_string(&local).unwrap(), "hello from builds\n");
     for name in ["bound", "vol"] {
         let (from, to) = (format!("{name}:/bin/sh"), format!("{name}:/tmp/hello"));

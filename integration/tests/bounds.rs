@@ -74,11 +74,17 @@ fn echoed(s: &mut TcpStream, want: &str) -> bool {
 fn over_the_connection_cap_new_connections_are_closed_and_counted_while_open_ones_work() {
     let dir = support::short_tempdir();
     let sock: PathBuf = dir.path().join("shared/docker.sock");
-    let env = [("DIND_MAX_CONNECTIONS", "3"), ("DOCKER_HOST", &format!("unix://{}", sock.display()))];
+    let env = [
+        ("DIND_MAX_CONNECTIONS", "3"),
+        ("DOCKER_HOST", &format!("unix://{}", sock.display())),
+    ];
     let svc = plain_in(dir, &env, 2);
     let image = svc.load_busybox();
     // Set up on dockerd's own socket: it takes no place under the cap.
-    let id = svc.docker_ok(&["run", "-d", "-i", image, "cat"]).trim().to_owned();
+    let id = svc
+        .docker_ok(&["run", "-d", "-i", image, "cat"])
+        .trim()
+        .to_owned();
     let tcp = || TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
 
     let (mut a, mut a_r) = keep_alive(tcp());
@@ -88,7 +94,9 @@ fn over_the_connection_cap_new_connections_are_closed_and_counted_while_open_one
     let (mut b, mut b_r) = (b.try_clone().unwrap(), BufReader::new(b));
     assert_eq!(ask(&mut b, &mut b_r, "/v1.41/version").0, 200);
     let mut session = tcp();
-    session.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    session
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     write!(
         session,
         "POST /v1.41/containers/{id}/attach?stream=1&stdin=1&stdout=1 HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
@@ -105,10 +113,18 @@ fn over_the_connection_cap_new_connections_are_closed_and_counted_while_open_one
     assert!(head.buffer().is_empty());
     session.write_all(b"one\n").unwrap();
     assert!(echoed(&mut session, "one"), "the attach session works");
-    until(&svc, "three connections open", Duration::from_secs(5), || metric(&svc, "dind_proxy_open_connections") == 3);
+    until(
+        &svc,
+        "three connections open",
+        Duration::from_secs(5),
+        || metric(&svc, "dind_proxy_open_connections") == 3,
+    );
 
     assert!(unanswered(tcp()), "a fourth connection on TCP was served");
-    assert!(unanswered(UnixStream::connect(&sock).unwrap()), "a fourth on the unix socket was served");
+    assert!(
+        unanswered(UnixStream::connect(&sock).unwrap()),
+        "a fourth on the unix socket was served"
+    );
     assert_eq!(metric(&svc, "dind_proxy_connections_refused_total"), 2);
 
     // The three go on working.
@@ -119,7 +135,9 @@ fn over_the_connection_cap_new_connections_are_closed_and_counted_while_open_one
 
     // One ends: its place is free for the next.
     drop((a, a_r));
-    until(&svc, "a place free", Duration::from_secs(5), || metric(&svc, "dind_proxy_open_connections") == 2);
+    until(&svc, "a place free", Duration::from_secs(5), || {
+        metric(&svc, "dind_proxy_open_connections") == 2
+    });
     let (mut c, mut c_r) = keep_alive(tcp());
     assert_eq!(ask(&mut c, &mut c_r, "/_ping"), (200, "OK".into()));
     assert!(unanswered(tcp()), "full again");
@@ -128,9 +146,12 @@ fn over_the_connection_cap_new_connections_are_closed_and_counted_while_open_one
     svc.docker_ok(&["kill", &id]);
     assert!(!echoed(&mut session, "never"), "the session ended");
     drop((session, head));
-    until(&svc, "the session's place free", Duration::from_secs(10), || {
-        metric(&svc, "dind_proxy_open_connections") == 2
-    });
+    until(
+        &svc,
+        "the session's place free",
+        Duration::from_secs(10),
+        || metric(&svc, "dind_proxy_open_connections") == 2,
+    );
     let (mut d, mut d_r) = keep_alive(tcp());
     assert_eq!(ask(&mut d, &mut d_r, "/_ping"), (200, "OK".into()));
     assert_eq!(metric(&svc, "dind_proxy_connections_refused_total"), 3);
@@ -143,7 +164,10 @@ fn over_the_connection_cap_new_connections_are_closed_and_counted_while_open_one
 fn a_decided_body_that_trickles_in_gets_408_within_the_limit_and_creates_nothing() {
     let svc = plain(&[("DIND_POLICY", "ci-safe"), ("DIND_BODY_TIMEOUT", "2s")]);
     let image = svc.load_busybox();
-    let body = format!(r#"{{"Image":"{image}","Cmd":["true"],"Labels":{{"padding":"{}"}}}}"#, "x".repeat(40));
+    let body = format!(
+        r#"{{"Image":"{image}","Cmd":["true"],"Labels":{{"padding":"{}"}}}}"#,
+        "x".repeat(40)
+    );
     let head = format!(
         "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -167,16 +191,31 @@ fn a_decided_body_that_trickles_in_gets_408_within_the_limit_and_creates_nothing
     let took = started.elapsed();
     assert_eq!(status, 408, "{said}");
     assert!(said.contains("within 2s"), "{said}");
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(4), "answered after {took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "answered after {took:?}"
+    );
     let mut rest = Vec::new();
     let _ = r.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "the connection closes after a 408: {}", String::from_utf8_lossy(&rest));
+    assert!(
+        rest.is_empty(),
+        "the connection closes after a 408: {}",
+        String::from_utf8_lossy(&rest)
+    );
     drop((w, r));
     let _ = trickle.join();
-    assert_eq!(svc.docker_ok(&["ps", "-aq"]).trim(), "", "a container was created");
+    assert_eq!(
+        svc.docker_ok(&["ps", "-aq"]).trim(),
+        "",
+        "a container was created"
+    );
 
     let mut s = TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
-    s.write_all(head.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    s.write_all(
+        head.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
     s.write_all(body.as_bytes()).unwrap();
     let (status, said) = read_answer(&mut BufReader::new(s));
     assert_eq!(status, 201, "{said}");
@@ -207,23 +246,43 @@ fn decided_bodies_past_their_shared_memory_get_503_and_create_nothing() {
             s
         })
         .collect();
-    until(&svc, "64 MiB of bodies held", Duration::from_secs(20), || {
-        metric(&svc, "dind_proxy_body_bytes") == 64 * MIB as u64
-    });
+    until(
+        &svc,
+        "64 MiB of bodies held",
+        Duration::from_secs(20),
+        || metric(&svc, "dind_proxy_body_bytes") == 64 * MIB as u64,
+    );
 
     let mut over = tcp();
-    over.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let asked = Instant::now();
     over.write_all(head.as_bytes()).unwrap();
     over.write_all(b"{").unwrap();
     let (status, said) = read_answer(&mut BufReader::new(over));
     assert_eq!(status, 503, "{said}");
-    assert!(said.contains("already holds 64 MiB of request bodies"), "{said}");
-    assert!(asked.elapsed() < Duration::from_secs(2), "{:?}", asked.elapsed());
+    assert!(
+        said.contains("already holds 64 MiB of request bodies"),
+        "{said}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
 
     drop(holding);
-    until(&svc, "the bodies' memory free", Duration::from_secs(10), || metric(&svc, "dind_proxy_body_bytes") == 0);
-    assert_eq!(svc.docker_ok(&["ps", "-aq"]).trim(), "", "a container was created");
+    until(
+        &svc,
+        "the bodies' memory free",
+        Duration::from_secs(10),
+        || metric(&svc, "dind_proxy_body_bytes") == 0,
+    );
+    assert_eq!(
+        svc.docker_ok(&["ps", "-aq"]).trim(),
+        "",
+        "a container was created"
+    );
     let image = svc.load_busybox();
     let body = format!(r#"{{"Image":"{image}","Cmd":["true"]}}"#);
     let mut s = tcp();
@@ -239,14 +298,21 @@ fn decided_bodies_past_their_shared_memory_get_503_and_create_nothing() {
 fn beyond_the_held_cap_a_request_gets_503_at_once_and_the_held_ones_are_answered() {
     let dir = support::short_tempdir();
     let late = late_dockerd(dir.path(), 8).display().to_string();
-    let env = [("DOCKER_TLS_CERTDIR", ""), ("DIND_DOCKERD", late.as_str()), ("DIND_HOLD_TIMEOUT", "60s")];
+    let env = [
+        ("DOCKER_TLS_CERTDIR", ""),
+        ("DIND_DOCKERD", late.as_str()),
+        ("DIND_HOLD_TIMEOUT", "60s"),
+    ];
     let svc = Service::start_with_env(dir, &env);
     let tcp = || TcpStream::connect(("127.0.0.1", svc.port));
-    until(&svc, "the TCP port", Duration::from_secs(10), || tcp().is_ok());
+    until(&svc, "the TCP port", Duration::from_secs(10), || {
+        tcp().is_ok()
+    });
     let held: Vec<TcpStream> = (0..MAX_HELD)
         .map(|_| {
             let mut s = tcp().unwrap();
-            s.write_all(b"GET /v1.41/version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n").unwrap();
+            s.write_all(b"GET /v1.41/version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+                .unwrap();
             s
         })
         .collect();
@@ -257,9 +323,22 @@ fn beyond_the_held_cap_a_request_gets_503_at_once_and_the_held_ones_are_answered
     let asked = Instant::now();
     let (status, said) = exchange(tcp().unwrap(), "GET", "/v1.41/version");
     assert_eq!(status, 503, "{said}");
-    assert!(said.contains(&format!("still starting and {MAX_HELD} requests already wait")), "{said}");
-    assert!(asked.elapsed() < Duration::from_secs(2), "held instead: {:?}", asked.elapsed());
-    assert_eq!(svc.health("/readyz").0, 503, "the engine must still have been starting");
+    assert!(
+        said.contains(&format!(
+            "still starting and {MAX_HELD} requests already wait"
+        )),
+        "{said}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "held instead: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        svc.health("/readyz").0,
+        503,
+        "the engine must still have been starting"
+    );
 
     for mut s in held {
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -288,18 +367,33 @@ fn debug_endpoints_are_refused_under_ci_safe_and_served_under_permissive() {
     ] {
         let (status, said) = exchange(tcp(), method, path);
         assert_eq!(status, 403, "{method} {path}: {said}");
-        assert!(method == "HEAD" || said.contains("debug endpoints"), "{method} {path}: {said}");
+        assert!(
+            method == "HEAD" || said.contains("debug endpoints"),
+            "{method} {path}: {said}"
+        );
     }
     // Spellings dockerd's router cleans (and redirects) never reach it.
-    for path in ["//debug/vars", "/debug/../debug/vars", "/debug/%2e%2e/debug/vars"] {
+    for path in [
+        "//debug/vars",
+        "/debug/../debug/vars",
+        "/debug/%2e%2e/debug/vars",
+    ] {
         assert_eq!(exchange(tcp(), "GET", path).0, 400, "{path}");
     }
-    let audited = svc.log_text().lines().filter(|l| l.contains("\"rule\":\"debug\"")).count();
+    let audited = svc
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("\"rule\":\"debug\""))
+        .count();
     assert_eq!(audited, 7, "each denial is audited:\n{}", svc.log_text());
     drop(svc);
 
     let svc = plain(&[]);
-    let (status, said) = exchange(TcpStream::connect(("127.0.0.1", svc.port)).unwrap(), "GET", "/debug/vars");
+    let (status, said) = exchange(
+        TcpStream::connect(("127.0.0.1", svc.port)).unwrap(),
+        "GET",
+        "/debug/vars",
+    );
     assert_eq!(status, 200, "{said}");
     assert!(said.contains("cmdline"), "{said}");
 }
@@ -322,7 +416,8 @@ fn a_refused_request_whose_body_is_still_coming_gets_its_refusal_not_a_reset() {
     for i in 0..chunks {
         // Later chunks are written after the refusal has been decided.
         thread::sleep(Duration::from_millis(5));
-        w.write_all(&chunk).unwrap_or_else(|e| panic!("chunk {i} of the body: {e}"));
+        w.write_all(&chunk)
+            .unwrap_or_else(|e| panic!("chunk {i} of the body: {e}"));
     }
     let (status, said) = read_answer(&mut r);
     assert_eq!(status, 403, "{said}");

@@ -48,7 +48,10 @@ fn service(env: &[(&str, &str)], dockerd_args: &[&str]) -> Service {
 
 /// The 20.10 CLI through the proxy, as a job would use it.
 fn cli(svc: &Service, buildkit: bool) -> Command {
-    assert!(Path::new(CLI_20_10).is_file(), "{CLI_20_10} (Debian's docker.io client) is not installed");
+    assert!(
+        Path::new(CLI_20_10).is_file(),
+        "{CLI_20_10} (Debian's docker.io client) is not installed"
+    );
     let mut c = Command::new(CLI_20_10);
     c.env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", svc.port))
         .env("DOCKER_BUILDKIT", if buildkit { "1" } else { "0" })
@@ -101,7 +104,9 @@ impl Seen {
 
     /// dockerd's own namespace, where the service's interfaces are.
     fn is_host(&self, host: &Seen) -> bool {
-        self.netns == host.netns && self.interfaces.len() > 1 && self.interfaces.iter().all(|i| host.interfaces.contains(i))
+        self.netns == host.netns
+            && self.interfaces.len() > 1
+            && self.interfaces.iter().all(|i| host.interfaces.contains(i))
     }
 }
 
@@ -176,7 +181,11 @@ fn definition(script: &str, net: Net, security: Security) -> Vec<u8> {
     };
 
     let mut source = Vec::new();
-    pb::bytes(&mut source, 1, format!("docker-image://docker.io/{}", support::BUSYBOX_IMAGE).as_bytes());
+    pb::bytes(
+        &mut source,
+        1,
+        format!("docker-image://docker.io/{}", support::BUSYBOX_IMAGE).as_bytes(),
+    );
     let mut source_op = Vec::new();
     pb::bytes(&mut source_op, 3, &source);
     pb::bytes(&mut source_op, 10, &platform);
@@ -213,7 +222,11 @@ fn definition(script: &str, net: Net, security: Security) -> Vec<u8> {
 /// with dockerd's own exporter, asking for `entitlements`.
 fn solve_request(def: &[u8], tag: &str, entitlements: &[&str]) -> Vec<u8> {
     static N: AtomicU32 = AtomicU32::new(0);
-    let reference = format!("dsvtest{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let reference = format!(
+        "dsvtest{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
     let mut req = Vec::new();
     pb::bytes(&mut req, 1, reference.as_bytes());
     pb::bytes(&mut req, 2, def);
@@ -231,9 +244,18 @@ fn solve_request(def: &[u8], tag: &str, entitlements: &[&str]) -> Vec<u8> {
 /// Sends one Solve through the proxy's plain port, as buildx does: `POST
 /// /grpc` upgraded to h2c, then one gRPC call. Err is the grpc-message, or
 /// the HTTP answer when there was no upgrade.
-fn solve(svc: &Service, tag: &str, net: Net, security: Security, entitlements: &[&str]) -> Result<(), String> {
+fn solve(
+    svc: &Service,
+    tag: &str,
+    net: Net,
+    security: Security,
+    entitlements: &[&str],
+) -> Result<(), String> {
     let req = solve_request(&definition(SEE, net, security), tag, entitlements);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(120), grpc_solve(svc.port, req))
             .await
@@ -242,10 +264,14 @@ fn solve(svc: &Service, tag: &str, net: Net, security: Security, entitlements: &
 }
 
 async fn grpc_solve(port: u16, req: Vec<u8>) -> Result<(), String> {
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-    tcp.write_all(b"POST /v1.41/grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| e.to_string())?;
+    tcp.write_all(
+        b"POST /v1.41/grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     // Byte by byte: HTTP/2 from dockerd may follow the head in one segment.
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
@@ -260,7 +286,9 @@ async fn grpc_solve(port: u16, req: Vec<u8>) -> Result<(), String> {
         head.extend(rest);
         return Err(String::from_utf8_lossy(&head).into_owned());
     }
-    let (client, conn) = h2::client::handshake(tcp).await.map_err(|e| e.to_string())?;
+    let (client, conn) = h2::client::handshake(tcp)
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let mut client = client.ready().await.map_err(|e| e.to_string())?;
     let request = http::Request::post("http://docker/moby.buildkit.v1.Control/Solve")
@@ -268,22 +296,36 @@ async fn grpc_solve(port: u16, req: Vec<u8>) -> Result<(), String> {
         .header("te", "trailers")
         .body(())
         .unwrap();
-    let (response, mut send) = client.send_request(request, false).map_err(|e| e.to_string())?;
+    let (response, mut send) = client
+        .send_request(request, false)
+        .map_err(|e| e.to_string())?;
     let mut message = vec![0u8];
     message.extend((req.len() as u32).to_be_bytes());
     message.extend(req);
-    send.send_data(Bytes::from(message), true).map_err(|e| e.to_string())?;
+    send.send_data(Bytes::from(message), true)
+        .map_err(|e| e.to_string())?;
     let (head, mut body) = response.await.map_err(|e| e.to_string())?.into_parts();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(|e| e.to_string())?;
         let _ = body.flow_control().release_capacity(chunk.len());
     }
     // A call that fails at once answers with headers only ("Trailers-Only").
-    let trailers = body.trailers().await.map_err(|e| e.to_string())?.unwrap_or(head.headers);
-    let field = |name: &str| trailers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let trailers = body
+        .trailers()
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or(head.headers);
+    let field = |name: &str| {
+        trailers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
     match field("grpc-status").as_deref() {
         Some("0") => Ok(()),
-        status => Err(format!("grpc-status {status:?}: {}", percent_decode(&field("grpc-message").unwrap_or_default()))),
+        status => Err(format!(
+            "grpc-status {status:?}: {}",
+            percent_decode(&field("grpc-message").unwrap_or_default())
+        )),
     }
 }
 
@@ -293,7 +335,11 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        match (b[i], s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+        match (
+            b[i],
+            s.get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok()),
+        ) {
             (b'%', Some(v)) => {
                 out.push(v);
                 i += 3;
@@ -308,7 +354,14 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// A Solve dockerd must refuse: it fails naming `says`, and no step ran.
-fn refused(svc: &Service, tag: &str, net: Net, security: Security, entitlements: &[&str], says: &str) {
+fn refused(
+    svc: &Service,
+    tag: &str,
+    net: Net,
+    security: Security,
+    entitlements: &[&str],
+    says: &str,
+) {
     let err = solve(svc, tag, net, security, entitlements).expect_err("the Solve was granted");
     assert!(err.contains(says), "the refusal should name {says}: {err}");
     assert_eq!(Seen::in_image(svc, tag), None, "the step ran");
@@ -321,9 +374,30 @@ fn ci_safe_grants_no_build_step_the_hosts_network_or_the_insecure_sandbox() {
     let host = Seen::host(&svc);
 
     // Raw Solves, unread by the proxy: dockerd itself refuses.
-    refused(&svc, "grpc-host:1", Net::Host, Security::Sandbox, &["network.host"], "network.host");
-    refused(&svc, "grpc-host:2", Net::Host, Security::Sandbox, &[], "network.host");
-    refused(&svc, "grpc-insecure:1", Net::None, Security::Insecure, &["security.insecure"], "security.insecure");
+    refused(
+        &svc,
+        "grpc-host:1",
+        Net::Host,
+        Security::Sandbox,
+        &["network.host"],
+        "network.host",
+    );
+    refused(
+        &svc,
+        "grpc-host:2",
+        Net::Host,
+        Security::Sandbox,
+        &[],
+        "network.host",
+    );
+    refused(
+        &svc,
+        "grpc-insecure:1",
+        Net::None,
+        Security::Insecure,
+        &["security.insecure"],
+        "security.insecure",
+    );
     // A Solve that asks for nothing works, in a namespace of its own.
     solve(&svc, "grpc-none:1", Net::None, Security::Sandbox, &[]).unwrap();
     let seen = Seen::in_image(&svc, "grpc-none:1").unwrap();
@@ -331,16 +405,31 @@ fn ci_safe_grants_no_build_step_the_hosts_network_or_the_insecure_sandbox() {
 
     // The CLI's `--network=host` is refused by the proxy, with the rule named.
     let ctx = context();
-    let out = cli(&svc, true).args(["build", "--network=host", "-t", "cli-host:1"]).arg(ctx.path()).output().unwrap();
-    assert!(!out.status.success(), "a BuildKit build with --network=host was allowed");
+    let out = cli(&svc, true)
+        .args(["build", "--network=host", "-t", "cli-host:1"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a BuildKit build with --network=host was allowed"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("policy ci-safe") && err.contains("networkmode"), "{err}");
+    assert!(
+        err.contains("policy ci-safe") && err.contains("networkmode"),
+        "{err}"
+    );
     assert_eq!(Seen::in_image(&svc, "cli-host:1"), None);
     // Ordinary builds keep working, BuildKit and classic, each step isolated.
     for (buildkit, tag) in [(true, "cli-bk:1"), (false, "cli-classic:1")] {
-        ok(cli(&svc, buildkit).args(["build", "--network=none", "-t", tag]).arg(ctx.path()));
+        ok(cli(&svc, buildkit)
+            .args(["build", "--network=none", "-t", tag])
+            .arg(ctx.path()));
         let seen = Seen::in_image(&svc, tag).unwrap();
-        assert!(seen.isolated(&host), "{tag}: {seen:?} vs the host's {host:?}");
+        assert!(
+            seen.isolated(&host),
+            "{tag}: {seen:?} vs the host's {host:?}"
+        );
     }
 }
 
@@ -350,11 +439,20 @@ fn permissive_still_grants_what_dockerd_grants() {
     let svc = service(&[], &[]);
     svc.load_busybox();
     let host = Seen::host(&svc);
-    solve(&svc, "grpc-host:1", Net::Host, Security::Sandbox, &["network.host"]).unwrap();
+    solve(
+        &svc,
+        "grpc-host:1",
+        Net::Host,
+        Security::Sandbox,
+        &["network.host"],
+    )
+    .unwrap();
     let seen = Seen::in_image(&svc, "grpc-host:1").unwrap();
     assert!(seen.is_host(&host), "{seen:?} vs the host's {host:?}");
     let ctx = context();
-    ok(cli(&svc, true).args(["build", "--network=host", "-t", "cli-host:1"]).arg(ctx.path()));
+    ok(cli(&svc, true)
+        .args(["build", "--network=host", "-t", "cli-host:1"])
+        .arg(ctx.path()));
     let seen = Seen::in_image(&svc, "cli-host:1").unwrap();
     assert!(seen.is_host(&host), "{seen:?} vs the host's {host:?}");
 }
@@ -374,28 +472,76 @@ fn the_operators_builder_entitlements_never_loosen_and_are_never_loosened() {
     .unwrap();
     let svc = service(&[("DIND_POLICY", "ci-safe")], &[&config_arg]);
     svc.load_busybox();
-    refused(&svc, "grpc-host:1", Net::Host, Security::Sandbox, &["network.host"], "network.host");
-    refused(&svc, "grpc-insecure:1", Net::None, Security::Insecure, &["security.insecure"], "security.insecure");
+    refused(
+        &svc,
+        "grpc-host:1",
+        Net::Host,
+        Security::Sandbox,
+        &["network.host"],
+        "network.host",
+    );
+    refused(
+        &svc,
+        "grpc-insecure:1",
+        Net::None,
+        Security::Insecure,
+        &["security.insecure"],
+        "security.insecure",
+    );
     let generated: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(svc.dir.path().join("run/daemon.json")).unwrap()).unwrap();
-    assert_eq!(generated["builder"]["gc"], serde_json::json!({"enabled": false}), "{generated}");
+        serde_json::from_str(&fs::read_to_string(svc.dir.path().join("run/daemon.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        generated["builder"]["gc"],
+        serde_json::json!({"enabled": false}),
+        "{generated}"
+    );
     drop(svc);
 
     // Permissive: the operator's denial is theirs, and stays.
-    fs::write(&config, r#"{"builder": {"entitlements": {"network-host": false}}}"#).unwrap();
+    fs::write(
+        &config,
+        r#"{"builder": {"entitlements": {"network-host": false}}}"#,
+    )
+    .unwrap();
     let svc = service(&[], &[&config_arg]);
     svc.load_busybox();
-    refused(&svc, "grpc-host:1", Net::Host, Security::Sandbox, &["network.host"], "network.host");
+    refused(
+        &svc,
+        "grpc-host:1",
+        Net::Host,
+        Security::Sandbox,
+        &["network.host"],
+        "network.host",
+    );
     drop(svc);
 
     // A policy file that allows host networking leaves dockerd's grant alone;
     // the insecure sandbox is still the `privileged` rule's, and denied.
     let policy = dir.path().join("policy.toml");
-    fs::write(&policy, "profile = \"ci-safe\"\n[rules]\nhost_network = \"allow\"\n").unwrap();
+    fs::write(
+        &policy,
+        "profile = \"ci-safe\"\n[rules]\nhost_network = \"allow\"\n",
+    )
+    .unwrap();
     let svc = service(&[("DIND_POLICY", policy.to_str().unwrap())], &[]);
     svc.load_busybox();
-    solve(&svc, "grpc-host:1", Net::Host, Security::Sandbox, &["network.host"]).unwrap();
+    solve(
+        &svc,
+        "grpc-host:1",
+        Net::Host,
+        Security::Sandbox,
+        &["network.host"],
+    )
+    .unwrap();
     let seen = Seen::in_image(&svc, "grpc-host:1").unwrap();
     assert!(seen.is_host(&Seen::host(&svc)), "{seen:?}");
-    refused(&svc, "grpc-insecure:1", Net::None, Security::Insecure, &["security.insecure"], "security.insecure");
+    refused(
+        &svc,
+        "grpc-insecure:1",
+        Net::None,
+        Security::Insecure,
+        &["security.insecure"],
+        "security.insecure",
+    );
 }

@@ -249,14 +249,23 @@ fn a_gitlab_docker_executor_with_tls() {
     let ready_env: &[(&str, &str)] = &[("DIND_LISTEN_WHEN", "ready")];
     let times = repeat("a", 20, |scope, i| {
         let env = if i % 2 == 0 { &[][..] } else { ready_env };
-        let (times, printed) =
-            gitlab_job(scope, Transport::Tls, Arrival::RunnerWait, &[], env, JOB_SCRIPT)?;
+        let (times, printed) = gitlab_job(
+            scope,
+            Transport::Tls,
+            Arrival::RunnerWait,
+            &[],
+            env,
+            JOB_SCRIPT,
+        )?;
         check_full_job(&printed)?;
         Ok(times)
     });
     let (open_at_once, when_ready): (Vec<_>, Vec<_>) =
         times.iter().enumerate().partition(|(i, _)| i % 2 == 0);
-    for (how, runs) in [("open at once (default)", &open_at_once), ("DIND_LISTEN_WHEN=ready", &when_ready)] {
+    for (how, runs) in [
+        ("open at once (default)", &open_at_once),
+        ("DIND_LISTEN_WHEN=ready", &when_ready),
+    ] {
         let of = |f: fn(&RunTimes) -> Duration| median(runs.iter().map(|(_, t)| f(t)).collect());
         eprintln!(
             "a: {how}: median runner wait {:?}, job {:?}, service start to job end {:?} ({} runs)",
@@ -272,8 +281,14 @@ fn a_gitlab_docker_executor_with_tls() {
 #[test]
 fn b_gitlab_docker_executor_without_tls() {
     repeat("b", 2, |scope, _| {
-        let (times, printed) =
-            gitlab_job(scope, Transport::Plain, Arrival::RunnerWait, &[], &[], JOB_SCRIPT)?;
+        let (times, printed) = gitlab_job(
+            scope,
+            Transport::Plain,
+            Arrival::RunnerWait,
+            &[],
+            &[],
+            JOB_SCRIPT,
+        )?;
         check_full_job(&printed)?;
         Ok(times)
     });
@@ -286,8 +301,14 @@ fn b_gitlab_docker_executor_without_tls() {
 #[test]
 fn c_unix_socket_on_a_shared_volume() {
     repeat("c", 4, |scope, _| {
-        let (times, printed) =
-            gitlab_job(scope, Transport::Socket, Arrival::AtOnce, &[], &[], JOB_SCRIPT)?;
+        let (times, printed) = gitlab_job(
+            scope,
+            Transport::Socket,
+            Arrival::AtOnce,
+            &[],
+            &[],
+            JOB_SCRIPT,
+        )?;
         check_full_job(&printed)?;
         Ok(times)
     });
@@ -414,8 +435,15 @@ fn f_docker_stop_ends_in_the_grace_period() {
                   docker build -q -t e2e-built /ctx\n\
                   docker run -d --name sleeper e2e-built /bin/busybox sleep 1000\n\
                   echo \"sleeper running: $(docker inspect -f '{{.State.Running}}' sleeper)\"";
-    let (_, printed) = gitlab_job(&scope, Transport::Tls, Arrival::RunnerWait, &[], &[], script)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, printed) = gitlab_job(
+        &scope,
+        Transport::Tls,
+        Arrival::RunnerWait,
+        &[],
+        &[],
+        script,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         printed.contains("sleeper running: true"),
         "the inner container is not running:\n{printed}"
@@ -504,7 +532,11 @@ fn g_the_first_connect_is_always_answered() {
                     scope.log_tail(&svc, 40)
                 )
             });
-        let mode = if when_ready { "DIND_LISTEN_WHEN=ready" } else { "default" };
+        let mode = if when_ready {
+            "DIND_LISTEN_WHEN=ready"
+        } else {
+            "default"
+        };
         eprintln!(
             "g round {round} ({mode}): first connect {:?} after docker run ({} refused before), API call right after: {} in {:?}",
             seen.connect_after,

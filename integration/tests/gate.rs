@@ -17,7 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::{docker_clis, exchange, fake_dockerd, late_dockerd, metric, ok, until, Service, ServiceOptions};
+use support::{
+    docker_clis, exchange, fake_dockerd, late_dockerd, metric, ok, until, Service, ServiceOptions,
+};
 
 /// A service whose dockerd starts `secs` late, serving a unix socket at
 /// `shared/docker.sock` too; returns it and the socket's path.
@@ -25,8 +27,14 @@ fn late_service(secs: u32, env: &[(&str, &str)]) -> (Service, PathBuf) {
     let dir = support::short_tempdir();
     let late = late_dockerd(dir.path(), secs);
     let sock = dir.path().join("shared/docker.sock");
-    let (late, host) = (late.display().to_string(), format!("unix://{}", sock.display()));
-    let mut all = vec![("DIND_DOCKERD", late.as_str()), ("DOCKER_HOST", host.as_str())];
+    let (late, host) = (
+        late.display().to_string(),
+        format!("unix://{}", sock.display()),
+    );
+    let mut all = vec![
+        ("DIND_DOCKERD", late.as_str()),
+        ("DOCKER_HOST", host.as_str()),
+    ];
     all.extend_from_slice(env);
     (Service::start_with_env(dir, &all), sock)
 }
@@ -37,24 +45,42 @@ fn late_service(secs: u32, env: &[(&str, &str)]) -> (Service, PathBuf) {
 #[test]
 fn a_request_that_comes_before_the_engine_is_held_then_answered() {
     let (svc, sock) = late_service(4, &[]);
-    until(&svc, "the TCP port and the socket", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", svc.port)).is_ok() && sock.exists()
-    });
-    assert_eq!(svc.health("/readyz").0, 503, "the engine cannot be ready yet: dockerd starts 4 s late");
+    until(
+        &svc,
+        "the TCP port and the socket",
+        Duration::from_secs(10),
+        || TcpStream::connect(("127.0.0.1", svc.port)).is_ok() && sock.exists(),
+    );
+    assert_eq!(
+        svc.health("/readyz").0,
+        503,
+        "the engine cannot be ready yet: dockerd starts 4 s late"
+    );
     let mode = fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert!(mode == 0o660 || mode == 0o666, "mode {mode:o}");
 
     let held = {
-        let stream = UnixStream::connect(&sock).expect("the socket accepts before the engine is ready");
+        let stream =
+            UnixStream::connect(&sock).expect("the socket accepts before the engine is ready");
         thread::spawn(move || exchange(stream, "GET", "/version"))
     };
-    until(&svc, "the request held", Duration::from_secs(5), || metric(&svc, "dind_proxy_held_requests") == 1);
-    assert_eq!(svc.health("/readyz").0, 503, "the request must have been held while not ready");
+    until(&svc, "the request held", Duration::from_secs(5), || {
+        metric(&svc, "dind_proxy_held_requests") == 1
+    });
+    assert_eq!(
+        svc.health("/readyz").0,
+        503,
+        "the request must have been held while not ready"
+    );
 
     let (status, body) = held.join().unwrap();
     assert_eq!(status, 200, "{body}");
-    let version: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert!(version["ApiVersion"].is_string(), "not dockerd's answer: {body}");
+    let version: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(
+        version["ApiVersion"].is_string(),
+        "not dockerd's answer: {body}"
+    );
     assert_eq!(svc.health("/readyz").0, 200);
     assert_eq!(metric(&svc, "dind_proxy_held_requests"), 0);
     assert!(metric(&svc, "dind_proxy_held_requests_total") >= 1);
@@ -107,19 +133,32 @@ fn real_clients_under_a_long_hold_succeed_first_time_with_dockerds_api_version()
             ..Default::default()
         },
     );
-    until(&svc, "the TCP port", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", svc.port)).is_ok());
+    until(&svc, "the TCP port", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", svc.port)).is_ok()
+    });
     assert_eq!(svc.health("/readyz").0, 503);
 
     let mut clients: Vec<(String, Command)> = docker_clis()
         .iter()
         .enumerate()
-        .map(|(i, cli)| (format!("{} ", cli.display()), cli_volume_create(&svc, cli, &format!("held-cli{i}"))))
+        .map(|(i, cli)| {
+            (
+                format!("{} ", cli.display()),
+                cli_volume_create(&svc, cli, &format!("held-cli{i}")),
+            )
+        })
         .collect();
     clients.push(("docker-py".into(), python_volume_create(&svc, "held-py")));
     let mut wait = Command::new(support::binary());
-    wait.args(["wait", "--timeout", "60s", "--host", &format!("tcp://127.0.0.1:{}", svc.port)])
-        .env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CERT_PATH", svc.certs().join("client"));
+    wait.args([
+        "wait",
+        "--timeout",
+        "60s",
+        "--host",
+        &format!("tcp://127.0.0.1:{}", svc.port),
+    ])
+    .env("DOCKER_TLS_VERIFY", "1")
+    .env("DOCKER_CERT_PATH", svc.certs().join("client"));
     clients.push(("dind-supervisor wait".into(), wait));
     let started = Instant::now();
     let runs: Vec<(String, thread::JoinHandle<Output>)> = clients
@@ -137,7 +176,10 @@ fn real_clients_under_a_long_hold_succeed_first_time_with_dockerds_api_version()
             svc.log_text()
         );
     }
-    eprintln!("all clients done {:?} after they started", started.elapsed());
+    eprintln!(
+        "all clients done {:?} after they started",
+        started.elapsed()
+    );
     assert!(
         started.elapsed() > Duration::from_secs(2),
         "the clients finished before the engine could have been ready: nothing was held"
@@ -145,16 +187,31 @@ fn real_clients_under_a_long_hold_succeed_first_time_with_dockerds_api_version()
 
     let (_, status) = svc.health("/status");
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-    let api = status["dockerd"]["api_version"].as_str().expect("dockerd's API version in /status").to_owned();
+    let api = status["dockerd"]["api_version"]
+        .as_str()
+        .expect("dockerd's API version in /status")
+        .to_owned();
     let log = fs::read_to_string(&audit).unwrap();
     let creates: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["path"].as_str().is_some_and(|p| p.ends_with("/volumes/create")))
+        .filter(|e| {
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/volumes/create"))
+        })
         .collect();
-    assert_eq!(creates.len(), docker_clis().len() + 1, "one create per client:\n{log}");
+    assert_eq!(
+        creates.len(),
+        docker_clis().len() + 1,
+        "one create per client:\n{log}"
+    );
     for e in &creates {
-        assert_eq!(e["api_version"].as_str(), Some(api.as_str()), "a client guessed its API version: {e}");
+        assert_eq!(
+            e["api_version"].as_str(),
+            Some(api.as_str()),
+            "a client guessed its API version: {e}"
+        );
         assert_eq!(e["decision"], "allow", "{e}");
     }
     for name in ["held-cli0", "held-py"] {
@@ -181,7 +238,9 @@ fn a_dockerd_that_never_answers_gets_held_clients_a_clear_503_in_time() {
             ..Default::default()
         },
     );
-    until(&svc, "the TCP port", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", svc.port)).is_ok());
+    until(&svc, "the TCP port", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", svc.port)).is_ok()
+    });
     let cli = docker_clis().pop().unwrap();
     let started = Instant::now();
     let out = svc.tls_cli(&cli).args(["volume", "ls"]).output().unwrap();
@@ -193,7 +252,10 @@ fn a_dockerd_that_never_answers_gets_held_clients_a_clear_503_in_time() {
     // The CLI's own first ping gives up after 2 s; then its HEAD ping, GET
     // ping and request share one 3 s hold on their connection (about 5 s in
     // all) instead of 3 s each (11 s in all).
-    assert!(took < Duration::from_secs(9), "held {took:?}: each request waited the whole limit");
+    assert!(
+        took < Duration::from_secs(9),
+        "held {took:?}: each request waited the whole limit"
+    );
 
     let dir = support::short_tempdir();
     let failing = fake_dockerd(
@@ -212,11 +274,16 @@ fn a_dockerd_that_never_answers_gets_held_clients_a_clear_503_in_time() {
             ..Default::default()
         },
     );
-    until(&svc, "the TCP port", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", svc.port)).is_ok());
+    until(&svc, "the TCP port", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", svc.port)).is_ok()
+    });
     let out = svc.tls_cli(&cli).args(["volume", "ls"]).output().unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(said.contains("disk quota exceeded (test)"), "the 503 must say why dockerd is gone: {said}");
+    assert!(
+        said.contains("disk quota exceeded (test)"),
+        "the 503 must say why dockerd is gone: {said}"
+    );
     let (status, _) = svc.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{}", svc.log_text());
 }
@@ -230,7 +297,11 @@ fn listen_when_ready_opens_nothing_before_the_engine_answers() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut refused = 0;
     loop {
-        assert!(Instant::now() < deadline, "never ready:\n{}", svc.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "never ready:\n{}",
+            svc.log_text()
+        );
         let tcp_up = TcpStream::connect(("127.0.0.1", svc.port)).is_ok();
         let sock_up = sock.exists();
         if tcp_up || sock_up {
@@ -247,7 +318,10 @@ fn listen_when_ready_opens_nothing_before_the_engine_answers() {
     let (_, status) = svc.health("/status");
     assert!(status.contains("\"state\":\"ready\""), "{status}");
     until(&svc, "the socket", Duration::from_secs(5), || sock.exists());
-    ok(Command::new("docker").arg("-H").arg(format!("unix://{}", sock.display())).arg("version"));
+    ok(Command::new("docker")
+        .arg("-H")
+        .arg(format!("unix://{}", sock.display()))
+        .arg("version"));
     assert_eq!(svc.health("/readyz").0, 200);
     assert_eq!(metric(&svc, "dind_proxy_held_requests_total"), 0);
 }
@@ -260,7 +334,12 @@ fn a_request_during_a_dockerd_restart_is_held_and_succeeds() {
     svc.wait_ready();
     let cli = docker_clis().pop().unwrap();
     nix::sys::signal::kill(svc.dockerd_pid(), Signal::SIGKILL).unwrap();
-    until(&svc, "not ready after the kill", Duration::from_secs(10), || svc.health("/readyz").0 == 503);
+    until(
+        &svc,
+        "not ready after the kill",
+        Duration::from_secs(10),
+        || svc.health("/readyz").0 == 503,
+    );
     let mut cmd = svc.tls_cli(&cli);
     cmd.args(["version", "--format", "{{.Server.Version}}"]);
     let client = thread::spawn(move || cmd.output().unwrap());
@@ -269,7 +348,11 @@ fn a_request_during_a_dockerd_restart_is_held_and_succeeds() {
     });
     assert!(!client.is_finished(), "answered before the engine was back");
     let out = client.join().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
     assert_eq!(svc.health("/readyz").0, 200);
     assert!(metric(&svc, "dind_dockerd_restarts_total") == 1);

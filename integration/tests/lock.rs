@@ -25,7 +25,10 @@ const IMAGE_FILE: &str = "/etc/dind-supervisor/policy.toml";
 const LOCKED: &str = "locked = true\nprofile = \"ci-safe\"\n[rules]\nprivileged = \"allow\"\n";
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A service under the locked image policy, in `dir`.
@@ -54,9 +57,16 @@ fn refused(mut svc: Service, names: &[&str]) -> String {
     assert!(!svc.socket().exists(), "dockerd's socket exists");
     let socket_dir = svc.socket().parent().unwrap().to_owned();
     if socket_dir != svc.dir.path() {
-        assert!(!socket_dir.exists(), "its directory was made before the check");
+        assert!(
+            !socket_dir.exists(),
+            "its directory was made before the check"
+        );
     }
-    assert_eq!(fs::read_dir(svc.dir.path().join("data")).unwrap().count(), 0, "dockerd ran");
+    assert_eq!(
+        fs::read_dir(svc.dir.path().join("data")).unwrap().count(),
+        0,
+        "dockerd ran"
+    );
     lines[0].to_owned()
 }
 
@@ -65,23 +75,73 @@ fn job_variables_cannot_loosen_a_locked_policy() {
     // GitLab passes every job variable to the service: each of these alone
     // would switch the policy off or move dockerd's raw API into reach.
     // The last one names the service's own raw socket.
-    let raw = |d: &std::path::Path| format!("unix://{}", d.join("run/dockerd/docker.sock").display());
+    let raw =
+        |d: &std::path::Path| format!("unix://{}", d.join("run/dockerd/docker.sock").display());
     let cases: &[(&str, &dyn Fn(&std::path::Path) -> String, &[&str])] = &[
-        ("DIND_POLICY", &|_| "permissive".into(), &["DIND_POLICY=\"permissive\"", "allows what the locked policy denies"]),
-        ("DIND_POLICY", &|_| "/builds/policy.toml".into(), &["DIND_POLICY=\"/builds/policy.toml\""]),
-        ("DIND_POLICY_ALLOW_BINDS", &|_| "/".into(), &["DIND_POLICY_ALLOW_BINDS=\"/\""]),
-        ("DIND_POLICY_ALLOW_BINDS", &|_| "/builds,/var/run".into(), &["DIND_POLICY_ALLOW_BINDS", "/var/run is not under"]),
-        ("DIND_DOCKERD_SOCKET", &|_| "/builds/raw.sock".into(), &["DIND_DOCKERD_SOCKET=\"/builds/raw.sock\""]),
-        ("DIND_DOCKERD_SOCKET", &|_| "/var/run/docker.sock".into(), &["DIND_DOCKERD_SOCKET=\"/var/run/docker.sock\""]),
-        ("DIND_DOCKERD_SOCKET_SHARED", &|_| "allow".into(), &["DIND_DOCKERD_SOCKET_SHARED=\"allow\""]),
-        ("DIND_DOCKERD", &|_| "/bin/sh".into(), &["DIND_DOCKERD=\"/bin/sh\""]),
-        ("DIND_AUDIT_LOG", &|_| "/dev/null".into(), &["DIND_AUDIT_LOG=\"/dev/null\""]),
-        ("DOCKER_HOST", &raw, &["DOCKER_HOST=", "dockerd's raw socket"]),
+        (
+            "DIND_POLICY",
+            &|_| "permissive".into(),
+            &[
+                "DIND_POLICY=\"permissive\"",
+                "allows what the locked policy denies",
+            ],
+        ),
+        (
+            "DIND_POLICY",
+            &|_| "/builds/policy.toml".into(),
+            &["DIND_POLICY=\"/builds/policy.toml\""],
+        ),
+        (
+            "DIND_POLICY_ALLOW_BINDS",
+            &|_| "/".into(),
+            &["DIND_POLICY_ALLOW_BINDS=\"/\""],
+        ),
+        (
+            "DIND_POLICY_ALLOW_BINDS",
+            &|_| "/builds,/var/run".into(),
+            &["DIND_POLICY_ALLOW_BINDS", "/var/run is not under"],
+        ),
+        (
+            "DIND_DOCKERD_SOCKET",
+            &|_| "/builds/raw.sock".into(),
+            &["DIND_DOCKERD_SOCKET=\"/builds/raw.sock\""],
+        ),
+        (
+            "DIND_DOCKERD_SOCKET",
+            &|_| "/var/run/docker.sock".into(),
+            &["DIND_DOCKERD_SOCKET=\"/var/run/docker.sock\""],
+        ),
+        (
+            "DIND_DOCKERD_SOCKET_SHARED",
+            &|_| "allow".into(),
+            &["DIND_DOCKERD_SOCKET_SHARED=\"allow\""],
+        ),
+        (
+            "DIND_DOCKERD",
+            &|_| "/bin/sh".into(),
+            &["DIND_DOCKERD=\"/bin/sh\""],
+        ),
+        (
+            "DIND_AUDIT_LOG",
+            &|_| "/dev/null".into(),
+            &["DIND_AUDIT_LOG=\"/dev/null\""],
+        ),
+        (
+            "DOCKER_HOST",
+            &raw,
+            &["DOCKER_HOST=", "dockerd's raw socket"],
+        ),
     ];
     for (var, value, names) in cases {
         let dir = short_tempdir();
         let value = value(dir.path());
-        let svc = locked_in(dir, ServiceOptions { env: vec![(var.to_string(), value)], ..Default::default() });
+        let svc = locked_in(
+            dir,
+            ServiceOptions {
+                env: vec![(var.to_string(), value)],
+                ..Default::default()
+            },
+        );
         let mut names = names.to_vec();
         names.push(IMAGE_FILE);
         refused(svc, &names);
@@ -95,21 +155,43 @@ fn the_service_command_cannot_escape_a_lock() {
     // `command: ["sh", "-c", …]`: the command must never run.
     let dir = short_tempdir();
     let marker = dir.path().join("escaped");
-    let sh = ["sh".to_owned(), "-c".to_owned(), format!("touch {}; sleep 30", marker.display())];
-    let svc = locked_in(dir, ServiceOptions { command: Some(sh.to_vec()), ..Default::default() });
+    let sh = [
+        "sh".to_owned(),
+        "-c".to_owned(),
+        format!("touch {}; sleep 30", marker.display()),
+    ];
+    let svc = locked_in(
+        dir,
+        ServiceOptions {
+            command: Some(sh.to_vec()),
+            ..Default::default()
+        },
+    );
     refused(svc, &["the command \"sh\"", "remove the service's command"]);
     assert!(!marker.exists(), "sh ran");
 
     // `command: ["dockerd", …]`: dockerd with exactly those flags, no proxy.
     let exact = ["dockerd".to_owned(), format!("--host={tcp}")];
     refused(
-        locked_in(short_tempdir(), ServiceOptions { command: Some(exact.to_vec()), ..Default::default() }),
+        locked_in(
+            short_tempdir(),
+            ServiceOptions {
+                command: Some(exact.to_vec()),
+                ..Default::default()
+            },
+        ),
         &["the command \"dockerd …\""],
     );
     // Our own `run` with a loosening flag, named as the job spelled it.
     let run = ["run", "--policy", "permissive"].map(String::from);
     refused(
-        locked_in(short_tempdir(), ServiceOptions { command: Some(run.to_vec()), ..Default::default() }),
+        locked_in(
+            short_tempdir(),
+            ServiceOptions {
+                command: Some(run.to_vec()),
+                ..Default::default()
+            },
+        ),
         &["--policy \"permissive\""],
     );
     // dockerd flags in the stock form (`command: ["-H", …]`), in the
@@ -124,9 +206,18 @@ fn the_service_command_cannot_escape_a_lock() {
         // dockerd overwrites its pid file, and removes it at exit.
         vec!["--pidfile=/etc/dind-supervisor/policy.toml".to_owned()],
     ] {
-        let svc = locked_in(short_tempdir(), ServiceOptions { dockerd_args: args.clone(), ..Default::default() });
+        let svc = locked_in(
+            short_tempdir(),
+            ServiceOptions {
+                dockerd_args: args.clone(),
+                ..Default::default()
+            },
+        );
         let line = refused(svc, &["the dockerd flag"]);
-        assert!(args.iter().any(|a| line.contains(a.as_str())), "{args:?}: {line}");
+        assert!(
+            args.iter().any(|a| line.contains(a.as_str())),
+            "{args:?}: {line}"
+        );
     }
     // Nothing answered on the port dockerd was asked to open.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err());
@@ -154,14 +245,20 @@ fn a_tightening_starts_and_status_and_the_log_show_the_lock() {
     assert_eq!(status["policy"]["locked"], true, "{status}");
     assert_eq!(status["policy"]["lock_file"], IMAGE_FILE);
     let name = status["policy"]["name"].as_str().unwrap();
-    assert!(name.contains(IMAGE_FILE) && name.ends_with("tightened by ci-safe"), "{name}");
+    assert!(
+        name.contains(IMAGE_FILE) && name.ends_with("tightened by ci-safe"),
+        "{name}"
+    );
     let start_line = svc
         .log_text()
         .lines()
         .find(|l| l.contains("request policy") && l.contains("lock_file="))
         .map(str::to_owned)
         .unwrap();
-    assert!(start_line.contains("locked=true") && start_line.contains(IMAGE_FILE), "{start_line}");
+    assert!(
+        start_line.contains("locked=true") && start_line.contains(IMAGE_FILE),
+        "{start_line}"
+    );
 
     // The tightening holds: privileged (allowed by the lock, denied by
     // ci-safe) and a bind outside the narrower allowlist are refused; a bind
@@ -174,22 +271,58 @@ fn a_tightening_starts_and_status_and_the_log_show_the_lock() {
     ] {
         let out = svc.tls_cli(&cli).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains("tightened by ci-safe"), "{args:?}: {err}");
+        assert!(
+            !out.status.success() && err.contains("tightened by ci-safe"),
+            "{args:?}: {err}"
+        );
     }
-    ok(svc.tls_cli(&cli).args(["run", "-v", "/builds/project/x:/x", image, "true"]));
-    assert_eq!(svc.docker_ok(&["ps", "-aq"]).lines().count(), 1, "only the allowed container exists");
+    ok(svc
+        .tls_cli(&cli)
+        .args(["run", "-v", "/builds/project/x:/x", image, "true"]));
+    assert_eq!(
+        svc.docker_ok(&["ps", "-aq"]).lines().count(),
+        1,
+        "only the allowed container exists"
+    );
     // Ordinary work under the clean environment: a classic build.
     let context = svc.dir.path().join("context");
     fs::create_dir_all(&context).unwrap();
-    fs::write(context.join("Dockerfile"), format!("FROM {image}\nRUN echo built > /built\n")).unwrap();
-    ok(svc.tls_cli(&cli).env("DOCKER_BUILDKIT", "0").args(["build", "-q", "-t", "locked-build"]).arg(&context));
-    assert_eq!(ok(svc.tls_cli(&cli).args(["run", "--rm", "locked-build", "cat", "/built"])).trim(), "built");
+    fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {image}\nRUN echo built > /built\n"),
+    )
+    .unwrap();
+    ok(svc
+        .tls_cli(&cli)
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", "locked-build"])
+        .arg(&context));
+    assert_eq!(
+        ok(svc
+            .tls_cli(&cli)
+            .args(["run", "--rm", "locked-build", "cat", "/built"]))
+        .trim(),
+        "built"
+    );
 
     // dockerd and its children run with a clean environment.
     let environ = fs::read(format!("/proc/{}/environ", svc.dockerd_pid())).unwrap();
-    let vars: Vec<String> = environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
-    assert!(!vars.iter().any(|v| v.starts_with("DOCKER_RAMDISK=") || v.starts_with("DIND_")), "{vars:?}");
-    assert!(vars.contains(&"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()), "{vars:?}");
+    let vars: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert!(
+        !vars
+            .iter()
+            .any(|v| v.starts_with("DOCKER_RAMDISK=") || v.starts_with("DIND_")),
+        "{vars:?}"
+    );
+    assert!(
+        vars.contains(
+            &"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()
+        ),
+        "{vars:?}"
+    );
 }
 
 #[test]
@@ -200,7 +333,11 @@ fn the_raw_socket_is_private_and_var_run_docker_sock_is_the_proxys() {
     // dockerd's socket: in a 0700 directory of the supervisor's own.
     let raw = svc.socket();
     assert_eq!(raw, svc.dir.path().join("run/dockerd/docker.sock"));
-    let mode = fs::metadata(raw.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    let mode = fs::metadata(raw.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o700);
     let (_, body) = svc.health("/status");
     assert!(body.contains("unix:///var/run/docker.sock"), "{body}");
@@ -221,21 +358,40 @@ fn the_raw_socket_is_private_and_var_run_docker_sock_is_the_proxys() {
             .unwrap()
     };
     let out = inside(&["version", "--format", "{{.Server.Version}}"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let image = svc.load_busybox();
     let out = inside(&["run", "--rm", "-v", "/:/host", image, "true"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains(&format!("policy file:{IMAGE_FILE}")), "{err}");
-    assert_eq!(svc.docker_ok(&["ps", "-aq"]).trim(), "", "the refused container exists");
+    assert!(
+        !out.status.success() && err.contains(&format!("policy file:{IMAGE_FILE}")),
+        "{err}"
+    );
+    assert_eq!(
+        svc.docker_ok(&["ps", "-aq"]).trim(),
+        "",
+        "the refused container exists"
+    );
     let audit = svc.log_text();
-    assert!(audit.lines().any(|l| l.contains("\"decision\":\"deny\"") && l.contains("bind_mounts")), "not audited:\n{audit}");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"decision\":\"deny\"") && l.contains("bind_mounts")),
+        "not audited:\n{audit}"
+    );
 }
 
 /// A bind mount in the service's namespace plays a volume shared with the
 /// job: `$D/volume` shows `$D/volume-src`, which the test (outside, like
 /// another container) sees too.
 fn shared_volume(target: &str) -> Vec<String> {
-    vec![format!("mkdir -p $D/volume-src $D/{target}"), format!("mount --bind $D/volume-src $D/{target}")]
+    vec![
+        format!("mkdir -p $D/volume-src $D/{target}"),
+        format!("mount --bind $D/volume-src $D/{target}"),
+    ]
 }
 
 #[test]
@@ -252,7 +408,14 @@ fn a_raw_socket_on_a_shared_mount_is_refused_unless_the_operator_allows_it() {
             ..Default::default()
         },
     );
-    refused(svc, &["dockerd's socket directory", &volume, "DIND_DOCKERD_SOCKET_SHARED=allow"]);
+    refused(
+        svc,
+        &[
+            "dockerd's socket directory",
+            &volume,
+            "DIND_DOCKERD_SOCKET_SHARED=allow",
+        ],
+    );
 
     // containerd's socket under the exec root is as much a raw API.
     let dir = short_tempdir();
@@ -276,14 +439,24 @@ fn a_raw_socket_on_a_shared_mount_is_refused_unless_the_operator_allows_it() {
     let svc = Service::start_in(
         dir,
         ServiceOptions {
-            env: env(&[("DIND_DOCKERD_SOCKET", &in_volume), ("DIND_DOCKERD_SOCKET_SHARED", "allow")]),
+            env: env(&[
+                ("DIND_DOCKERD_SOCKET", &in_volume),
+                ("DIND_DOCKERD_SOCKET_SHARED", "allow"),
+            ]),
             namespace_setup: shared_volume("volume"),
             ..Default::default()
         },
     );
     svc.wait_ready();
-    assert!(svc.log_text().contains("DIND_DOCKERD_SOCKET_SHARED=allow"), "{}", svc.log_text());
-    ok(Command::new("docker").arg("-H").arg(format!("unix://{}", seen_outside.display())).arg("version"));
+    assert!(
+        svc.log_text().contains("DIND_DOCKERD_SOCKET_SHARED=allow"),
+        "{}",
+        svc.log_text()
+    );
+    ok(Command::new("docker")
+        .arg("-H")
+        .arg(format!("unix://{}", seen_outside.display()))
+        .arg("version"));
 }
 
 #[test]
@@ -291,8 +464,27 @@ fn a_locked_image_cannot_be_given_a_shared_run_directory_nor_allow_it() {
     // The image's run directory (pinned by the test's policy file) is a
     // shared volume here: refused, whatever the job says.
     let run = |vars: &[(&str, &str)]| {
-        locked_in(short_tempdir(), ServiceOptions { env: env(vars), namespace_setup: shared_volume("run"), ..Default::default() })
+        locked_in(
+            short_tempdir(),
+            ServiceOptions {
+                env: env(vars),
+                namespace_setup: shared_volume("run"),
+                ..Default::default()
+            },
+        )
     };
-    refused(run(&[]), &["dockerd's socket directory", "a mount from outside the container's root filesystem"]);
-    refused(run(&[("DIND_DOCKERD_SOCKET_SHARED", "allow")]), &["DIND_DOCKERD_SOCKET_SHARED=\"allow\"", "only the image may allow"]);
+    refused(
+        run(&[]),
+        &[
+            "dockerd's socket directory",
+            "a mount from outside the container's root filesystem",
+        ],
+    );
+    refused(
+        run(&[("DIND_DOCKERD_SOCKET_SHARED", "allow")]),
+        &[
+            "DIND_DOCKERD_SOCKET_SHARED=\"allow\"",
+            "only the image may allow",
+        ],
+    );
 }

@@ -37,29 +37,113 @@ fn ci_safe_refuses_escapes_and_allows_ordinary_jobs() {
     let image = svc.load_busybox();
     let cli = docker_clis().pop().unwrap();
     for (args, says) in [
-        (vec!["run", "--rm", "--privileged", image, "true"], "privileged containers are not allowed (HostConfig.Privileged)"),
-        (vec!["run", "--rm", "-v", "/:/host", image, "true"], "HostConfig.Binds"),
-        (vec!["run", "--rm", "-v", "/builds/../etc:/x", image, "true"], "HostConfig.Binds"),
-        (vec!["run", "--rm", "--mount", "type=bind,src=/etc,dst=/x", image, "true"], "HostConfig.Mounts"),
-        (vec!["run", "--rm", "--pid", "host", image, "true"], "PidMode"),
-        (vec!["run", "--rm", "--network", "host", image, "true"], "NetworkMode"),
-        (vec!["run", "--rm", "--cap-add", "SYS_ADMIN", image, "true"], "CapAdd"),
-        (vec!["run", "--rm", "--security-opt", "seccomp=unconfined", image, "true"], "SecurityOpt"),
-        (vec!["run", "--rm", "--security-opt", "systempaths=unconfined", image, "true"], "Paths"),
-        (vec!["run", "--rm", "--device", "/dev/kmsg", image, "true"], "Devices"),
-        (vec!["run", "--rm", "--cgroup-parent", "/", image, "true"], "CgroupParent"),
-        (vec!["volume", "create", "--opt", "type=none", "--opt", "o=bind", "--opt", "device=/etc", "v1"], "volume"),
+        (
+            vec!["run", "--rm", "--privileged", image, "true"],
+            "privileged containers are not allowed (HostConfig.Privileged)",
+        ),
+        (
+            vec!["run", "--rm", "-v", "/:/host", image, "true"],
+            "HostConfig.Binds",
+        ),
+        (
+            vec!["run", "--rm", "-v", "/builds/../etc:/x", image, "true"],
+            "HostConfig.Binds",
+        ),
+        (
+            vec![
+                "run",
+                "--rm",
+                "--mount",
+                "type=bind,src=/etc,dst=/x",
+                image,
+                "true",
+            ],
+            "HostConfig.Mounts",
+        ),
+        (
+            vec!["run", "--rm", "--pid", "host", image, "true"],
+            "PidMode",
+        ),
+        (
+            vec!["run", "--rm", "--network", "host", image, "true"],
+            "NetworkMode",
+        ),
+        (
+            vec!["run", "--rm", "--cap-add", "SYS_ADMIN", image, "true"],
+            "CapAdd",
+        ),
+        (
+            vec![
+                "run",
+                "--rm",
+                "--security-opt",
+                "seccomp=unconfined",
+                image,
+                "true",
+            ],
+            "SecurityOpt",
+        ),
+        (
+            vec![
+                "run",
+                "--rm",
+                "--security-opt",
+                "systempaths=unconfined",
+                image,
+                "true",
+            ],
+            "Paths",
+        ),
+        (
+            vec!["run", "--rm", "--device", "/dev/kmsg", image, "true"],
+            "Devices",
+        ),
+        (
+            vec!["run", "--rm", "--cgroup-parent", "/", image, "true"],
+            "CgroupParent",
+        ),
+        (
+            vec![
+                "volume",
+                "create",
+                "--opt",
+                "type=none",
+                "--opt",
+                "o=bind",
+                "--opt",
+                "device=/etc",
+                "v1",
+            ],
+            "volume",
+        ),
     ] {
         let err = refused(&svc, &args);
         assert!(err.contains("policy ci-safe"), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?} should name {says}: {err}");
     }
     // Ordinary CI work passes: named volumes, allowed bind paths, exec.
-    assert_eq!(ok(svc.tls_cli(&cli).args(["run", "--rm", "-v", "cache:/c", image, "echo", "ok"])).trim(), "ok");
-    assert_eq!(ok(svc.tls_cli(&cli).args(["run", "--rm", "-v", "/builds/x:/b", image, "echo", "ok"])).trim(), "ok");
-    ok(svc.tls_cli(&cli).args(["run", "-d", "--name", "pe", image, "sleep", "60"]));
+    assert_eq!(
+        ok(svc
+            .tls_cli(&cli)
+            .args(["run", "--rm", "-v", "cache:/c", image, "echo", "ok"]))
+        .trim(),
+        "ok"
+    );
+    assert_eq!(
+        ok(svc
+            .tls_cli(&cli)
+            .args(["run", "--rm", "-v", "/builds/x:/b", image, "echo", "ok"]))
+        .trim(),
+        "ok"
+    );
+    ok(svc
+        .tls_cli(&cli)
+        .args(["run", "-d", "--name", "pe", image, "sleep", "60"]));
     assert!(refused(&svc, &["exec", "--privileged", "pe", "true"]).contains("policy ci-safe"));
-    assert_eq!(ok(svc.tls_cli(&cli).args(["exec", "pe", "echo", "ok"])).trim(), "ok");
+    assert_eq!(
+        ok(svc.tls_cli(&cli).args(["exec", "pe", "echo", "ok"])).trim(),
+        "ok"
+    );
     ok(svc.tls_cli(&cli).args(["rm", "-f", "pe"]));
     // Every mutating decision is audited with the client's identity.
     let log = svc.log_text();
@@ -72,7 +156,11 @@ fn ci_safe_refuses_escapes_and_allows_ordinary_jobs() {
     assert_eq!(entry["subject"], "CN=docker-client");
     assert!(log.contains("\"decision\":\"allow\""));
     let (_, metrics) = svc.health("/metrics");
-    assert!(metrics.contains("dind_proxy_policy_decisions_total{decision=\"deny\",rule=\"privileged\"} 1"), "{metrics}");
+    assert!(
+        metrics
+            .contains("dind_proxy_policy_decisions_total{decision=\"deny\",rule=\"privileged\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// Raw requests that read differently to a naive checker and to dockerd.
@@ -110,15 +198,36 @@ fn known_authorization_bypasses_are_refused() {
     };
     let img = r#""Image":"busybox""#;
     for (body, why) in [
-        (format!(r#"{{{img},"HostConfig":{{"privileged":true}}}}"#), "case-folded key"),
-        (format!(r#"{{{img},"HostConfig":{{"Privileged":false,"Privileged":true}}}}"#), "duplicate key, last wins in Go"),
-        (format!(r#"{{{img}}} {{"HostConfig":{{"Privileged":true}}}}"#), "trailing data"),
-        (format!(r#"{{{img},"Privileged":true}}"#), "top-level HostConfig field"),
-        (format!("{{{img},\"HostConfig\":{{\"CapAdd\":[\"ALL\"],\"Binds\":[\"/:/h\"]}}}}"), "several rules"),
-        (format!("{{{img},\"HostConfig\":{{\"Bind\u{017f}\":[\"/:/h\"]}}}}"), "long s folds to s in Go"),
+        (
+            format!(r#"{{{img},"HostConfig":{{"privileged":true}}}}"#),
+            "case-folded key",
+        ),
+        (
+            format!(r#"{{{img},"HostConfig":{{"Privileged":false,"Privileged":true}}}}"#),
+            "duplicate key, last wins in Go",
+        ),
+        (
+            format!(r#"{{{img}}} {{"HostConfig":{{"Privileged":true}}}}"#),
+            "trailing data",
+        ),
+        (
+            format!(r#"{{{img},"Privileged":true}}"#),
+            "top-level HostConfig field",
+        ),
+        (
+            format!("{{{img},\"HostConfig\":{{\"CapAdd\":[\"ALL\"],\"Binds\":[\"/:/h\"]}}}}"),
+            "several rules",
+        ),
+        (
+            format!("{{{img},\"HostConfig\":{{\"Bind\u{017f}\":[\"/:/h\"]}}}}"),
+            "long s folds to s in Go",
+        ),
     ] {
         let answer = create(&body, "");
-        assert!(answer.starts_with("HTTP/1.1 403") || answer.starts_with("HTTP/1.1 400"), "{why}: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 403") || answer.starts_with("HTTP/1.1 400"),
+            "{why}: {answer}"
+        );
     }
     // Chunked bodies are read whole and checked like any other (CVE-2024-41110).
     let body = format!(r#"{{{img},"HostConfig":{{"Privileged":true}}}}"#);
@@ -136,12 +245,19 @@ fn known_authorization_bypasses_are_refused() {
         &format!("POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n", chunked.len()),
         chunked.as_bytes(),
     );
-    assert!(answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 403"), "CL+TE: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 403"),
+        "CL+TE: {answer}"
+    );
     // Over the cap: 413, never skipped (CVE-2026-34040).
     let pad = " ".repeat(5 << 20);
     let big = format!(r#"{{{img},"HostConfig":{{"Privileged":true}}}}{pad}"#);
     let answer = create(&big, "");
-    assert!(answer.starts_with("HTTP/1.1 413"), "big body: {}", &answer[..answer.len().min(200)]);
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "big body: {}",
+        &answer[..answer.len().min(200)]
+    );
     // JSON is required where dockerd parses JSON.
     let answer = send(
         &format!("POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
@@ -151,10 +267,16 @@ fn known_authorization_bypasses_are_refused() {
     // An HTTP/2 connection preface is never forwarded (h2c only by Upgrade
     // on /session and /grpc).
     let answer = send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"");
-    assert!(!answer.starts_with("HTTP/1.1 2") && !answer.contains("OK"), "h2 preface: {answer}");
+    assert!(
+        !answer.starts_with("HTTP/1.1 2") && !answer.contains("OK"),
+        "h2 preface: {answer}"
+    );
     // An unknown mutating route is denied by default.
     let answer = send("POST /v1.41/containers/x/escape HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", b"");
-    assert!(answer.starts_with("HTTP/1.1 403"), "unknown route: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 403"),
+        "unknown route: {answer}"
+    );
 }
 
 #[test]
@@ -164,12 +286,31 @@ fn permissive_is_the_default_and_a_bad_policy_file_stops_start_up() {
     let image = svc.load_busybox();
     let cli = docker_clis().pop().unwrap();
     // Allowed by policy; whatever dockerd then says is not ours.
-    let out = svc.tls_cli(&cli).args(["run", "--rm", "-v", "/etc/hostname:/h:ro", image, "cat", "/h"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("policy"), "{out:?}");
+    let out = svc
+        .tls_cli(&cli)
+        .args([
+            "run",
+            "--rm",
+            "-v",
+            "/etc/hostname:/h:ro",
+            image,
+            "cat",
+            "/h",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("policy"),
+        "{out:?}"
+    );
 
     let dir = support::short_tempdir();
     let file = dir.path().join("policy.toml");
-    fs::write(&file, "profile = \"ci-safe\"\n[rules]\nprivilegd = \"allow\"\n").unwrap();
+    fs::write(
+        &file,
+        "profile = \"ci-safe\"\n[rules]\nprivilegd = \"allow\"\n",
+    )
+    .unwrap();
     let mut bad = Service::start_in(
         dir,
         ServiceOptions {
@@ -179,6 +320,14 @@ fn permissive_is_the_default_and_a_bad_policy_file_stops_start_up() {
     );
     let (status, _) = bad.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(78), "{}", bad.log_text());
-    let line = bad.log_text().lines().find(|l| l.contains("privilegd")).map(str::to_owned);
-    assert!(line.is_some(), "the error names the bad rule:\n{}", bad.log_text());
+    let line = bad
+        .log_text()
+        .lines()
+        .find(|l| l.contains("privilegd"))
+        .map(str::to_owned);
+    assert!(
+        line.is_some(),
+        "the error names the bad rule:\n{}",
+        bad.log_text()
+    );
 }

@@ -30,7 +30,11 @@ fn docker_cli_works_through_mutual_tls() {
         let v = ok(&mut d(&["version", "--format", "{{.Server.Version}}"]));
         assert!(!v.trim().is_empty(), "{name}: no server version");
         ok(&mut d(&["info"]));
-        assert_eq!(ok(&mut d(&["run", "--rm", image, "echo", "hello"])).trim(), "hello", "{name}");
+        assert_eq!(
+            ok(&mut d(&["run", "--rm", image, "echo", "hello"])).trim(),
+            "hello",
+            "{name}"
+        );
 
         // stdin through an attach, closed by the client: half-close must
         // reach the container and its output must still come back.
@@ -52,7 +56,9 @@ fn docker_cli_works_through_mutual_tls() {
         assert!(ok(&mut tty).contains("tty-42"), "{name}: run -t");
 
         let ctr = format!("exec-{}", std::process::id());
-        ok(&mut d(&["run", "-d", "--name", &ctr, image, "sleep", "600"]));
+        ok(&mut d(&[
+            "run", "-d", "--name", &ctr, image, "sleep", "600",
+        ]));
         let data: String = (1..=2000).map(|i| format!("{i}\n")).collect();
         let mut exec = d(&["exec", "-i", &ctr, "cat"]);
         assert_eq!(pipe(&mut exec, data.as_bytes()), data, "{name}: exec -i");
@@ -71,9 +77,21 @@ fn streams_pass_without_buffering() {
         c.args(args);
         c
     };
-    ok(&mut d(&["run", "-d", "--name", "ticker", image, "sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"]));
+    ok(&mut d(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        image,
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done",
+    ]));
     // logs -f: the first lines arrive while the container still runs.
-    let mut logs = d(&["logs", "-f", "ticker"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut logs = d(&["logs", "-f", "ticker"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(logs.stdout.take().unwrap()).lines();
     let started = Instant::now();
     for n in 1..=5 {
@@ -86,10 +104,18 @@ fn streams_pass_without_buffering() {
 
     // events: an event shows up while the stream is open.
     let since = chrono_now(&svc);
-    let mut events = d(&["events", "--since", &since, "--filter", "event=create", "--format", "{{.Actor.Attributes.name}}"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut events = d(&[
+        "events",
+        "--since",
+        &since,
+        "--filter",
+        "event=create",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ])
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     ok(&mut d(&["create", "--name", "evented", image, "true"]));
     let mut ev = BufReader::new(events.stdout.take().unwrap()).lines();
     assert_eq!(ev.next().unwrap().unwrap(), "evented");
@@ -100,7 +126,9 @@ fn streams_pass_without_buffering() {
 
 /// The engine's clock, as `docker events --since` wants it.
 fn chrono_now(svc: &Service) -> String {
-    svc.docker_ok(&["info", "--format", "{{.SystemTime}}"]).trim().to_owned()
+    svc.docker_ok(&["info", "--format", "{{.SystemTime}}"])
+        .trim()
+        .to_owned()
 }
 
 #[test]
@@ -119,18 +147,36 @@ fn builds_copies_and_save_load_round_trip() {
     let debian_cli = Path::new("/usr/bin/docker");
     let cli = docker_clis().pop().unwrap();
     // Classic builder: the context streams as a chunked request body.
-    ok(svc.tls_cli(&cli).args(["build", "-t", "classic:1"]).arg(ctx.path()).env("DOCKER_BUILDKIT", "0"));
-    assert_eq!(ok(svc.tls_cli(&cli).args(["run", "--rm", "classic:1"])), "from the build context\n");
+    ok(svc
+        .tls_cli(&cli)
+        .args(["build", "-t", "classic:1"])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0"));
+    assert_eq!(
+        ok(svc.tls_cli(&cli).args(["run", "--rm", "classic:1"])),
+        "from the build context\n"
+    );
     // BuildKit: the 20.10 client speaks /session (Upgrade: h2c) and /grpc.
     if debian_cli.is_file() {
-        ok(svc.tls_cli(debian_cli).args(["build", "-t", "buildkit:1"]).arg(ctx.path()).env("DOCKER_BUILDKIT", "1"));
-        assert_eq!(ok(svc.tls_cli(&cli).args(["run", "--rm", "buildkit:1"])), "from the build context\n");
+        ok(svc
+            .tls_cli(debian_cli)
+            .args(["build", "-t", "buildkit:1"])
+            .arg(ctx.path())
+            .env("DOCKER_BUILDKIT", "1"));
+        assert_eq!(
+            ok(svc.tls_cli(&cli).args(["run", "--rm", "buildkit:1"])),
+            "from the build context\n"
+        );
     }
 
     // docker cp of 100 MiB both ways, checked by checksum.
     let big = ctx.path().join("big");
-    ok(Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=100"]).arg(format!("of={}", big.display())));
-    ok(svc.tls_cli(&cli).args(["run", "-d", "--name", "cp", image, "sleep", "600"]));
+    ok(Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=100"])
+        .arg(format!("of={}", big.display())));
+    ok(svc
+        .tls_cli(&cli)
+        .args(["run", "-d", "--name", "cp", image, "sleep", "600"]));
     ok(svc.tls_cli(&cli).args(["cp"]).arg(&big).arg("cp:/big"));
     let inside = ok(svc.tls_cli(&cli).args(["exec", "cp", "sha256sum", "/big"]));
     let back = ctx.path().join("back");
@@ -143,7 +189,11 @@ fn builds_copies_and_save_load_round_trip() {
 
     // save | load round trip through the proxy on both legs.
     let tar = ctx.path().join("img.tar");
-    ok(svc.tls_cli(&cli).args(["save", "-o"]).arg(&tar).arg("classic:1"));
+    ok(svc
+        .tls_cli(&cli)
+        .args(["save", "-o"])
+        .arg(&tar)
+        .arg("classic:1"));
     ok(svc.tls_cli(&cli).args(["rmi", "classic:1"]));
     let loaded = ok(svc.tls_cli(&cli).args(["load", "-i"]).arg(&tar));
     assert!(loaded.contains("classic:1"), "{loaded}");
@@ -166,17 +216,39 @@ fn clients_without_the_right_certificate_are_rejected() {
             .unwrap()
     };
     // The right certificate works…
-    let good = curl(&["--cert", &path(&client.join("cert.pem")), "--key", &path(&client.join("key.pem"))]);
-    assert_eq!(String::from_utf8_lossy(&good.stdout), "OK", "{}", String::from_utf8_lossy(&good.stderr));
+    let good = curl(&[
+        "--cert",
+        &path(&client.join("cert.pem")),
+        "--key",
+        &path(&client.join("key.pem")),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&good.stdout),
+        "OK",
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
     // …none does not.
-    assert!(!curl(&[]).status.success(), "no client certificate must fail");
+    assert!(
+        !curl(&[]).status.success(),
+        "no client certificate must fail"
+    );
     svc.wait_log("the client sent no certificate", 1, Duration::from_secs(5));
 
     // Another CA's certificate.
     let other = support::short_tempdir();
-    ok(Command::new(support::binary()).args(["certs", "--tls-certdir"]).arg(other.path()));
+    ok(Command::new(support::binary())
+        .args(["certs", "--tls-certdir"])
+        .arg(other.path()));
     let oc = other.path().join("client");
-    assert!(!curl(&["--cert", &path(&oc.join("cert.pem")), "--key", &path(&oc.join("key.pem"))]).status.success());
+    assert!(!curl(&[
+        "--cert",
+        &path(&oc.join("cert.pem")),
+        "--key",
+        &path(&oc.join("key.pem"))
+    ])
+    .status
+    .success());
     svc.wait_log("not signed by this service's CA", 1, Duration::from_secs(5));
     let out = Command::new(&cli)
         .args(["version"])
@@ -190,7 +262,14 @@ fn clients_without_the_right_certificate_are_rejected() {
     // An expired certificate signed by the right CA.
     let expired = support::short_tempdir();
     mint_expired_client(&svc.certs(), expired.path());
-    assert!(!curl(&["--cert", &path(&expired.path().join("cert.pem")), "--key", &path(&expired.path().join("key.pem"))]).status.success());
+    assert!(!curl(&[
+        "--cert",
+        &path(&expired.path().join("cert.pem")),
+        "--key",
+        &path(&expired.path().join("key.pem"))
+    ])
+    .status
+    .success());
     svc.wait_log("has expired", 1, Duration::from_secs(5));
 
     // Plain HTTP on the TLS port gets dockerd's own answer.
@@ -200,7 +279,8 @@ fn clients_without_the_right_certificate_are_rejected() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&plain.stdout).contains("Client sent an HTTP request to an HTTPS server"),
+        String::from_utf8_lossy(&plain.stdout)
+            .contains("Client sent an HTTP request to an HTTPS server"),
         "{plain:?}"
     );
     let (_, metrics) = svc.health("/metrics");
@@ -219,8 +299,13 @@ fn path(p: &Path) -> String {
 
 /// A client certificate signed by the service's CA that expired yesterday.
 fn mint_expired_client(certs: &Path, out: &Path) {
-    let ca_key = rcgen::KeyPair::from_pem(&fs::read_to_string(certs.join("ca/key.pem")).unwrap()).unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&fs::read_to_string(certs.join("ca/cert.pem")).unwrap(), ca_key).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&fs::read_to_string(certs.join("ca/key.pem")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &fs::read_to_string(certs.join("ca/cert.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
@@ -234,14 +319,24 @@ fn mint_expired_client(certs: &Path, out: &Path) {
 
 /// Writes `input` to the command's stdin, closes it, returns stdout.
 fn pipe(cmd: &mut Command, input: &[u8]) -> String {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
     let writer = thread::spawn(move || {
         stdin.write_all(&input).unwrap();
     });
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     writer.join().unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{cmd:?}: {status}");
@@ -258,7 +353,13 @@ fn tls_off_serves_plain_tcp() {
     svc.wait_ready();
     svc.wait_log("listening", 1, Duration::from_secs(5));
     let v = ok(Command::new("docker")
-        .args(["-H", &format!("tcp://127.0.0.1:{}", svc.port), "version", "--format", "{{.Server.Version}}"])
+        .args([
+            "-H",
+            &format!("tcp://127.0.0.1:{}", svc.port),
+            "version",
+            "--format",
+            "{{.Server.Version}}",
+        ])
         .env_remove("DOCKER_TLS_VERIFY"));
     assert!(!v.trim().is_empty());
     assert!(svc.log_text().contains("TLS is off"), "{}", svc.log_text());
@@ -280,7 +381,11 @@ fn oversized_request_head_gets_431() {
     let _ = write!(s, "GET /_ping HTTP/1.1\r\nHost: d\r\nX-Big: {huge}\r\n\r\n");
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(200)]);
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
 }
 
 /// One raw HTTP/1.0 exchange; returns the answer's head lines (lowercased
@@ -310,7 +415,10 @@ fn raw_exchange(mut s: impl Read + Write, method: &str, path: &str) -> (Vec<Stri
 fn pings_carry_dockerds_answer_and_are_reused_briefly() {
     for (ttl, reused) in [("1s", true), ("0s", false)] {
         let svc = Service::start(ServiceOptions {
-            env: vec![("DOCKER_TLS_CERTDIR".into(), String::new()), ("DIND_PING_CACHE".into(), ttl.into())],
+            env: vec![
+                ("DOCKER_TLS_CERTDIR".into(), String::new()),
+                ("DIND_PING_CACHE".into(), ttl.into()),
+            ],
             ..Default::default()
         });
         svc.wait_ready();
@@ -326,7 +434,10 @@ fn pings_carry_dockerds_answer_and_are_reused_briefly() {
             }
         }
         let (_, body, _) = raw_exchange(proxy(), "GET", "/v1.5/_ping");
-        assert!(body.contains("too old"), "a versioned ping reaches dockerd: {body}");
+        assert!(
+            body.contains("too old"),
+            "a versioned ping reaches dockerd: {body}"
+        );
         let (_, metrics) = svc.health("/metrics");
         let cached: u64 = metrics
             .lines()
@@ -358,7 +469,10 @@ fn parked(svc: &Service) -> u64 {
 #[test]
 fn idle_connections_park_and_resume_at_message_boundaries() {
     let svc = Service::start(ServiceOptions {
-        env: vec![("DOCKER_TLS_CERTDIR".into(), String::new()), ("DIND_PING_CACHE".into(), "0s".into())],
+        env: vec![
+            ("DOCKER_TLS_CERTDIR".into(), String::new()),
+            ("DIND_PING_CACHE".into(), "0s".into()),
+        ],
         ..Default::default()
     });
     svc.wait_ready();
@@ -375,7 +489,8 @@ fn idle_connections_park_and_resume_at_message_boundaries() {
     pause();
     assert_eq!(parked(&svc), 1, "the idle connection is parked");
 
-    w.write_all(b"GET /version HTTP/1.1\r\nHost: d\r\n\r\n").unwrap();
+    w.write_all(b"GET /version HTTP/1.1\r\nHost: d\r\n\r\n")
+        .unwrap();
     let (code, body) = read_answer(&mut r);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("ApiVersion"), "{body}");

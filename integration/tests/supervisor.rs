@@ -16,15 +16,33 @@ fn reaches_ready_with_certs_and_runs_a_container() {
     let svc = Service::start(ServiceOptions::default());
     svc.wait_ready();
     let certs = svc.certs();
-    for f in ["ca/cert.pem", "ca/key.pem", "server/ca.pem", "server/cert.pem", "server/key.pem", "client/ca.pem", "client/cert.pem", "client/key.pem"] {
+    for f in [
+        "ca/cert.pem",
+        "ca/key.pem",
+        "server/ca.pem",
+        "server/cert.pem",
+        "server/key.pem",
+        "client/ca.pem",
+        "client/cert.pem",
+        "client/key.pem",
+    ] {
         assert!(certs.join(f).is_file(), "{f} missing");
     }
     let image = svc.load_busybox();
     let out = svc.docker_ok(&["run", "--rm", image, "echo", "hello from inside"]);
     assert_eq!(out.trim(), "hello from inside");
     let log = svc.log_text();
-    for needle in ["certificates", "storage driver", "iptables", "mtu", "engine ready"] {
-        assert!(log.to_lowercase().contains(needle), "start-up log lacks {needle:?}:\n{log}");
+    for needle in [
+        "certificates",
+        "storage driver",
+        "iptables",
+        "mtu",
+        "engine ready",
+    ] {
+        assert!(
+            log.to_lowercase().contains(needle),
+            "start-up log lacks {needle:?}:\n{log}"
+        );
     }
 }
 
@@ -35,8 +53,21 @@ fn sigterm_stops_cleanly_with_status_zero() {
     svc.signal(Signal::SIGTERM);
     let (status, took) = svc.wait_exit(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "log:\n{}", svc.log_text());
-    assert!(svc.log_text().contains("shutdown complete"), "{}", svc.log_text());
-    assert!(!svc.socket().exists() || Command::new("docker").arg("-H").arg(format!("unix://{}", svc.socket().display())).arg("version").output().map(|o| !o.status.success()).unwrap_or(true));
+    assert!(
+        svc.log_text().contains("shutdown complete"),
+        "{}",
+        svc.log_text()
+    );
+    assert!(
+        !svc.socket().exists()
+            || Command::new("docker")
+                .arg("-H")
+                .arg(format!("unix://{}", svc.socket().display()))
+                .arg("version")
+                .output()
+                .map(|o| !o.status.success())
+                .unwrap_or(true)
+    );
     eprintln!("stop took {took:?}");
 }
 
@@ -48,16 +79,37 @@ fn container_ignoring_sigterm_still_ends_inside_the_deadline() {
     });
     svc.wait_ready();
     let image = svc.load_busybox();
-    svc.docker_ok(&["run", "-d", "--name", "stubborn", image, "sh", "-c", "trap '' TERM; while true; do sleep 1; done"]);
+    svc.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        image,
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 1; done",
+    ]);
     let sup = svc.supervisor_pid();
     svc.signal(Signal::SIGTERM);
     let (status, took) = svc.wait_exit(Duration::from_secs(20));
-    assert!(took < Duration::from_secs(6) + Duration::from_millis(1500), "stop took {took:?}:\n{}", svc.log_text());
+    assert!(
+        took < Duration::from_secs(6) + Duration::from_millis(1500),
+        "stop took {took:?}:\n{}",
+        svc.log_text()
+    );
     assert_eq!(status.code(), Some(0), "{}", svc.log_text());
     assert!(support::children(sup).is_empty());
     // Nothing of that engine is left: no process still runs from its data root.
-    let leftovers = Command::new("pgrep").arg("-f").arg(svc.dir.path()).output().unwrap();
-    assert!(leftovers.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&leftovers.stdout));
+    let leftovers = Command::new("pgrep")
+        .arg("-f")
+        .arg(svc.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        leftovers.stdout.is_empty(),
+        "left running: {}",
+        String::from_utf8_lossy(&leftovers.stdout)
+    );
 }
 
 #[test]
@@ -113,10 +165,18 @@ fn stale_pid_file_of_a_live_process_does_not_block_start() {
     // stock entrypoint deletes docker*.pid first, and so do we.
     let dir = support::short_tempdir();
     fs::create_dir_all(dir.path().join("run")).unwrap();
-    fs::write(dir.path().join("run/docker.pid"), std::process::id().to_string()).unwrap();
+    fs::write(
+        dir.path().join("run/docker.pid"),
+        std::process::id().to_string(),
+    )
+    .unwrap();
     let svc = Service::start_in(dir, ServiceOptions::default());
     svc.wait_ready();
-    assert!(svc.log_text().contains("removed stale pid file"), "{}", svc.log_text());
+    assert!(
+        svc.log_text().contains("removed stale pid file"),
+        "{}",
+        svc.log_text()
+    );
 }
 
 #[test]
@@ -124,17 +184,31 @@ fn corrupt_cert_dir_exits_with_one_clear_line_and_writes_nothing() {
     let dir = support::short_tempdir();
     let certs = dir.path().join("certs");
     fs::create_dir_all(certs.join("ca")).unwrap();
-    fs::write(certs.join("ca/key.pem"), "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n").unwrap();
+    fs::write(
+        certs.join("ca/key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let mut svc = Service::start_in(dir, ServiceOptions::default());
     let (status, _) = svc.wait_exit(Duration::from_secs(10));
     assert_ne!(status.code(), Some(0));
     let log = svc.log_text();
-    let line = log.lines().find(|l| l.contains("ca/key.pem")).unwrap_or_else(|| panic!("no line names the file:\n{log}"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("ca/key.pem"))
+        .unwrap_or_else(|| panic!("no line names the file:\n{log}"));
     assert!(!line.contains('\n'));
-    assert!(!log.contains("dockerd started"), "dockerd must not start:\n{log}");
+    assert!(
+        !log.contains("dockerd started"),
+        "dockerd must not start:\n{log}"
+    );
     let mut names: Vec<_> = walk(&certs);
     names.sort();
-    assert_eq!(names, vec![certs.join("ca/key.pem")], "nothing half-written");
+    assert_eq!(
+        names,
+        vec![certs.join("ca/key.pem")],
+        "nothing half-written"
+    );
 }
 
 #[test]
@@ -149,7 +223,11 @@ fn static_binary_runs_in_an_empty_root() {
         .env("DOCKER_TLS_SAN", "DNS:dind")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(root.path().join("certs/client/key.pem").is_file());
     let file = Command::new("file").arg(support::binary()).output();
     if let Ok(f) = file {
@@ -179,11 +257,18 @@ fn registry_mirror_in_daemon_json_and_in_env_merge_instead_of_conflicting() {
     // its config file; the supervisor must merge ours into a generated file.
     let dir = support::short_tempdir();
     let config = dir.path().join("daemon.json");
-    fs::write(&config, r#"{"registry-mirrors": ["https://from-file.example"], "debug": false}"#).unwrap();
+    fs::write(
+        &config,
+        r#"{"registry-mirrors": ["https://from-file.example"], "debug": false}"#,
+    )
+    .unwrap();
     let svc = Service::start_in(
         dir,
         ServiceOptions {
-            env: vec![("DIND_REGISTRY_MIRRORS".into(), "https://from-env.example".into())],
+            env: vec![(
+                "DIND_REGISTRY_MIRRORS".into(),
+                "https://from-env.example".into(),
+            )],
             dockerd_args: vec![format!("--config-file={}", config.display())],
             ..Default::default()
         },
@@ -198,12 +283,18 @@ fn registry_mirror_in_daemon_json_and_in_env_merge_instead_of_conflicting() {
 fn registry_mirror_passed_as_service_command_reaches_dockerd() {
     // GitLab: `command: ["--registry-mirror", "http://mirror.internal:5000"]`.
     let svc = Service::start(ServiceOptions {
-        dockerd_args: vec!["--registry-mirror".into(), "http://mirror.internal:5000".into()],
+        dockerd_args: vec![
+            "--registry-mirror".into(),
+            "http://mirror.internal:5000".into(),
+        ],
         ..Default::default()
     });
     svc.wait_ready();
     let mirrors = svc.docker_ok(&["info", "--format", "{{json .RegistryConfig.Mirrors}}"]);
-    assert!(mirrors.contains("http://mirror.internal:5000/"), "{mirrors}");
+    assert!(
+        mirrors.contains("http://mirror.internal:5000/"),
+        "{mirrors}"
+    );
 }
 
 #[test]
@@ -214,17 +305,37 @@ fn a_second_sigterm_kills_at_once() {
     });
     svc.wait_ready();
     let image = svc.load_busybox();
-    svc.docker_ok(&["run", "-d", image, "sh", "-c", "trap '' TERM; while true; do sleep 1; done"]);
+    svc.docker_ok(&[
+        "run",
+        "-d",
+        image,
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 1; done",
+    ]);
     svc.signal(Signal::SIGTERM);
     // A duplicate delivered at once (as GNU timeout does) is not escalation.
     svc.signal(Signal::SIGTERM);
-    svc.wait_log("stopping containers before dockerd", 1, Duration::from_secs(5));
+    svc.wait_log(
+        "stopping containers before dockerd",
+        1,
+        Duration::from_secs(5),
+    );
     std::thread::sleep(Duration::from_millis(400));
-    assert!(!svc.log_text().contains("second stop signal"), "{}", svc.log_text());
+    assert!(
+        !svc.log_text().contains("second stop signal"),
+        "{}",
+        svc.log_text()
+    );
     svc.signal(Signal::SIGTERM);
     let (status, took) = svc.wait_exit(Duration::from_secs(10));
     assert!(took < Duration::from_secs(5), "escalation took {took:?}");
-    assert_eq!(status.code(), Some(137), "killed dockerd's status is 128+9:\n{}", svc.log_text());
+    assert_eq!(
+        status.code(),
+        Some(137),
+        "killed dockerd's status is 128+9:\n{}",
+        svc.log_text()
+    );
     assert!(svc.log_text().contains("second stop signal"));
 }
 
@@ -241,5 +352,9 @@ fn a_dockerd_that_cannot_start_ends_the_supervisor_instead_of_hanging() {
     });
     let (status, _) = svc.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(127), "{}", svc.log_text());
-    assert!(svc.log_text().contains("cannot start dockerd"), "{}", svc.log_text());
+    assert!(
+        svc.log_text().contains("cannot start dockerd"),
+        "{}",
+        svc.log_text()
+    );
 }

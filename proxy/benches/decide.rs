@@ -39,7 +39,11 @@ fn decide_once(policy: &Policy) -> Decision {
 fn main() -> ExitCode {
     let bench = std::env::args().any(|a| a == "--bench");
     let policy = Policy::load("ci-safe", None).expect("ci-safe loads");
-    assert_eq!(decide_once(&policy), Decision::Forward, "the ordinary create must be allowed");
+    assert_eq!(
+        decide_once(&policy),
+        Decision::Forward,
+        "the ordinary create must be allowed"
+    );
     if !bench {
         return ExitCode::SUCCESS;
     }
@@ -56,7 +60,11 @@ fn main() -> ExitCode {
         })
         .collect();
     per.sort();
-    let (median, p99, max) = (per[per.len() / 2], per[per.len() * 99 / 100], per[per.len() - 1]);
+    let (median, p99, max) = (
+        per[per.len() / 2],
+        per[per.len() * 99 / 100],
+        per[per.len() - 1],
+    );
     println!(
         "decide: ci-safe, {} byte create body: median {:.1} µs, p99 {:.1} µs, max {:.1} µs per decision (batches of {BATCH}; budget {} µs)",
         CREATE.len(),

@@ -29,7 +29,11 @@ pub fn container_of(head: &RequestHead) -> Option<&str> {
 
 /// Refuses an archive request on a container that has mounts, when the
 /// policy denies `copy_with_mounts`. Fails closed when dockerd cannot say.
-pub async fn check(upstream_socket: &Path, policy: &Policy, head: &RequestHead) -> Result<(), Refusal> {
+pub async fn check(
+    upstream_socket: &Path,
+    policy: &Policy,
+    head: &RequestHead,
+) -> Result<(), Refusal> {
     if !policy.denies(Rule::CopyWithMounts) {
         return Ok(());
     }
@@ -37,16 +41,20 @@ pub async fn check(upstream_socket: &Path, policy: &Policy, head: &RequestHead) 
         return Ok(());
     };
     let inspect = format!("/containers/{id}/json");
-    let container = match upstream::get_json(upstream_socket, &inspect, Duration::from_secs(10)).await {
-        Ok(c) => c,
-        // No such container: dockerd's own 404 says it best.
-        Err(UpstreamError::Status { status: 404, .. }) => return Ok(()),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot inspect the container of a docker cp");
-            return Err(Refusal::Upstream);
-        }
-    };
-    let mounts = container.get("Mounts").and_then(|m| m.as_array()).map_or(0, Vec::len);
+    let container =
+        match upstream::get_json(upstream_socket, &inspect, Duration::from_secs(10)).await {
+            Ok(c) => c,
+            // No such container: dockerd's own 404 says it best.
+            Err(UpstreamError::Status { status: 404, .. }) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot inspect the container of a docker cp");
+                return Err(Refusal::Upstream);
+            }
+        };
+    let mounts = container
+        .get("Mounts")
+        .and_then(|m| m.as_array())
+        .map_or(0, Vec::len);
     if mounts == 0 {
         return Ok(());
     }
@@ -77,8 +85,16 @@ mod tests {
     #[test]
     fn archive_and_copy_routes_name_their_container() {
         assert_eq!(container_of(&head("/containers/abc/archive")), Some("abc"));
-        assert_eq!(container_of(&head("/containers/my-job/copy")), Some("my-job"));
-        for other in ["/containers/abc/json", "/containers/abc/archive/x", "/containers//archive", "/images/abc/archive"] {
+        assert_eq!(
+            container_of(&head("/containers/my-job/copy")),
+            Some("my-job")
+        );
+        for other in [
+            "/containers/abc/json",
+            "/containers/abc/archive/x",
+            "/containers//archive",
+            "/images/abc/archive",
+        ] {
             assert_eq!(container_of(&head(other)), None, "{other}");
         }
     }

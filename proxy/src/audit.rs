@@ -38,7 +38,11 @@ impl Audit {
     /// Appends to `path`, creating it (0600: it names clients and paths).
     pub fn file(path: &Path) -> io::Result<Audit> {
         use std::os::unix::fs::OpenOptionsExt;
-        let f = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
         Ok(Audit {
             sink: Mutex::new(Box::new(f)),
         })
@@ -55,7 +59,10 @@ impl Audit {
         };
         line.push(b'\n');
         // One write per line, so lines from concurrent requests never mix.
-        let written = self.sink.lock().map(|mut s| s.write_all(&line).and_then(|()| s.flush()));
+        let written = self
+            .sink
+            .lock()
+            .map(|mut s| s.write_all(&line).and_then(|()| s.flush()));
         if let Ok(Err(e)) = written {
             tracing::warn!(error = %e, "cannot write audit entry");
         }

@@ -45,7 +45,9 @@ pub fn server_config(files: &ServerFiles) -> Result<Arc<ServerConfig>, TlsSetupE
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for ca in certs(&files.ca)? {
-        roots.add(ca).map_err(|source| rustls_err(&files.ca, source))?;
+        roots
+            .add(ca)
+            .map_err(|source| rustls_err(&files.ca, source))?;
     }
     let dir = files.cert.parent().unwrap_or(Path::new("/")).to_owned();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -57,7 +59,10 @@ pub fn server_config(files: &ServerFiles) -> Result<Arc<ServerConfig>, TlsSetupE
     let key = key(&files.key)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|source| TlsSetupError::Rustls { dir: dir.clone(), source })?
+        .map_err(|source| TlsSetupError::Rustls {
+            dir: dir.clone(),
+            source,
+        })?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs(&files.cert)?, key)
         .map_err(|source| TlsSetupError::Rustls { dir, source })?;
@@ -119,21 +124,27 @@ pub fn subject(cert: &CertificateDer<'_>) -> Option<String> {
 /// Names why a handshake failed, from the rustls error in the io::Error's
 /// source chain (tokio-rustls wraps it), never from message text.
 pub fn classify(err: &io::Error) -> HandshakeFailure {
-    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
         return match err.kind() {
             io::ErrorKind::TimedOut => HandshakeFailure::Timeout,
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => HandshakeFailure::Protocol,
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
+                HandshakeFailure::Protocol
+            }
             _ => HandshakeFailure::Other,
         };
     };
     match tls {
         rustls::Error::NoCertificatesPresented => HandshakeFailure::NoClientCert,
         rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer | CertificateError::BadSignature => HandshakeFailure::UnknownCa,
-            CertificateError::Expired | CertificateError::NotValidYet => HandshakeFailure::Expired,
-            CertificateError::ExpiredContext { .. } | CertificateError::NotValidYetContext { .. } => {
-                HandshakeFailure::Expired
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                HandshakeFailure::UnknownCa
             }
+            CertificateError::Expired | CertificateError::NotValidYet => HandshakeFailure::Expired,
+            CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYetContext { .. } => HandshakeFailure::Expired,
             _ => HandshakeFailure::BadCert,
         },
         rustls::Error::InvalidMessage(_)
@@ -153,16 +164,26 @@ mod tests {
     #[test]
     fn classification_reads_the_typed_cause() {
         let wrap = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
-        assert_eq!(classify(&wrap(rustls::Error::NoCertificatesPresented)), HandshakeFailure::NoClientCert);
         assert_eq!(
-            classify(&wrap(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))),
+            classify(&wrap(rustls::Error::NoCertificatesPresented)),
+            HandshakeFailure::NoClientCert
+        );
+        assert_eq!(
+            classify(&wrap(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            ))),
             HandshakeFailure::UnknownCa
         );
         assert_eq!(
-            classify(&wrap(rustls::Error::InvalidCertificate(CertificateError::Expired))),
+            classify(&wrap(rustls::Error::InvalidCertificate(
+                CertificateError::Expired
+            ))),
             HandshakeFailure::Expired
         );
-        assert_eq!(classify(&io::Error::from(io::ErrorKind::TimedOut)), HandshakeFailure::Timeout);
+        assert_eq!(
+            classify(&io::Error::from(io::ErrorKind::TimedOut)),
+            HandshakeFailure::Timeout
+        );
     }
 
     #[test]

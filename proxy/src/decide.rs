@@ -44,7 +44,9 @@ pub struct RequestHead {
 pub enum Decision {
     Forward,
     /// Read the whole body (at most `cap` bytes) and call [`decide_body`].
-    InspectBody { cap: usize },
+    InspectBody {
+        cap: usize,
+    },
     Refuse(Refusal),
 }
 
@@ -79,7 +81,12 @@ pub fn decide(head: &RequestHead, policy: &Policy, content_type: Option<&[u8]>) 
 }
 
 /// The decision point, on a body read whole after [`Decision::InspectBody`].
-pub fn decide_body(head: &RequestHead, policy: &Policy, content_type: Option<&[u8]>, body: &[u8]) -> Decision {
+pub fn decide_body(
+    head: &RequestHead,
+    policy: &Policy,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Decision {
     match policy.on_body(head, content_type, body) {
         // A policy that asks twice is broken; fail closed.
         Verdict::NeedBody => Decision::Refuse(Refusal::Denied {
@@ -93,7 +100,9 @@ pub fn decide_body(head: &RequestHead, policy: &Policy, content_type: Option<&[u
 fn verdict(v: Verdict, policy: &Policy) -> Decision {
     match v {
         Verdict::Allow => Decision::Forward,
-        Verdict::NeedBody => Decision::InspectBody { cap: policy.body_cap() },
+        Verdict::NeedBody => Decision::InspectBody {
+            cap: policy.body_cap(),
+        },
         Verdict::Deny(d) => Decision::Refuse(Refusal::Denied {
             rule: d.rule,
             reason: d.reason,
@@ -144,7 +153,9 @@ fn split_version(path: &str) -> Option<(Option<&str>, &str)> {
     if !ver.starts_with(|c: char| c.is_ascii_digit()) {
         return Some((None, path)); // e.g. /volumes
     }
-    let ok = ver.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let ok = ver
+        .split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if !ok {
         return None;
     }
@@ -168,7 +179,11 @@ fn canonical(path: &str) -> Option<String> {
         }
     }
     let lower = path.to_ascii_lowercase();
-    if ["%2f", "%5c", "%25", "%2e"].iter().any(|e| lower.contains(e)) || path.contains('\\') {
+    if ["%2f", "%5c", "%25", "%2e"]
+        .iter()
+        .any(|e| lower.contains(e))
+        || path.contains('\\')
+    {
         return None;
     }
     Some(body.to_owned())
@@ -180,7 +195,10 @@ fn upgrade_of(parts: &Parts) -> Result<Option<Upgrade>, Refusal> {
     };
     let connection_upgrade = parts.headers.get_all(CONNECTION).iter().any(|v| {
         v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .map(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
             .unwrap_or(false)
     });
     if !connection_upgrade {
@@ -188,7 +206,11 @@ fn upgrade_of(parts: &Parts) -> Result<Option<Upgrade>, Refusal> {
         // strips the header so dockerd does not either.
         return Ok(None);
     }
-    match value.to_str().map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+    match value
+        .to_str()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .as_deref()
+    {
         Ok("tcp") => Ok(Some(Upgrade::Tcp)),
         Ok("h2c") => Ok(Some(Upgrade::H2c)),
         Ok("websocket") => Ok(Some(Upgrade::WebSocket)),
@@ -244,15 +266,32 @@ mod tests {
     #[test]
     fn debug_endpoints_are_refused_in_every_spelling() {
         let ci_safe = Policy::ci_safe();
-        for uri in ["/debug/vars", "/v1.41/debug/vars", "/debug/vars/", "/%64ebug/vars", "/DEBUG/pprof/", "/debug/pprof/goroutine?debug=2"] {
+        for uri in [
+            "/debug/vars",
+            "/v1.41/debug/vars",
+            "/debug/vars/",
+            "/%64ebug/vars",
+            "/DEBUG/pprof/",
+            "/debug/pprof/goroutine?debug=2",
+        ] {
             let h = head("GET", uri, &[]).unwrap();
             match decide(&h, &ci_safe, None) {
                 Decision::Refuse(Refusal::Denied { rule: "debug", .. }) => {}
                 other => panic!("{uri}: {other:?}"),
             }
-            assert_eq!(decide(&h, &Policy::permissive(), None), Decision::Forward, "{uri}");
+            assert_eq!(
+                decide(&h, &Policy::permissive(), None),
+                Decision::Forward,
+                "{uri}"
+            );
         }
-        for uri in ["//debug/vars", "/debug/../debug/vars", "/debug/./vars", "/%2564ebug/vars", "/%2e%2e/debug/vars"] {
+        for uri in [
+            "//debug/vars",
+            "/debug/../debug/vars",
+            "/debug/./vars",
+            "/%2564ebug/vars",
+            "/%2e%2e/debug/vars",
+        ] {
             assert!(head("GET", uri, &[]).is_err(), "{uri} must be refused");
         }
     }
@@ -262,20 +301,38 @@ mod tests {
         let up = |proto| [("connection", "Upgrade"), ("upgrade", proto)];
         let attach = head("POST", "/v1.41/containers/x/attach?stream=1", &up("tcp")).unwrap();
         assert_eq!(attach.upgrade, Some(Upgrade::Tcp));
-        assert_eq!(decide(&attach, &Policy::permissive(), None), Decision::Forward);
+        assert_eq!(
+            decide(&attach, &Policy::permissive(), None),
+            Decision::Forward
+        );
         let exec = head("POST", "/exec/abc/start", &up("tcp")).unwrap();
-        assert_eq!(decide(&exec, &Policy::permissive(), None), Decision::Forward);
+        assert_eq!(
+            decide(&exec, &Policy::permissive(), None),
+            Decision::Forward
+        );
         let session = head("POST", "/v1.41/session", &up("h2c")).unwrap();
-        assert_eq!(decide(&session, &Policy::permissive(), None), Decision::Forward);
+        assert_eq!(
+            decide(&session, &Policy::permissive(), None),
+            Decision::Forward
+        );
         let wrong = head("POST", "/containers/create", &up("tcp")).unwrap();
-        assert!(matches!(decide(&wrong, &Policy::permissive(), None), Decision::Refuse(_)));
+        assert!(matches!(
+            decide(&wrong, &Policy::permissive(), None),
+            Decision::Refuse(_)
+        ));
         let wrong = head("POST", "/containers/x/attach", &up("h2c")).unwrap();
-        assert!(matches!(decide(&wrong, &Policy::permissive(), None), Decision::Refuse(_)));
+        assert!(matches!(
+            decide(&wrong, &Policy::permissive(), None),
+            Decision::Refuse(_)
+        ));
         assert!(head("GET", "/_ping", &up("spdy/3")).is_err());
         let ws = head("GET", "/containers/x/attach/ws", &up("websocket")).unwrap();
         assert_eq!(decide(&ws, &Policy::permissive(), None), Decision::Forward);
         let ws = head("GET", "/_ping", &up("websocket")).unwrap();
-        assert!(matches!(decide(&ws, &Policy::permissive(), None), Decision::Refuse(_)));
+        assert!(matches!(
+            decide(&ws, &Policy::permissive(), None),
+            Decision::Refuse(_)
+        ));
         // An Upgrade header without Connection: upgrade switches nothing.
         let inert = head("GET", "/_ping", &[("upgrade", "websocket")]).unwrap();
         assert_eq!(inert.upgrade, None);

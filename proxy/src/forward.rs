@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1 as client;
-use hyper::service::service_fn;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -26,9 +26,9 @@ use crate::decide::{self, Decision};
 use crate::gate::{self, HoldBudget};
 use crate::listener::Slot;
 use crate::metrics::Metrics;
-use crate::ping::PingCache;
 use crate::park;
 use crate::pin::{self, Pins};
+use crate::ping::PingCache;
 use crate::policy::Policy;
 use crate::readiness::Readiness;
 use crate::respond::{Body, Refusal};
@@ -79,7 +79,10 @@ struct PinLease {
 
 impl PinLease {
     fn new(pins: Arc<Pins>, made: Vec<PathBuf>) -> Self {
-        PinLease { pins: Some(pins), made }
+        PinLease {
+            pins: Some(pins),
+            made,
+        }
     }
 
     /// dockerd took the request: its container or volume owns the pins
@@ -112,7 +115,9 @@ impl Shared {
         ping: PingCache,
         pins: Option<Arc<Pins>>,
     ) -> Shared {
-        let bodies = Arc::new(tokio::sync::Semaphore::new(limits.body_memory.max(policy.body_cap())));
+        let bodies = Arc::new(tokio::sync::Semaphore::new(
+            limits.body_memory.max(policy.body_cap()),
+        ));
         Shared {
             upstream,
             readiness,
@@ -208,7 +213,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    async fn checkout(&self, socket: &std::path::Path) -> Result<client::SendRequest<Body>, Refusal> {
+    async fn checkout(
+        &self,
+        socket: &std::path::Path,
+    ) -> Result<client::SendRequest<Body>, Refusal> {
         loop {
             let candidate = self.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
             match candidate {
@@ -347,7 +355,9 @@ fn is_hangup(e: &(dyn std::error::Error + 'static)) -> bool {
         if let Some(io) = err.downcast_ref::<io::Error>() {
             return matches!(
                 io.kind(),
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::UnexpectedEof
             );
         }
         cur = err.source();
@@ -355,7 +365,11 @@ fn is_hangup(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-async fn handle(req: Request<ClientBody>, shared: &Arc<Shared>, client: &Arc<Client>) -> Response<Body> {
+async fn handle(
+    req: Request<ClientBody>,
+    shared: &Arc<Shared>,
+    client: &Arc<Client>,
+) -> Response<Body> {
     let method = req.method().clone();
     let peer = &client.peer;
     let (parts, body) = req.into_parts();
@@ -411,7 +425,14 @@ async fn forward(
         Ok(head) => head,
         Err(refusal) => {
             // Malformed mutating requests are what bypass attempts look like.
-            audit(shared, peer, &parts.method, parts.uri.path(), None, Err(&refusal));
+            audit(
+                shared,
+                peer,
+                &parts.method,
+                parts.uri.path(),
+                None,
+                Err(&refusal),
+            );
             return Err(refusal);
         }
     };
@@ -420,7 +441,10 @@ async fn forward(
         // not act on must not reach it, or the session would be dropped.
         parts.headers.remove(hyper::header::UPGRADE);
     }
-    let content_type = parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes().to_vec());
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .map(|v| v.as_bytes().to_vec());
     // Pins made for this request's bind sources; released on every path
     // but a successful answer from dockerd.
     let mut pinned = PinLease::default();
@@ -428,16 +452,27 @@ async fn forward(
     // through the readiness gate and the forwarding.
     let mut _body_memory = None;
     let decision = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
-        Decision::InspectBody { cap } => match read_whole(&mut parts, unread.take().expect("the body is unread until here"), cap, shared).await {
+        Decision::InspectBody { cap } => match read_whole(
+            &mut parts,
+            unread.take().expect("the body is unread until here"),
+            cap,
+            shared,
+        )
+        .await
+        {
             Ok((mut bytes, memory)) => {
                 _body_memory = Some(memory);
-                let mut d = decide::decide_body(&head, &shared.policy, content_type.as_deref(), &bytes);
+                let mut d =
+                    decide::decide_body(&head, &shared.policy, content_type.as_deref(), &bytes);
                 if let (Decision::Forward, Some(pins)) = (&d, &shared.pins) {
                     match pin::pin_body(pins, &shared.policy, &head, &bytes) {
                         Ok(Some(p)) => {
                             bytes = p.body;
                             pinned = PinLease::new(pins.clone(), p.made);
-                            parts.headers.insert(CONTENT_LENGTH, hyper::header::HeaderValue::from(bytes.len()));
+                            parts.headers.insert(
+                                CONTENT_LENGTH,
+                                hyper::header::HeaderValue::from(bytes.len()),
+                            );
                         }
                         Ok(None) => {}
                         Err(refusal) => d = Decision::Refuse(refusal),
@@ -456,19 +491,42 @@ async fn forward(
         Decision::Refuse(refusal) => Err(refusal),
         Decision::InspectBody { .. } => unreachable!("decide_body never asks again"),
     };
-    audit(shared, peer, &head.method, &head.path, head.version.as_deref(), outcome);
+    audit(
+        shared,
+        peer,
+        &head.method,
+        &head.path,
+        head.version.as_deref(),
+        outcome,
+    );
     if let Decision::Refuse(refusal) = decision {
         return Err(refusal);
     }
-    gate::pass(&shared.readiness, &shared.metrics, &shared.limits, &client.hold).await?;
+    gate::pass(
+        &shared.readiness,
+        &shared.metrics,
+        &shared.limits,
+        &client.hold,
+    )
+    .await?;
     // Needs dockerd's answer about the container, so it comes after the gate.
     if let Err(refusal) = archive::check(&shared.upstream, &shared.policy, &head).await {
-        audit(shared, peer, &head.method, &head.path, head.version.as_deref(), Err(&refusal));
+        audit(
+            shared,
+            peer,
+            &head.method,
+            &head.path,
+            head.version.as_deref(),
+            Err(&refusal),
+        );
         return Err(refusal);
     }
     let ping = shared.ping.slot(&head, parts.uri.path());
     if let Some(slot) = ping {
-        if let Some(resp) = shared.ping.answer(slot, shared.readiness.engine_pid(), Instant::now()) {
+        if let Some(resp) = shared
+            .ping
+            .answer(slot, shared.readiness.engine_pid(), Instant::now())
+        {
             shared.metrics.ping_cached();
             return Ok(resp);
         }
@@ -494,7 +552,12 @@ async fn forward(
         // The connection becomes the session; it never returns to the pool.
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(splice(client_upgrade, upstream_upgrade, shared.metrics.clone(), client.clone()));
+            tokio::spawn(splice(
+                client_upgrade,
+                upstream_upgrade,
+                shared.metrics.clone(),
+                client.clone(),
+            ));
         }
         return Ok(resp.map(|b| b.boxed()));
     }
@@ -514,11 +577,14 @@ async fn forward(
     if small {
         // Already in our buffer or nearly: answer head and body in one write
         // (one TLS record, one wake-up of the client) instead of two.
-        let body = lent.collect().await.map_err(|e| {
-            tracing::warn!(error = %e, "dockerd's answer broke off");
-            Refusal::Upstream
-        })?
-        .to_bytes();
+        let body = lent
+            .collect()
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "dockerd's answer broke off");
+                Refusal::Upstream
+            })?
+            .to_bytes();
         if let Some(ticket) = ping {
             shared.ping.remember(ticket, &head, &body, Instant::now());
         }
@@ -537,7 +603,11 @@ struct BodyMemory {
 impl BodyMemory {
     fn new(shared: &Shared) -> BodyMemory {
         BodyMemory {
-            permit: shared.bodies.clone().try_acquire_many_owned(0).expect("the body semaphore is never closed"),
+            permit: shared
+                .bodies
+                .clone()
+                .try_acquire_many_owned(0)
+                .expect("the body semaphore is never closed"),
             metrics: shared.metrics.clone(),
         }
     }
@@ -583,7 +653,12 @@ async fn read_whole(
     if lengths == 1 && te > 0 {
         return Err(bad("both Content-Length and Transfer-Encoding"));
     }
-    if te > 1 || parts.headers.get(TRANSFER_ENCODING).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked")) {
+    if te > 1
+        || parts
+            .headers
+            .get(TRANSFER_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"))
+    {
         return Err(bad("unsupported Transfer-Encoding"));
     }
     let declared = parts
@@ -608,7 +683,9 @@ async fn read_whole(
         let mut memory = BodyMemory::new(shared);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| bad("the request body ended early"))?;
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             let len = buf.len() + data.len();
             if len > cap {
                 return Err(Refusal::TooLarge { cap });
@@ -630,7 +707,10 @@ async fn read_whole(
         Err(_) => return Err(Refusal::BodyTimeout { limit }),
     };
     parts.headers.remove(TRANSFER_ENCODING);
-    parts.headers.insert(CONTENT_LENGTH, hyper::header::HeaderValue::from(bytes.len()));
+    parts.headers.insert(
+        CONTENT_LENGTH,
+        hyper::header::HeaderValue::from(bytes.len()),
+    );
     Ok((bytes.into(), memory))
 }
 
@@ -709,10 +789,17 @@ async fn splice(
     };
     let _open = metrics.upgrade_opened();
     let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, SPLICE_BUFFER, SPLICE_BUFFER)
-        .await
+    match tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        SPLICE_BUFFER,
+        SPLICE_BUFFER,
+    )
+    .await
     {
-        Ok((up, down)) => tracing::debug!(bytes_in = up, bytes_out = down, "upgraded session ended"),
+        Ok((up, down)) => {
+            tracing::debug!(bytes_in = up, bytes_out = down, "upgraded session ended")
+        }
         Err(e) => tracing::debug!(error = %e, "upgraded session broke"),
     }
 }
@@ -720,11 +807,24 @@ async fn splice(
 /// What connections share, for unit tests: `policy` in front of
 /// `upstream`, the engine Starting until the returned latch moves it.
 #[cfg(test)]
-pub(crate) fn test_shared(limits: Limits, policy: Policy, upstream: PathBuf) -> (Arc<Shared>, crate::readiness::Latch) {
+pub(crate) fn test_shared(
+    limits: Limits,
+    policy: Policy,
+    upstream: PathBuf,
+) -> (Arc<Shared>, crate::readiness::Latch) {
     let (latch, readiness) = crate::readiness::channel();
     let audit = Audit::file(std::path::Path::new("/dev/null")).expect("/dev/null opens");
     let metrics = Arc::new(Metrics::default());
-    let shared = Shared::new(upstream, readiness, metrics, limits, policy, audit, PingCache::new(Duration::ZERO), None);
+    let shared = Shared::new(
+        upstream,
+        readiness,
+        metrics,
+        limits,
+        policy,
+        audit,
+        PingCache::new(Duration::ZERO),
+        None,
+    );
     (Arc::new(shared), latch)
 }
 
@@ -738,7 +838,11 @@ mod tests {
     /// Serves one in-memory client connection under ci-safe, with dockerd
     /// nowhere: these tests end before anything would be forwarded.
     fn connect(limits: Limits) -> (tokio::io::DuplexStream, crate::readiness::Latch) {
-        let (shared, latch) = test_shared(limits, Policy::ci_safe(), PathBuf::from("/nonexistent/docker.sock"));
+        let (shared, latch) = test_shared(
+            limits,
+            Policy::ci_safe(),
+            PathBuf::from("/nonexistent/docker.sock"),
+        );
         let slot = ConnectionCap::new(1).admit(&shared.metrics).unwrap();
         let (client, server) = tokio::io::duplex(1 << 16);
         tokio::spawn(serve_connection(server, Peer::default(), shared, slot));
@@ -767,10 +871,16 @@ mod tests {
         rd.read_to_end(&mut answer).await.unwrap();
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
         assert!(answer.contains("within 60s"), "{answer}");
         let took = started.elapsed();
-        assert!(took >= limits.body_timeout && took < limits.body_timeout + Duration::from_secs(1), "{took:?}");
+        assert!(
+            took >= limits.body_timeout && took < limits.body_timeout + Duration::from_secs(1),
+            "{took:?}"
+        );
         trickle.abort();
     }
 
@@ -800,13 +910,22 @@ mod tests {
         let file = dir.path().join("policy.toml");
         std::fs::write(&file, "profile = \"ci-safe\"\nbody_cap = \"1KiB\"\n").unwrap();
         let policy = Policy::load(file.to_str().unwrap(), None).unwrap();
-        let limits = Limits { body_memory: 4096, ..Limits::default() };
-        let (shared, _latch) = test_shared(limits, policy, PathBuf::from("/nonexistent/docker.sock"));
+        let limits = Limits {
+            body_memory: 4096,
+            ..Limits::default()
+        };
+        let (shared, _latch) =
+            test_shared(limits, policy, PathBuf::from("/nonexistent/docker.sock"));
         let cap = ConnectionCap::new(16);
         let open = || {
             let (client, server) = tokio::io::duplex(1 << 16);
             let slot = cap.admit(&shared.metrics).unwrap();
-            tokio::spawn(serve_connection(server, Peer::default(), shared.clone(), slot));
+            tokio::spawn(serve_connection(
+                server,
+                Peer::default(),
+                shared.clone(),
+                slot,
+            ));
             client
         };
         let json = br#"{"Image":"x","HostConfig":{"Privileged":true}}"#;
@@ -822,7 +941,11 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
         // A buffer grows by 4 KiB at least, and never past what was declared.
-        assert_eq!(shared.bodies.available_permits(), 96, "four bodies of 1000 bytes");
+        assert_eq!(
+            shared.bodies.available_permits(),
+            96,
+            "four bodies of 1000 bytes"
+        );
         let text = shared.metrics.render_to_string();
         assert!(text.contains("dind_proxy_body_bytes 4000"), "{text}");
 
@@ -836,7 +959,10 @@ mod tests {
         fifth.write_all(json).await.unwrap();
         let said = answer(fifth).await;
         assert!(said.starts_with("HTTP/1.1 503"), "{said}");
-        assert!(said.contains("already holds 4 KiB of request bodies"), "{said}");
+        assert!(
+            said.contains("already holds 4 KiB of request bodies"),
+            "{said}"
+        );
 
         // The first finishes its body: decided (denied), its bytes freed.
         let mut first = holding.remove(0);
@@ -851,8 +977,19 @@ mod tests {
         assert!(said.starts_with("HTTP/1.1 403"), "room again: {said}");
         drop(holding);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(shared.bodies.available_permits(), 4096, "every byte given back");
-        assert_eq!(shared.metrics.render_to_string().lines().find(|l| l.starts_with("dind_proxy_body_bytes ")), Some("dind_proxy_body_bytes 0"));
+        assert_eq!(
+            shared.bodies.available_permits(),
+            4096,
+            "every byte given back"
+        );
+        assert_eq!(
+            shared
+                .metrics
+                .render_to_string()
+                .lines()
+                .find(|l| l.starts_with("dind_proxy_body_bytes ")),
+            Some("dind_proxy_body_bytes 0")
+        );
     }
 
     /// An attach session outlives the HTTP connection that asked for it;
@@ -873,7 +1010,9 @@ mod tests {
                 }
                 head.push(b[0]);
             }
-            s.write_all(b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n").await.unwrap();
+            s.write_all(b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+                .await
+                .unwrap();
             let (mut r, mut w) = s.split();
             let _ = tokio::io::copy(&mut r, &mut w).await;
         });
@@ -882,14 +1021,23 @@ mod tests {
         let cap = ConnectionCap::new(1);
         let slot = cap.admit(&shared.metrics).unwrap();
         let (mut client, server) = tokio::io::duplex(1 << 16);
-        let conn = tokio::spawn(serve_connection(server, Peer::default(), shared.clone(), slot));
+        let conn = tokio::spawn(serve_connection(
+            server,
+            Peer::default(),
+            shared.clone(),
+            slot,
+        ));
         client
             .write_all(b"POST /v1.41/containers/x/attach?stream=1 HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
             .await
             .unwrap();
         let mut answer = vec![0u8; 256];
         let n = client.read(&mut answer).await.unwrap();
-        assert!(answer[..n].starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&answer[..n]));
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&answer[..n])
+        );
         conn.await.unwrap();
         // The HTTP connection has ended; the session goes on, and counts.
         client.write_all(b"hi").await.unwrap();
@@ -897,11 +1045,17 @@ mod tests {
         client.read_exact(&mut echo).await.unwrap();
         assert_eq!(&echo, b"hi");
         assert_eq!(shared.metrics.open_connections(), 1);
-        assert!(cap.admit(&shared.metrics).is_none(), "the session holds the only place");
+        assert!(
+            cap.admit(&shared.metrics).is_none(),
+            "the session holds the only place"
+        );
         drop(client);
         let until = tokio::time::Instant::now() + Duration::from_secs(5);
         while shared.metrics.open_connections() > 0 {
-            assert!(tokio::time::Instant::now() < until, "the session's place was never freed");
+            assert!(
+                tokio::time::Instant::now() < until,
+                "the session's place was never freed"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(cap.admit(&shared.metrics).is_some());

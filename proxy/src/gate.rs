@@ -56,14 +56,23 @@ impl HoldBudget {
 /// Lets a request through once the engine is Ready; holds it while it is
 /// starting or restarting, for what is left of the connection's
 /// `limits.hold`, unless `limits.max_held` requests wait already.
-pub async fn pass(readiness: &Readiness, metrics: &Metrics, limits: &Limits, budget: &HoldBudget) -> Result<(), Refusal> {
+pub async fn pass(
+    readiness: &Readiness,
+    metrics: &Metrics,
+    limits: &Limits,
+    budget: &HoldBudget,
+) -> Result<(), Refusal> {
     let last_error = || readiness.engine().last_error;
     match readiness.state() {
         State::Ready => {
             budget.end();
             return Ok(());
         }
-        State::ShuttingDown => return Err(Refusal::ShuttingDown { last_error: last_error() }),
+        State::ShuttingDown => {
+            return Err(Refusal::ShuttingDown {
+                last_error: last_error(),
+            })
+        }
         State::Starting | State::Restarting => {}
     }
     let since = budget.begin(Instant::now());
@@ -80,7 +89,9 @@ pub async fn pass(readiness: &Readiness, metrics: &Metrics, limits: &Limits, bud
             budget.end();
             Ok(())
         }
-        Ok(_) => Err(Refusal::ShuttingDown { last_error: last_error() }),
+        Ok(_) => Err(Refusal::ShuttingDown {
+            last_error: last_error(),
+        }),
         Err(state) => Err(Refusal::NotReady {
             state,
             waited_s: since.elapsed().as_secs(),
@@ -109,7 +120,10 @@ mod tests {
         let budget = HoldBudget::default();
         let held = pass(&r, &metrics, &limits, &budget);
         tokio::pin!(held);
-        assert!(futures_poll(&mut held).is_none(), "must wait while starting");
+        assert!(
+            futures_poll(&mut held).is_none(),
+            "must wait while starting"
+        );
         assert_eq!(metrics.held_now(), 1);
         tokio::time::advance(Duration::from_secs(10)).await;
         latch.set(State::Ready);
@@ -125,13 +139,26 @@ mod tests {
         let budget = HoldBudget::default();
         let started = Instant::now();
         let first = pass(&r, &metrics, &limits, &budget).await;
-        assert!(matches!(first, Err(Refusal::NotReady { waited_s: 30, state: State::Starting, .. })), "{first:?}");
+        assert!(
+            matches!(
+                first,
+                Err(Refusal::NotReady {
+                    waited_s: 30,
+                    state: State::Starting,
+                    ..
+                })
+            ),
+            "{first:?}"
+        );
         assert_eq!(started.elapsed(), limits.hold);
         // The CLI's GET ping and its request, on the same connection: no
         // second and third wait of 30 s for an engine that is not coming.
         for _ in 0..2 {
             let again = pass(&r, &metrics, &limits, &budget).await;
-            assert!(matches!(again, Err(Refusal::NotReady { waited_s: 30, .. })), "{again:?}");
+            assert!(
+                matches!(again, Err(Refusal::NotReady { waited_s: 30, .. })),
+                "{again:?}"
+            );
         }
         assert_eq!(started.elapsed(), limits.hold);
         // Another connection has its own budget.
@@ -145,7 +172,11 @@ mod tests {
         latch.set(State::Restarting);
         let before = Instant::now();
         assert!(pass(&r, &metrics, &limits, &budget).await.is_err());
-        assert_eq!(before.elapsed(), limits.hold, "a new spell gets the whole hold again");
+        assert_eq!(
+            before.elapsed(),
+            limits.hold,
+            "a new spell gets the whole hold again"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -171,16 +202,28 @@ mod tests {
     async fn beyond_the_held_cap_a_request_gets_503_at_once_and_the_held_ones_pass() {
         let (latch, r) = readiness::channel();
         let metrics = Metrics::default();
-        let limits = Limits { max_held: 2, ..thirty_seconds() };
+        let limits = Limits {
+            max_held: 2,
+            ..thirty_seconds()
+        };
         let budgets: Vec<HoldBudget> = (0..3).map(|_| HoldBudget::default()).collect();
-        let mut held: Vec<_> = budgets[..2].iter().map(|b| Box::pin(pass(&r, &metrics, &limits, b))).collect();
+        let mut held: Vec<_> = budgets[..2]
+            .iter()
+            .map(|b| Box::pin(pass(&r, &metrics, &limits, b)))
+            .collect();
         for h in &mut held {
             assert!(futures_poll(h).is_none(), "the first two are held");
         }
         assert_eq!(metrics.held_now(), 2);
         let asked = Instant::now();
         let third = pass(&r, &metrics, &limits, &budgets[2]).await;
-        assert_eq!(third, Err(Refusal::HoldFull { state: State::Starting, max: 2 }));
+        assert_eq!(
+            third,
+            Err(Refusal::HoldFull {
+                state: State::Starting,
+                max: 2
+            })
+        );
         assert_eq!(asked.elapsed(), Duration::ZERO, "answered without waiting");
         latch.set(State::Ready);
         for h in held {
@@ -190,7 +233,10 @@ mod tests {
         latch.set(State::Restarting);
         let again = pass(&r, &metrics, &limits, &budgets[2]);
         tokio::pin!(again);
-        assert!(futures_poll(&mut again).is_none(), "held again once places are free");
+        assert!(
+            futures_poll(&mut again).is_none(),
+            "held again once places are free"
+        );
     }
 
     /// Polls a future once, without a runtime's help.

@@ -76,7 +76,10 @@ fn route(req: &Request<Incoming>, h: &Health) -> Response<Body> {
         "/livez" => text(StatusCode::OK, "ok\n"),
         "/readyz" => match not_ready(h) {
             None => text(StatusCode::OK, "ready\n"),
-            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n")),
+            Some(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("not ready: {why}\n"),
+            ),
         },
         "/metrics" => {
             let mut out = String::new();
@@ -101,10 +104,14 @@ fn route(req: &Request<Incoming>, h: &Health) -> Response<Body> {
                 obj.extend(extra.clone());
             }
             let mut r = text(StatusCode::OK, &(status.to_string() + "\n"));
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
-        _ => text(StatusCode::NOT_FOUND, "routes: /livez /readyz /metrics /status\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "routes: /livez /readyz /metrics /status\n",
+        ),
     }
 }
 
@@ -124,8 +131,16 @@ fn render_engine(h: &Health, out: &mut String) {
     use std::fmt::Write as _;
     let state = h.readiness.state();
     let engine = h.readiness.engine();
-    let _ = writeln!(out, "# HELP dind_state Supervisor state (1 for the current one).\n# TYPE dind_state gauge");
-    for s in [State::Starting, State::Ready, State::Restarting, State::ShuttingDown] {
+    let _ = writeln!(
+        out,
+        "# HELP dind_state Supervisor state (1 for the current one).\n# TYPE dind_state gauge"
+    );
+    for s in [
+        State::Starting,
+        State::Ready,
+        State::Restarting,
+        State::ShuttingDown,
+    ] {
         let _ = writeln!(out, "dind_state{{state=\"{s}\"}} {}", u8::from(s == state));
     }
     let _ = writeln!(
@@ -144,7 +159,9 @@ fn render_engine(h: &Health, out: &mut String) {
 fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(full(body.to_owned()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }

@@ -168,7 +168,11 @@ impl Listeners {
 /// (open connections go on until dockerd ends them). With
 /// [`Open::WhenReady`], binds at the first Ready, and returns early,
 /// binding nothing, if shutdown comes first.
-pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metrics>) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    mut readiness: Readiness,
+    metrics: Arc<Metrics>,
+) -> Result<(), ServeError> {
     let listeners = match config.open {
         Open::Now(listeners) => listeners,
         Open::WhenReady(endpoints) => {
@@ -192,12 +196,18 @@ pub async fn serve(config: Config, mut readiness: Readiness, metrics: Arc<Metric
         }
     };
     let pins = match config.pins_dir {
-        Some(dir) => Some(Arc::new(Pins::new(dir.clone()).map_err(|source| ServeError::Pins { path: dir, source })?)),
+        Some(dir) => Some(Arc::new(
+            Pins::new(dir.clone()).map_err(|source| ServeError::Pins { path: dir, source })?,
+        )),
         None => None,
     };
-    let sweeper = pins
-        .clone()
-        .map(|p| tokio::spawn(crate::pin::sweep_loop(p, config.upstream.clone(), readiness.clone())));
+    let sweeper = pins.clone().map(|p| {
+        tokio::spawn(crate::pin::sweep_loop(
+            p,
+            config.upstream.clone(),
+            readiness.clone(),
+        ))
+    });
     let shared = Arc::new(Shared::new(
         config.upstream,
         readiness.clone(),
@@ -263,10 +273,12 @@ enum Bound {
 async fn bind(ep: &Endpoint) -> Result<Bound, ServeError> {
     match ep {
         Endpoint::Tcp { addr, tls } => {
-            let l = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
-                endpoint: ep.url(),
-                source,
-            })?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    endpoint: ep.url(),
+                    source,
+                })?;
             Ok(Bound::Tcp(l, tls.clone().map(TlsAcceptor::from)))
         }
         Endpoint::Unix { path, mode, gid } => bind_unix(path, *mode, *gid).map(Bound::Unix),
@@ -282,7 +294,10 @@ fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, S
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir).map_err(err)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let listener = UnixListener::bind(&tmp).map_err(err)?;
@@ -318,7 +333,9 @@ fn clear_stale_socket(path: &Path) -> Result<(), ServeError> {
         }
     };
     if !meta.file_type().is_socket() || std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(ServeError::InUse { path: path.to_owned() });
+        return Err(ServeError::InUse {
+            path: path.to_owned(),
+        });
     }
     remove_socket(path);
     Ok(())
@@ -408,7 +425,9 @@ async fn accept_loop(bound: Bound, shared: Arc<Shared>, cap: Arc<ConnectionCap>)
                     tokio::spawn(
                         async move {
                             match tls {
-                                Some(acceptor) => serve_tls(stream, peer, acceptor, shared, slot).await,
+                                Some(acceptor) => {
+                                    serve_tls(stream, peer, acceptor, shared, slot).await
+                                }
                                 None => {
                                     let peer = forward::Peer {
                                         addr: peer.to_string(),
@@ -432,7 +451,12 @@ async fn accept_loop(bound: Bound, shared: Arc<Shared>, cap: Arc<ConnectionCap>)
                         addr: "unix".into(),
                         subject: None,
                     };
-                    tokio::spawn(forward::serve_connection(stream, peer, shared.clone(), slot));
+                    tokio::spawn(forward::serve_connection(
+                        stream,
+                        peer,
+                        shared.clone(),
+                        slot,
+                    ));
                 }
                 Err(e) => accept_failed(e).await,
             },
@@ -445,7 +469,13 @@ async fn accept_failed(e: io::Error) {
     tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
-async fn serve_tls(stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, shared: Arc<Shared>, slot: Slot) {
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    slot: Slot,
+) {
     let metrics: &Metrics = &shared.metrics;
     if speaks_plain_http(&stream).await {
         metrics.handshake_failed(HandshakeFailure::PlainHttp);
@@ -457,7 +487,8 @@ async fn serve_tls(stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, s
     }
     // The handshake's state is boxed, so that it is freed once done instead
     // of sizing this connection's task for as long as it is open.
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(stream))).await {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(stream))).await
+    {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let why = auth::classify(&e);
@@ -532,8 +563,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("docker.sock");
         let live = UnixListener::bind(&path).unwrap();
-        assert!(matches!(clear_stale_socket(&path), Err(ServeError::InUse { .. })));
-        assert!(matches!(bind_unix(&path, 0o660, None), Err(ServeError::InUse { .. })));
+        assert!(matches!(
+            clear_stale_socket(&path),
+            Err(ServeError::InUse { .. })
+        ));
+        assert!(matches!(
+            bind_unix(&path, 0o660, None),
+            Err(ServeError::InUse { .. })
+        ));
         assert!(path.exists(), "the live socket must stay");
         drop(live);
         // Now nobody answers: the file is stale and gets replaced.
@@ -542,7 +579,10 @@ mod tests {
         assert_eq!(mode, 0o660);
         drop(ours);
         fs::write(dir.path().join("file"), "x").unwrap();
-        assert!(matches!(clear_stale_socket(&dir.path().join("file")), Err(ServeError::InUse { .. })));
+        assert!(matches!(
+            clear_stale_socket(&dir.path().join("file")),
+            Err(ServeError::InUse { .. })
+        ));
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .flatten()
@@ -554,7 +594,10 @@ mod tests {
     /// A request ci-safe refuses before the readiness gate: answered at
     /// once by a connection that is served, whatever the engine does.
     async fn served(s: &mut TcpStream) -> bool {
-        if s.write_all(b"GET /debug/vars HTTP/1.1\r\nHost: d\r\n\r\n").await.is_err() {
+        if s.write_all(b"GET /debug/vars HTTP/1.1\r\nHost: d\r\n\r\n")
+            .await
+            .is_err()
+        {
             return false;
         }
         // The proxy writes its own small answers in one piece.
@@ -580,20 +623,33 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = shared.metrics.clone();
-        let accepting = tokio::spawn(accept_loop(Bound::Tcp(listener, None), shared, Arc::new(ConnectionCap::new(2))));
+        let accepting = tokio::spawn(accept_loop(
+            Bound::Tcp(listener, None),
+            shared,
+            Arc::new(ConnectionCap::new(2)),
+        ));
         let mut a = TcpStream::connect(addr).await.unwrap();
         let mut b = TcpStream::connect(addr).await.unwrap();
         until("two connections open", || metrics.open_connections() == 2).await;
 
         let mut over = TcpStream::connect(addr).await.unwrap();
-        assert!(!served(&mut over).await, "a third connection over a cap of two was served");
+        assert!(
+            !served(&mut over).await,
+            "a third connection over a cap of two was served"
+        );
         let text = metrics.render_to_string();
-        assert!(text.contains("dind_proxy_connections_refused_total 1"), "{text}");
+        assert!(
+            text.contains("dind_proxy_connections_refused_total 1"),
+            "{text}"
+        );
         // The open ones go on working, again and again.
         assert!(served(&mut a).await && served(&mut b).await && served(&mut a).await);
 
         drop(a);
-        until("a closed connection frees its place", || metrics.open_connections() == 1).await;
+        until("a closed connection frees its place", || {
+            metrics.open_connections() == 1
+        })
+        .await;
         let mut next = TcpStream::connect(addr).await.unwrap();
         assert!(served(&mut next).await, "a place was free");
         accepting.abort();

@@ -49,8 +49,12 @@ impl HandshakeFailure {
 
     pub fn explain(self) -> &'static str {
         match self {
-            HandshakeFailure::NoClientCert => "the client sent no certificate (set DOCKER_CERT_PATH and DOCKER_TLS_VERIFY=1)",
-            HandshakeFailure::UnknownCa => "the client certificate is not signed by this service's CA",
+            HandshakeFailure::NoClientCert => {
+                "the client sent no certificate (set DOCKER_CERT_PATH and DOCKER_TLS_VERIFY=1)"
+            }
+            HandshakeFailure::UnknownCa => {
+                "the client certificate is not signed by this service's CA"
+            }
             HandshakeFailure::Expired => "the client certificate has expired or is not yet valid",
             HandshakeFailure::BadCert => "the client certificate was rejected",
             HandshakeFailure::PlainHttp => "the client spoke plain HTTP to the TLS port",
@@ -146,7 +150,10 @@ impl Metrics {
     }
 
     pub fn handshake_failed(&self, why: HandshakeFailure) {
-        let i = HandshakeFailure::ALL.iter().position(|f| *f == why).unwrap_or(7);
+        let i = HandshakeFailure::ALL
+            .iter()
+            .position(|f| *f == why)
+            .unwrap_or(7);
         self.handshake_failures[i].fetch_add(1, Relaxed);
     }
 
@@ -199,30 +206,91 @@ impl Metrics {
     /// The proxy's part of the Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
         let g = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
-        g(out, "dind_proxy_listeners_bound", "1 when the public listeners are bound.", "gauge", self.listeners_bound.load(Relaxed) as u64);
-        g(out, "dind_proxy_open_connections", "Client connections open now.", "gauge", self.open_connections.load(Relaxed));
-        g(out, "dind_proxy_parked_connections", "Idle client connections parked without HTTP buffers.", "gauge", self.parked_connections.load(Relaxed));
-        g(out, "dind_proxy_connections_total", "Client connections accepted.", "counter", self.connections_total.load(Relaxed));
-        g(out, "dind_proxy_connections_refused_total", "Client connections closed at once because DIND_MAX_CONNECTIONS were open.", "counter", self.connections_refused.load(Relaxed));
+        g(
+            out,
+            "dind_proxy_listeners_bound",
+            "1 when the public listeners are bound.",
+            "gauge",
+            self.listeners_bound.load(Relaxed) as u64,
+        );
+        g(
+            out,
+            "dind_proxy_open_connections",
+            "Client connections open now.",
+            "gauge",
+            self.open_connections.load(Relaxed),
+        );
+        g(
+            out,
+            "dind_proxy_parked_connections",
+            "Idle client connections parked without HTTP buffers.",
+            "gauge",
+            self.parked_connections.load(Relaxed),
+        );
+        g(
+            out,
+            "dind_proxy_connections_total",
+            "Client connections accepted.",
+            "counter",
+            self.connections_total.load(Relaxed),
+        );
+        g(
+            out,
+            "dind_proxy_connections_refused_total",
+            "Client connections closed at once because DIND_MAX_CONNECTIONS were open.",
+            "counter",
+            self.connections_refused.load(Relaxed),
+        );
         let _ = writeln!(out, "# HELP dind_proxy_requests_total Requests answered, by method and status class.\n# TYPE dind_proxy_requests_total counter");
         for (m, row) in METHODS.iter().zip(&self.requests) {
             for (c, n) in CLASSES.iter().zip(row) {
                 let n = n.load(Relaxed);
                 if n > 0 {
-                    let _ = writeln!(out, "dind_proxy_requests_total{{method=\"{m}\",class=\"{c}\"}} {n}");
+                    let _ = writeln!(
+                        out,
+                        "dind_proxy_requests_total{{method=\"{m}\",class=\"{c}\"}} {n}"
+                    );
                 }
             }
         }
         let _ = writeln!(out, "# HELP dind_proxy_bytes_total Bytes relayed, by direction (in: from clients).\n# TYPE dind_proxy_bytes_total counter");
-        let _ = writeln!(out, "dind_proxy_bytes_total{{direction=\"in\"}} {}", self.bytes_in.load(Relaxed));
-        let _ = writeln!(out, "dind_proxy_bytes_total{{direction=\"out\"}} {}", self.bytes_out.load(Relaxed));
-        g(out, "dind_proxy_upgrades_total", "Upgraded sessions (attach, exec, BuildKit) started.", "counter", self.upgrades_total.load(Relaxed));
-        g(out, "dind_proxy_upgrades_open", "Upgraded sessions open now.", "gauge", self.upgrades_open.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "dind_proxy_bytes_total{{direction=\"in\"}} {}",
+            self.bytes_in.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "dind_proxy_bytes_total{{direction=\"out\"}} {}",
+            self.bytes_out.load(Relaxed)
+        );
+        g(
+            out,
+            "dind_proxy_upgrades_total",
+            "Upgraded sessions (attach, exec, BuildKit) started.",
+            "counter",
+            self.upgrades_total.load(Relaxed),
+        );
+        g(
+            out,
+            "dind_proxy_upgrades_open",
+            "Upgraded sessions open now.",
+            "gauge",
+            self.upgrades_open.load(Relaxed),
+        );
         let _ = writeln!(out, "# HELP dind_proxy_tls_handshake_failures_total Failed TLS handshakes, by reason.\n# TYPE dind_proxy_tls_handshake_failures_total counter");
         for (f, n) in HandshakeFailure::ALL.iter().zip(&self.handshake_failures) {
-            let _ = writeln!(out, "dind_proxy_tls_handshake_failures_total{{reason=\"{}\"}} {}", f.label(), n.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "dind_proxy_tls_handshake_failures_total{{reason=\"{}\"}} {}",
+                f.label(),
+                n.load(Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP dind_proxy_policy_decisions_total Policy decisions on mutating requests, by decision and rule.\n# TYPE dind_proxy_policy_decisions_total counter");
         if let Ok(d) = self.decisions.lock() {
@@ -230,11 +298,41 @@ impl Metrics {
                 let _ = writeln!(out, "dind_proxy_policy_decisions_total{{decision=\"{decision}\",rule=\"{rule}\"}} {n}");
             }
         }
-        g(out, "dind_proxy_held_requests_total", "Requests held while the engine was not ready.", "counter", self.held_requests.load(Relaxed));
-        g(out, "dind_proxy_held_requests", "Requests waiting now for the engine to be ready.", "gauge", self.held_now.load(Relaxed));
-        g(out, "dind_proxy_body_bytes", "Bytes of request bodies held now for the policy to check.", "gauge", self.body_bytes.load(Relaxed));
-        g(out, "dind_proxy_ping_cached_total", "Unversioned /_ping requests answered from dockerd's last answer.", "counter", self.pings_cached.load(Relaxed));
-        g(out, "dind_proxy_refused_requests_total", "Requests the proxy answered itself (not ready, denied, malformed).", "counter", self.refused.load(Relaxed));
+        g(
+            out,
+            "dind_proxy_held_requests_total",
+            "Requests held while the engine was not ready.",
+            "counter",
+            self.held_requests.load(Relaxed),
+        );
+        g(
+            out,
+            "dind_proxy_held_requests",
+            "Requests waiting now for the engine to be ready.",
+            "gauge",
+            self.held_now.load(Relaxed),
+        );
+        g(
+            out,
+            "dind_proxy_body_bytes",
+            "Bytes of request bodies held now for the policy to check.",
+            "gauge",
+            self.body_bytes.load(Relaxed),
+        );
+        g(
+            out,
+            "dind_proxy_ping_cached_total",
+            "Unversioned /_ping requests answered from dockerd's last answer.",
+            "counter",
+            self.pings_cached.load(Relaxed),
+        );
+        g(
+            out,
+            "dind_proxy_refused_requests_total",
+            "Requests the proxy answered itself (not ready, denied, malformed).",
+            "counter",
+            self.refused.load(Relaxed),
+        );
     }
 }
 
@@ -255,8 +353,14 @@ mod tests {
         }
         let mut out = String::new();
         m.render(&mut out);
-        assert!(out.contains("dind_proxy_requests_total{method=\"GET\",class=\"2xx\"} 2"), "{out}");
-        assert!(out.contains("dind_proxy_requests_total{method=\"other\",class=\"5xx\"} 1"), "{out}");
+        assert!(
+            out.contains("dind_proxy_requests_total{method=\"GET\",class=\"2xx\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("dind_proxy_requests_total{method=\"other\",class=\"5xx\"} 1"),
+            "{out}"
+        );
         assert!(out.contains("dind_proxy_tls_handshake_failures_total{reason=\"unknown_ca\"} 1"));
         assert!(out.contains("dind_proxy_open_connections 0"));
         assert!(out.contains("dind_proxy_connections_total 1"));
@@ -273,6 +377,9 @@ mod tests {
         drop(first);
         assert!(m.held(2).is_some());
         let out = m.render_to_string();
-        assert!(out.contains("dind_proxy_held_requests_total 3"), "refusals are not holds: {out}");
+        assert!(
+            out.contains("dind_proxy_held_requests_total 3"),
+            "refusals are not holds: {out}"
+        );
     }
 }

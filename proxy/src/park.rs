@@ -131,7 +131,10 @@ where
 /// `conn` (a cached `/_ping`, a refusal) is never seen busy, and without
 /// the count a client pinging every 100 ms would be parked and rebuilt
 /// every 250 ms.
-async fn until_idle<F: Future + ?Sized>(mut conn: Pin<&mut F>, activity: &Activity) -> Option<F::Output> {
+async fn until_idle<F: Future + ?Sized>(
+    mut conn: Pin<&mut F>,
+    activity: &Activity,
+) -> Option<F::Output> {
     let mut idle_since: Option<Instant> = None;
     let mut seen = activity.exchanges.load(Relaxed);
     let grace = tokio::time::sleep(PARK_AFTER);
@@ -227,7 +230,10 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     type Data = B::Data;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 
@@ -267,7 +273,10 @@ impl<B: Body + Unpin> Body for Watched<B> {
     type Data = B::Data;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
             self.busy = None;
@@ -306,7 +315,11 @@ impl<I> Io<I> {
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Io<I> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.prefix.is_empty() {
             // Already counted when it was read.
@@ -328,7 +341,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Io<I> {
 }
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Io<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write(cx, data);
         this.wrote(&res);
@@ -440,9 +457,15 @@ mod tests {
         let activity = activity.clone();
         let svc = hyper::service::service_fn(move |_req| {
             let body = Tracked::new(http_body_util::Empty::<Bytes>::new(), activity.busy());
-            std::future::ready(Ok::<_, std::convert::Infallible>(hyper::Response::new(body)))
+            std::future::ready(Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                body,
+            )))
         });
-        Box::pin(server::Builder::new().timer(TokioTimer::new()).serve_connection(TokioIo::new(io), svc))
+        Box::pin(
+            server::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(io), svc),
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -455,7 +478,10 @@ mod tests {
         let pinging = async {
             let mut answer = [0u8; 1024];
             for _ in 0..20 {
-                client.write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n").await.unwrap();
+                client
+                    .write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")
+                    .await
+                    .unwrap();
                 assert!(client.read(&mut answer).await.unwrap() > 0);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -469,7 +495,10 @@ mod tests {
         }
         // The client goes quiet: parked once idle for PARK_AFTER, not before.
         let quiet = Instant::now();
-        assert!(until_idle(conn.as_mut(), &activity).await.is_none(), "parked, not ended");
+        assert!(
+            until_idle(conn.as_mut(), &activity).await.is_none(),
+            "parked, not ended"
+        );
         assert_eq!(quiet.elapsed(), PARK_AFTER);
     }
 }

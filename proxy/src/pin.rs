@@ -36,12 +36,12 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
 
 use crate::decide::RequestHead;
-use crate::readiness::{Readiness, State};
-use crate::upstream;
 use crate::policy::json::{self, Json};
 use crate::policy::routes::{self, Route};
 use crate::policy::{Policy, Rule};
+use crate::readiness::{Readiness, State};
 use crate::respond::Refusal;
+use crate::upstream;
 
 /// A pin kept less than this long ago is never swept: dockerd's list of
 /// containers may not show its container yet.
@@ -106,7 +106,10 @@ impl Pins {
                 remove_pin(&entry.path());
             }
         }
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
         let run = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -133,18 +136,42 @@ impl Pins {
         let fd = open_beneath(dir, source, create)?;
         let stat = fstat(fd.0).map_err(|e| io_err(e.into()))?;
         let is_dir = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
-        let pin = self.dir.join(format!("{}-{}", self.run, self.next.fetch_add(1, Relaxed)));
+        let pin = self
+            .dir
+            .join(format!("{}-{}", self.run, self.next.fetch_add(1, Relaxed)));
         if is_dir {
-            fs::DirBuilder::new().mode(0o700).create(&pin).map_err(io_err)?;
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&pin)
+                .map_err(io_err)?;
         } else {
-            fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&pin).map_err(io_err)?;
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&pin)
+                .map_err(io_err)?;
         }
         let from = format!("/proc/self/fd/{}", fd.0);
-        let bound = mount(Some(from.as_str()), &pin, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            // Private: unmounting the pin later must not reach the source's
-            // peers, and mounts made under the source later must not
-            // appear in containers through it.
-            .and_then(|()| mount(None::<&str>, &pin, None::<&str>, MsFlags::MS_PRIVATE | MsFlags::MS_REC, None::<&str>));
+        let bound = mount(
+            Some(from.as_str()),
+            &pin,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        // Private: unmounting the pin later must not reach the source's
+        // peers, and mounts made under the source later must not
+        // appear in containers through it.
+        .and_then(|()| {
+            mount(
+                None::<&str>,
+                &pin,
+                None::<&str>,
+                MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+                None::<&str>,
+            )
+        });
         if let Err(e) = bound {
             remove_pin(&pin);
             return Err(io_err(e.into()));
@@ -186,7 +213,8 @@ impl Pins {
             Ok(made) => made
                 .iter()
                 .filter(|(pin, at)| {
-                    at.is_some_and(|at| at.elapsed() >= SWEEP_GRACE) && !referenced.contains(&*pin.to_string_lossy())
+                    at.is_some_and(|at| at.elapsed() >= SWEEP_GRACE)
+                        && !referenced.contains(&*pin.to_string_lossy())
                 })
                 .map(|(pin, _)| pin.clone())
                 .collect(),
@@ -198,7 +226,11 @@ impl Pins {
 
     /// Removes every pin, at shutdown.
     pub fn release_all(&self) {
-        let all: Vec<PathBuf> = self.made.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let all: Vec<PathBuf> = self
+            .made
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         self.release(&all);
     }
 
@@ -238,7 +270,15 @@ fn open_beneath(dir: &str, source: &str, create: bool) -> Result<Fd, PinError> {
     let strict = ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS;
     // The allowlisted directory is the operator's; it must not be a
     // symlink either, or a job that could replace it would choose it.
-    let open_dir = || openat2(libc_at_fdcwd(), dir, OpenHow::new().flags(path_only | OFlag::O_DIRECTORY).resolve(strict));
+    let open_dir = || {
+        openat2(
+            libc_at_fdcwd(),
+            dir,
+            OpenHow::new()
+                .flags(path_only | OFlag::O_DIRECTORY)
+                .resolve(strict),
+        )
+    };
     let opened = match open_dir() {
         // dockerd would make a missing allowlisted directory for a `Binds`
         // source; so do we. The operator's path, not the job's.
@@ -248,15 +288,29 @@ fn open_beneath(dir: &str, source: &str, create: bool) -> Result<Fd, PinError> {
                 error,
             })
             .and_then(|()| open_dir().map_err(io_err)),
-        other => other.map_err(|e| if e == Errno::ELOOP { symlink() } else { io_err(e) }),
+        other => other.map_err(|e| {
+            if e == Errno::ELOOP {
+                symlink()
+            } else {
+                io_err(e)
+            }
+        }),
     };
     let mut cur = Fd(opened?);
     let rest = source.strip_prefix(dir).unwrap_or("");
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
-        let flags = if last { path_only } else { path_only | OFlag::O_DIRECTORY };
-        let how = || OpenHow::new().flags(flags).resolve(strict | ResolveFlag::RESOLVE_BENEATH);
+        let flags = if last {
+            path_only
+        } else {
+            path_only | OFlag::O_DIRECTORY
+        };
+        let how = || {
+            OpenHow::new()
+                .flags(flags)
+                .resolve(strict | ResolveFlag::RESOLVE_BENEATH)
+        };
         let next = match openat2(cur.0, *part, how()) {
             Err(Errno::ENOENT) if create => {
                 match mkdirat(Some(cur.0), *part, Mode::from_bits_truncate(0o755)) {
@@ -295,12 +349,19 @@ pub struct Pinned {
 
 /// Pins the bind sources of an allowed create or volume body. Ok(None) when
 /// there is nothing to pin (no confined bind, or the allowlist is `/`).
-pub fn pin_body(pins: &Pins, policy: &Policy, head: &RequestHead, body: &[u8]) -> Result<Option<Pinned>, Refusal> {
+pub fn pin_body(
+    pins: &Pins,
+    policy: &Policy,
+    head: &RequestHead,
+    body: &[u8],
+) -> Result<Option<Pinned>, Refusal> {
     let route = routes::classify(&head.method, &head.path);
     let confine_binds = policy.denies(Rule::BindMounts) && !allows_everything(policy);
     let confine_volumes = policy.denies(Rule::VolumeMounts) && !allows_everything(policy);
-    if !matches!(route, Route::ContainerCreate | Route::ContainerStart | Route::VolumeCreate)
-        || !(confine_binds || confine_volumes)
+    if !matches!(
+        route,
+        Route::ContainerCreate | Route::ContainerStart | Route::VolumeCreate
+    ) || !(confine_binds || confine_volumes)
         || body.iter().all(u8::is_ascii_whitespace)
     {
         return Ok(None);
@@ -320,10 +381,12 @@ pub fn pin_body(pins: &Pins, policy: &Policy, head: &RequestHead, body: &[u8]) -
         Route::VolumeCreate => Ok(()),
         // dockerd reads HostConfig fields at the top level of a create body
         // too (and a start body is one); a policy file may allow that.
-        _ => job.host_config(&mut doc, confine_binds, confine_volumes).and_then(|()| match doc.get_mut("HostConfig") {
-            Some(hc) => job.host_config(hc, confine_binds, confine_volumes),
-            None => Ok(()),
-        }),
+        _ => job
+            .host_config(&mut doc, confine_binds, confine_volumes)
+            .and_then(|()| match doc.get_mut("HostConfig") {
+                Some(hc) => job.host_config(hc, confine_binds, confine_volumes),
+                None => Ok(()),
+            }),
     };
     if let Err(e) = done {
         pins.release(&job.made);
@@ -362,7 +425,12 @@ impl Job<'_> {
         self.policy
             .allow_binds()
             .iter()
-            .filter(|d| norm == **d || norm.strip_prefix(d.as_str()).is_some_and(|r| r.starts_with('/')))
+            .filter(|d| {
+                norm == **d
+                    || norm
+                        .strip_prefix(d.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+            })
             .max_by_key(|d| d.len())
             .map(|d| (d.clone(), norm.clone()))
     }
@@ -392,7 +460,9 @@ impl Job<'_> {
                     let Json::String(bind) = item else { continue };
                     // moby's Linux parser: the source precedes the first ':'
                     // and is a bind when absolute.
-                    let Some((source, rest)) = bind.split_once(':') else { continue };
+                    let Some((source, rest)) = bind.split_once(':') else {
+                        continue;
+                    };
                     if !source.starts_with('/') {
                         continue;
                     }
@@ -439,7 +509,8 @@ impl Job<'_> {
             return Ok(());
         };
         let is_bind = members.iter().any(|(k, v)| {
-            k == "o" && matches!(v, Json::String(o) if o.split(',').any(|f| f == "bind" || f == "rbind"))
+            k == "o"
+                && matches!(v, Json::String(o) if o.split(',').any(|f| f == "bind" || f == "rbind"))
         });
         if !is_bind {
             return Ok(());
@@ -494,14 +565,28 @@ pub async fn sweep_loop(pins: Arc<Pins>, socket: PathBuf, readiness: Readiness) 
 pub fn referenced(containers: &serde_json::Value, volumes: &serde_json::Value) -> HashSet<String> {
     let mut out = HashSet::new();
     for c in containers.as_array().into_iter().flatten() {
-        for m in c.get("Mounts").and_then(|m| m.as_array()).into_iter().flatten() {
+        for m in c
+            .get("Mounts")
+            .and_then(|m| m.as_array())
+            .into_iter()
+            .flatten()
+        {
             if let Some(s) = m.get("Source").and_then(|s| s.as_str()) {
                 out.insert(s.to_owned());
             }
         }
     }
-    for v in volumes.get("Volumes").and_then(|v| v.as_array()).into_iter().flatten() {
-        if let Some(d) = v.get("Options").and_then(|o| o.get("device")).and_then(|d| d.as_str()) {
+    for v in volumes
+        .get("Volumes")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(d) = v
+            .get("Options")
+            .and_then(|o| o.get("device"))
+            .and_then(|d| d.as_str())
+        {
             out.insert(d.to_owned());
         }
     }
@@ -519,7 +604,8 @@ mod tests {
         fs::write(builds.join("real/file"), "x").unwrap();
         std::os::unix::fs::symlink("/", builds.join("root")).unwrap();
         std::os::unix::fs::symlink("real", builds.join("rel")).unwrap();
-        std::os::unix::fs::symlink("real/inner-link-target", builds.join("real/sub/inner")).unwrap();
+        std::os::unix::fs::symlink("real/inner-link-target", builds.join("real/sub/inner"))
+            .unwrap();
         let dir = builds.to_string_lossy().into_owned();
         (t, dir)
     }
@@ -528,14 +614,25 @@ mod tests {
     fn a_path_without_symlinks_opens_and_any_symlink_on_the_way_is_refused() {
         let (_t, dir) = tree();
         for ok in ["real", "real/sub", "real/file", ""] {
-            let source = if ok.is_empty() { dir.clone() } else { format!("{dir}/{ok}") };
+            let source = if ok.is_empty() {
+                dir.clone()
+            } else {
+                format!("{dir}/{ok}")
+            };
             assert!(open_beneath(&dir, &source, false).is_ok(), "{ok}");
         }
         for link in ["root", "root/etc", "rel", "rel/sub", "real/sub/inner"] {
             let r = open_beneath(&dir, &format!("{dir}/{link}"), false);
-            assert!(matches!(r, Err(PinError::Symlink { .. })), "{link}: {:?}", r.err());
+            assert!(
+                matches!(r, Err(PinError::Symlink { .. })),
+                "{link}: {:?}",
+                r.err()
+            );
         }
-        assert!(matches!(open_beneath(&dir, &format!("{dir}/nope"), false), Err(PinError::Missing(_))));
+        assert!(matches!(
+            open_beneath(&dir, &format!("{dir}/nope"), false),
+            Err(PinError::Missing(_))
+        ));
     }
 
     #[test]
@@ -555,7 +652,10 @@ mod tests {
         let alias = t.path().join("alias");
         std::os::unix::fs::symlink(&dir, &alias).unwrap();
         let alias = alias.to_string_lossy().into_owned();
-        assert!(matches!(open_beneath(&alias, &format!("{alias}/real"), false), Err(PinError::Symlink { .. })));
+        assert!(matches!(
+            open_beneath(&alias, &format!("{alias}/real"), false),
+            Err(PinError::Symlink { .. })
+        ));
     }
 
     fn create() -> RequestHead {
@@ -577,24 +677,49 @@ mod tests {
         let body = format!(
             r#"{{"Image":"x","HostConfig":{{"Binds":["{dir}/real:/w:ro","named:/n"],"Mounts":[{{"Type":"bind","Source":"{dir}/real/file","Target":"/f"}}]}}}}"#
         );
-        let pinned = pin_body(&pins, &policy, &create(), body.as_bytes()).unwrap().expect("pinned");
+        let pinned = pin_body(&pins, &policy, &create(), body.as_bytes())
+            .unwrap()
+            .expect("pinned");
         assert_eq!(pinned.made.len(), 2);
         let doc = json::parse_strict(&pinned.body).unwrap();
         let hc = doc.get("HostConfig").unwrap();
-        let Some(Json::Array(binds)) = hc.get("Binds") else { panic!() };
+        let Some(Json::Array(binds)) = hc.get("Binds") else {
+            panic!()
+        };
         let pin = &pinned.made[0];
         assert_eq!(binds[0], Json::String(format!("{}:/w:ro", pin.display())));
-        assert_eq!(binds[1], Json::String("named:/n".into()), "named volumes are not binds");
+        assert_eq!(
+            binds[1],
+            Json::String("named:/n".into()),
+            "named volumes are not binds"
+        );
         assert!(pin.join("file").is_file(), "the pin shows the directory");
-        assert_eq!(fs::read_to_string(&pinned.made[1]).unwrap(), "x", "a file pins as a file");
+        assert_eq!(
+            fs::read_to_string(&pinned.made[1]).unwrap(),
+            "x",
+            "a file pins as a file"
+        );
         assert_eq!(pins.count(), 2);
         pins.release(&pinned.made);
         assert!(!pin.exists() && pins.count() == 0);
 
         let body = format!(r#"{{"HostConfig":{{"Binds":["{dir}/real:/w","{dir}/root:/h"]}}}}"#);
         let refused = pin_body(&pins, &policy, &create(), body.as_bytes());
-        assert!(matches!(refused, Err(Refusal::Denied { rule: "bind_mounts", .. })), "{refused:?}");
-        assert_eq!(pins.count(), 0, "the first bind's pin went with the refusal");
+        assert!(
+            matches!(
+                refused,
+                Err(Refusal::Denied {
+                    rule: "bind_mounts",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(
+            pins.count(),
+            0,
+            "the first bind's pin went with the refusal"
+        );
         assert_eq!(fs::read_dir(t.path().join("pins")).unwrap().count(), 0);
     }
 
@@ -605,18 +730,33 @@ mod tests {
         let policy = Policy::load("ci-safe", Some(&dir)).unwrap();
         let binds = |n: usize, distinct: bool| {
             let list: Vec<String> = (0..n)
-                .map(|i| if distinct { format!(r#""{dir}/real/d{i}:/d{i}""#) } else { format!(r#""{dir}/real:/d{i}""#) })
+                .map(|i| {
+                    if distinct {
+                        format!(r#""{dir}/real/d{i}:/d{i}""#)
+                    } else {
+                        format!(r#""{dir}/real:/d{i}""#)
+                    }
+                })
                 .collect();
             format!(r#"{{"HostConfig":{{"Binds":[{}]}}}}"#, list.join(","))
         };
         let same = binds(1000, false);
-        let pinned = pin_body(&pins, &policy, &create(), same.as_bytes()).unwrap().unwrap();
+        let pinned = pin_body(&pins, &policy, &create(), same.as_bytes())
+            .unwrap()
+            .unwrap();
         assert_eq!(pinned.made.len(), 1, "one source, one pin");
         pins.release(&pinned.made);
         let many = binds(MAX_PER_REQUEST + 1, true);
         let refused = pin_body(&pins, &policy, &create(), many.as_bytes());
-        assert!(matches!(refused, Err(Refusal::Denied { .. })), "{refused:?}");
-        assert_eq!(pins.count(), 0, "the pins made before the cap went with the refusal");
+        assert!(
+            matches!(refused, Err(Refusal::Denied { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(
+            pins.count(),
+            0,
+            "the pins made before the cap went with the refusal"
+        );
     }
 
     #[test]
@@ -632,7 +772,11 @@ mod tests {
         }
         let named: HashSet<String> = [pin.to_string_lossy().into_owned()].into();
         assert_eq!(pins.sweep(&named), 0, "named by a container");
-        assert_eq!(pins.sweep(&HashSet::new()), 1, "kept, old and named by nothing");
+        assert_eq!(
+            pins.sweep(&HashSet::new()),
+            1,
+            "kept, old and named by nothing"
+        );
         assert!(!pin.exists());
     }
 

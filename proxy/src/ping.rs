@@ -93,7 +93,12 @@ impl PingCache {
 
     /// dockerd's answer for `slot`, if it is fresh and came from the dockerd
     /// running now.
-    pub fn answer(&self, slot: Slot, engine_pid: Option<u32>, now: Instant) -> Option<Response<Body>> {
+    pub fn answer(
+        &self,
+        slot: Slot,
+        engine_pid: Option<u32>,
+        now: Instant,
+    ) -> Option<Response<Body>> {
         let slots = self.slots.lock().ok()?;
         let e = slots[slot.0].as_ref()?;
         let fresh = now.saturating_duration_since(e.taken) < self.ttl
@@ -184,7 +189,11 @@ mod tests {
     use super::*;
 
     fn head(method: Method, target: &str) -> RequestHead {
-        let req = hyper::Request::builder().method(method).uri(target).body(()).unwrap();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(target)
+            .body(())
+            .unwrap();
         crate::decide::parse(&req.into_parts().0).unwrap()
     }
 
@@ -211,7 +220,12 @@ mod tests {
         let cache = PingCache::new(Duration::from_secs(1));
         let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
         let t0 = Instant::now();
-        cache.remember(cache.ticket(slot, pid), &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
+        cache.remember(
+            cache.ticket(slot, pid),
+            &answer_parts(StatusCode::OK),
+            &bytes::Bytes::new(),
+            t0,
+        );
         (cache, slot, t0)
     }
 
@@ -227,12 +241,22 @@ mod tests {
         let t0 = Instant::now();
         assert!(cache.answer(slot, Some(7), t0).is_none(), "empty cache");
         let ticket = cache.ticket(slot, Some(7));
-        cache.remember(ticket, &answer_parts(StatusCode::OK), &bytes::Bytes::from_static(b"OK"), t0);
-        let resp = cache.answer(slot, Some(7), t0 + Duration::from_millis(500)).unwrap();
+        cache.remember(
+            ticket,
+            &answer_parts(StatusCode::OK),
+            &bytes::Bytes::from_static(b"OK"),
+            t0,
+        );
+        let resp = cache
+            .answer(slot, Some(7), t0 + Duration::from_millis(500))
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["api-version"], "1.41");
         assert!(resp.headers().get(DATE).is_none());
-        assert!(resp.headers().get(CONNECTION).is_none(), "another client's Connection header");
+        assert!(
+            resp.headers().get(CONNECTION).is_none(),
+            "another client's Connection header"
+        );
         assert_eq!(body_of(resp).await, "OK");
         // HEAD has its own answer.
         let head_slot = slot_of(&cache, Method::HEAD, "/_ping").unwrap();
@@ -242,8 +266,16 @@ mod tests {
     #[test]
     fn expires_after_ttl_and_with_another_dockerd() {
         let (cache, slot, t0) = holding(Some(7));
-        assert!(cache.answer(slot, Some(7), t0 + Duration::from_secs(1)).is_none(), "too old");
-        assert!(cache.answer(slot, Some(8), t0).is_none(), "dockerd restarted");
+        assert!(
+            cache
+                .answer(slot, Some(7), t0 + Duration::from_secs(1))
+                .is_none(),
+            "too old"
+        );
+        assert!(
+            cache.answer(slot, Some(8), t0).is_none(),
+            "dockerd restarted"
+        );
         assert!(cache.answer(slot, Some(7), t0).is_some());
     }
 
@@ -251,30 +283,62 @@ mod tests {
     fn swarm_changes_drop_the_answer_and_answers_in_flight() {
         let (cache, slot, t0) = holding(None);
         let in_flight = cache.ticket(slot, None);
-        assert!(PingCache::is_invalidated_by(&head(Method::POST, "/v1.41/swarm/init")));
+        assert!(PingCache::is_invalidated_by(&head(
+            Method::POST,
+            "/v1.41/swarm/init"
+        )));
         cache.invalidate();
         assert!(cache.answer(slot, None, t0).is_none());
         // A ping sent before the swarm change must not be kept after it.
-        cache.remember(in_flight, &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
+        cache.remember(
+            in_flight,
+            &answer_parts(StatusCode::OK),
+            &bytes::Bytes::new(),
+            t0,
+        );
         assert!(cache.answer(slot, None, t0).is_none());
     }
 
     #[test]
     fn only_plain_successful_pings_are_kept() {
         let cache = PingCache::new(Duration::from_secs(1));
-        for target in ["/v1.41/_ping", "/_ping?x=1", "/_pingx", "/_ping/", "/version"] {
+        for target in [
+            "/v1.41/_ping",
+            "/_ping?x=1",
+            "/_pingx",
+            "/_ping/",
+            "/version",
+        ] {
             assert!(slot_of(&cache, Method::GET, target).is_none(), "{target}");
         }
         assert!(slot_of(&cache, Method::POST, "/_ping").is_none());
-        assert!(slot_of(&PingCache::new(Duration::ZERO), Method::GET, "/_ping").is_none(), "off");
+        assert!(
+            slot_of(&PingCache::new(Duration::ZERO), Method::GET, "/_ping").is_none(),
+            "off"
+        );
         let slot = slot_of(&cache, Method::GET, "/_ping").unwrap();
         let t0 = Instant::now();
-        cache.remember(cache.ticket(slot, None), &answer_parts(StatusCode::INTERNAL_SERVER_ERROR), &bytes::Bytes::new(), t0);
+        cache.remember(
+            cache.ticket(slot, None),
+            &answer_parts(StatusCode::INTERNAL_SERVER_ERROR),
+            &bytes::Bytes::new(),
+            t0,
+        );
         assert!(cache.answer(slot, None, t0).is_none());
-        for (method, target) in [(Method::GET, "/swarm"), (Method::POST, "/swarmx"), (Method::POST, "/containers/create")] {
-            assert!(!PingCache::is_invalidated_by(&head(method.clone(), target)), "{method} {target}");
+        for (method, target) in [
+            (Method::GET, "/swarm"),
+            (Method::POST, "/swarmx"),
+            (Method::POST, "/containers/create"),
+        ] {
+            assert!(
+                !PingCache::is_invalidated_by(&head(method.clone(), target)),
+                "{method} {target}"
+            );
         }
-        assert!(PingCache::is_invalidated_by(&head(Method::POST, "/nodes/abc/update")));
+        assert!(PingCache::is_invalidated_by(&head(
+            Method::POST,
+            "/nodes/abc/update"
+        )));
     }
 
     #[test]
@@ -288,8 +352,16 @@ mod tests {
         // early or its future is dropped, and the guard with it.
         drop(swarm_change);
         for (ticket, when) in [(before, "before"), (during, "during")] {
-            cache.remember(ticket, &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
-            assert!(cache.answer(slot, None, t0).is_none(), "a ping sent {when} the swarm change");
+            cache.remember(
+                ticket,
+                &answer_parts(StatusCode::OK),
+                &bytes::Bytes::new(),
+                t0,
+            );
+            assert!(
+                cache.answer(slot, None, t0).is_none(),
+                "a ping sent {when} the swarm change"
+            );
         }
     }
 
@@ -300,8 +372,16 @@ mod tests {
         let t0 = Instant::now();
         // Sent while dockerd 7 ran; it restarts as 8 before the answer is kept.
         let ticket = cache.ticket(slot, Some(7));
-        cache.remember(ticket, &answer_parts(StatusCode::OK), &bytes::Bytes::new(), t0);
-        assert!(cache.answer(slot, Some(8), t0).is_none(), "dockerd 7's answer served for dockerd 8");
+        cache.remember(
+            ticket,
+            &answer_parts(StatusCode::OK),
+            &bytes::Bytes::new(),
+            t0,
+        );
+        assert!(
+            cache.answer(slot, Some(8), t0).is_none(),
+            "dockerd 7's answer served for dockerd 8"
+        );
         assert!(cache.answer(slot, Some(7), t0).is_some());
     }
 }

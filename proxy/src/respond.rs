@@ -146,7 +146,9 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 #[cfg(test)]
@@ -175,17 +177,29 @@ mod tests {
             last_error: None,
         };
         assert_eq!(starting.status(), 503);
-        assert!(starting.message().contains("still starting, waited 30s"), "{}", starting.message());
+        assert!(
+            starting.message().contains("still starting, waited 30s"),
+            "{}",
+            starting.message()
+        );
         let crashed = Refusal::NotReady {
             state: State::Restarting,
             waited_s: 30,
             last_error: Some("failed to start daemon: no space left on device".into()),
         };
-        assert!(crashed.message().contains("no space left on device"), "{}", crashed.message());
+        assert!(
+            crashed.message().contains("no space left on device"),
+            "{}",
+            crashed.message()
+        );
         let gone = Refusal::ShuttingDown {
             last_error: Some("exit status 1".into()),
         };
-        assert!(gone.message().contains("exit status 1"), "{}", gone.message());
+        assert!(
+            gone.message().contains("exit status 1"),
+            "{}",
+            gone.message()
+        );
     }
 
     #[test]
@@ -193,15 +207,36 @@ mod tests {
         assert_eq!(Refusal::ShuttingDown { last_error: None }.status(), 503);
         assert_eq!(Refusal::Upstream.status(), 502);
         assert_eq!(Refusal::BadRequest("x".into()).status(), 400);
-        let full = Refusal::HoldFull { state: State::Restarting, max: 256 };
+        let full = Refusal::HoldFull {
+            state: State::Restarting,
+            max: 256,
+        };
         assert_eq!(full.status(), 503);
-        assert!(full.message().contains("restarting after dockerd exited and 256 requests already wait"), "{}", full.message());
+        assert!(
+            full.message()
+                .contains("restarting after dockerd exited and 256 requests already wait"),
+            "{}",
+            full.message()
+        );
         let full = Refusal::BodyMemory { total: 64 << 20 };
         assert_eq!(full.status(), 503);
-        assert!(full.message().contains("already holds 64 MiB of request bodies"), "{}", full.message());
-        assert_eq!(full.response().headers()[hyper::header::CONNECTION], "close");
-        let slow = Refusal::BodyTimeout { limit: std::time::Duration::from_secs(60) };
+        assert!(
+            full.message()
+                .contains("already holds 64 MiB of request bodies"),
+            "{}",
+            full.message()
+        );
+        assert_eq!(
+            full.response().headers()[hyper::header::CONNECTION],
+            "close"
+        );
+        let slow = Refusal::BodyTimeout {
+            limit: std::time::Duration::from_secs(60),
+        };
         assert_eq!(slow.status(), 408);
-        assert_eq!(slow.response().headers()[hyper::header::CONNECTION], "close");
+        assert_eq!(
+            slow.response().headers()[hyper::header::CONNECTION],
+            "close"
+        );
     }
 }

@@ -73,7 +73,13 @@ pub async fn ping(socket: &Path, limit: Duration) -> Result<Pong, UpstreamError>
 /// `docker stop` of the service; stopping them first keeps the budget ours.
 /// Returns how many were stopped.
 pub async fn stop_containers(socket: &Path, grace: Duration) -> Result<usize, UpstreamError> {
-    let (_, body) = call(socket, Method::GET, "/containers/json", Duration::from_secs(5)).await?;
+    let (_, body) = call(
+        socket,
+        Method::GET,
+        "/containers/json",
+        Duration::from_secs(5),
+    )
+    .await?;
     let ids: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&body)
         .map_err(|source| UpstreamError::Json {
             path: socket.to_owned(),
@@ -86,7 +92,9 @@ pub async fn stop_containers(socket: &Path, grace: Duration) -> Result<usize, Up
     let mut stops = tokio::task::JoinSet::new();
     for id in &ids {
         let (socket, path) = (socket.to_owned(), format!("/containers/{id}/stop?t={secs}"));
-        stops.spawn(async move { call(&socket, Method::POST, &path, grace + Duration::from_secs(5)).await });
+        stops.spawn(async move {
+            call(&socket, Method::POST, &path, grace + Duration::from_secs(5)).await
+        });
     }
     while let Some(done) = stops.join_next().await {
         if let Ok(Err(e)) = done {
@@ -98,7 +106,11 @@ pub async fn stop_containers(socket: &Path, grace: Duration) -> Result<usize, Up
 }
 
 /// `GET path` as JSON.
-pub async fn get_json(socket: &Path, path: &str, limit: Duration) -> Result<serde_json::Value, UpstreamError> {
+pub async fn get_json(
+    socket: &Path,
+    path: &str,
+    limit: Duration,
+) -> Result<serde_json::Value, UpstreamError> {
     let (_, body) = call(socket, Method::GET, path, limit).await?;
     serde_json::from_slice(&body).map_err(|source| UpstreamError::Json {
         path: socket.to_owned(),

@@ -106,7 +106,9 @@ impl Given {
         for arg in cmd.get_arguments() {
             let id = arg.get_id().as_str();
             let name = match m.value_source(id) {
-                Some(ValueSource::EnvVariable) => arg.get_env().map(|e| e.to_string_lossy().into_owned()),
+                Some(ValueSource::EnvVariable) => {
+                    arg.get_env().map(|e| e.to_string_lossy().into_owned())
+                }
                 Some(ValueSource::CommandLine) => arg.get_long().map(|l| format!("--{l}")),
                 _ => None,
             };
@@ -119,7 +121,12 @@ impl Given {
 
     #[cfg(test)]
     pub fn of(pairs: &[(&str, &str)]) -> Given {
-        Given(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Given(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 }
 
@@ -128,7 +135,10 @@ impl Given {
 fn parse_ours(argv: Vec<OsString>) -> Result<(Command, Given), clap::Error> {
     let cmd = Cli::command();
     let mut matches = cmd.clone().try_get_matches_from(argv)?;
-    let given = match (matches.subcommand_matches("run"), cmd.find_subcommand("run")) {
+    let given = match (
+        matches.subcommand_matches("run"),
+        cmd.find_subcommand("run"),
+    ) {
         (Some(m), Some(run)) => Given::from_matches(run, m),
         _ => Given::default(),
     };
@@ -144,7 +154,9 @@ pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
         // A lone help or version flag is for us, not dockerd: nobody asks a
         // CI service for dockerd's help, and starting the whole supervisor
         // (certificates, sockets) by surprise is worse.
-        Some("-h" | "--help" | "-V" | "--version") if argv.len() == 2 => Err(Cli::try_parse_from(argv).unwrap_err()),
+        Some("-h" | "--help" | "-V" | "--version") if argv.len() == 2 => {
+            Err(Cli::try_parse_from(argv).unwrap_err())
+        }
         Some(a) if a.starts_with('-') => run_with(argv[..1].to_vec(), lossy(&argv[1..]), false),
         Some("dockerd") => run_with(argv[..1].to_vec(), lossy(&argv[2..]), true),
         Some(a) if OURS.contains(&a) => match parse_ours(argv)? {
@@ -189,7 +201,9 @@ fn run_with(
 }
 
 fn lossy(args: &[OsString]) -> Vec<String> {
-    args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
 }
 
 /// Certificate settings, shared by `run` and `certs`.
@@ -199,7 +213,12 @@ pub struct TlsArgs {
     #[arg(long, value_name = "DIR")]
     pub tls_certdir: Option<PathBuf>,
     /// Key type of the CA, server and client keys.
-    #[arg(long, env = "DIND_TLS_KEY_TYPE", value_enum, default_value = "ecdsa-p256")]
+    #[arg(
+        long,
+        env = "DIND_TLS_KEY_TYPE",
+        value_enum,
+        default_value = "ecdsa-p256"
+    )]
     pub tls_key_type: KeyType,
     /// Validity of newly issued certificates, in days.
     #[arg(long, env = "DIND_CERT_VALIDITY_DAYS", default_value_t = 825,
@@ -214,16 +233,29 @@ pub struct Settings {
     pub tls: TlsArgs,
 
     /// Registry mirrors for dockerd (repeat, or comma/space separated).
-    #[arg(long = "registry-mirror", env = "DIND_REGISTRY_MIRRORS", value_name = "URL")]
+    #[arg(
+        long = "registry-mirror",
+        env = "DIND_REGISTRY_MIRRORS",
+        value_name = "URL"
+    )]
     pub registry_mirrors: Vec<String>,
     /// Registries dockerd may reach without TLS verification (repeat, or comma/space separated).
-    #[arg(long = "insecure-registry", env = "DIND_INSECURE_REGISTRIES", value_name = "HOST[:PORT]")]
+    #[arg(
+        long = "insecure-registry",
+        env = "DIND_INSECURE_REGISTRIES",
+        value_name = "HOST[:PORT]"
+    )]
     pub insecure_registries: Vec<String>,
     /// Storage driver [default: overlay2, with a fallback when the data root sits on overlayfs].
     #[arg(long, env = "DIND_STORAGE_DRIVER")]
     pub storage_driver: Option<String>,
     /// What to do when overlay2 cannot work because the data root is on overlayfs.
-    #[arg(long, env = "DIND_STORAGE_ON_OVERLAY", value_enum, default_value = "fallback")]
+    #[arg(
+        long,
+        env = "DIND_STORAGE_ON_OVERLAY",
+        value_enum,
+        default_value = "fallback"
+    )]
     pub storage_on_overlay: OnOverlayArg,
     /// MTU for dockerd's bridge: `auto` (the default route's, when below 1500) or a number.
     #[arg(long, env = "DIND_MTU", default_value = "auto")]
@@ -247,7 +279,12 @@ pub struct Settings {
     pub log_level: String,
 
     /// Public API addresses (repeat, or comma separated) [default: 0.0.0.0:2376 with TLS, 0.0.0.0:2375 without].
-    #[arg(long = "listen", env = "DIND_LISTEN", value_delimiter = ',', value_name = "ADDR:PORT")]
+    #[arg(
+        long = "listen",
+        env = "DIND_LISTEN",
+        value_delimiter = ',',
+        value_name = "ADDR:PORT"
+    )]
     pub listen: Vec<std::net::SocketAddr>,
     /// Mode of the unix socket served at DOCKER_HOST's path (octal).
     #[arg(long, env = "DIND_SOCKET_MODE", default_value = "0660", value_parser = parse_mode)]
@@ -293,7 +330,12 @@ pub struct Settings {
     #[arg(long, env = "DIND_DOCKERD_SOCKET")]
     pub dockerd_socket: Option<PathBuf>,
     /// Whether dockerd's socket, run directory and exec root may lie on a mount shared with other containers.
-    #[arg(long, env = "DIND_DOCKERD_SOCKET_SHARED", value_enum, default_value = "refuse")]
+    #[arg(
+        long,
+        env = "DIND_DOCKERD_SOCKET_SHARED",
+        value_enum,
+        default_value = "refuse"
+    )]
     pub dockerd_socket_shared: SharedArg,
     /// dockerd's data root (checked for overlay-on-overlay).
     #[arg(long, env = "DIND_DATA_ROOT", default_value = DEFAULT_DATA_ROOT)]
@@ -302,7 +344,12 @@ pub struct Settings {
     #[arg(long, env = "DIND_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
     /// Directories searched (recursively) for stale docker*.pid files at start.
-    #[arg(long, env = "DIND_STALE_PID_DIRS", value_delimiter = ',', default_value = "/run,/var/run")]
+    #[arg(
+        long,
+        env = "DIND_STALE_PID_DIRS",
+        value_delimiter = ',',
+        default_value = "/run,/var/run"
+    )]
     pub stale_pid_dirs: Vec<PathBuf>,
 }
 
@@ -394,9 +441,17 @@ mod tests {
     #[test]
     fn leading_flag_is_passed_to_dockerd_as_gitlab_command_does() {
         let (args, exact) = run_args(
-            parse(argv(&["--registry-mirror", "https://mirror.example", "--debug"])).unwrap(),
+            parse(argv(&[
+                "--registry-mirror",
+                "https://mirror.example",
+                "--debug",
+            ]))
+            .unwrap(),
         );
-        assert_eq!(args, ["--registry-mirror", "https://mirror.example", "--debug"]);
+        assert_eq!(
+            args,
+            ["--registry-mirror", "https://mirror.example", "--debug"]
+        );
         assert!(!exact);
     }
 
@@ -404,10 +459,19 @@ mod tests {
     fn a_lone_help_or_version_flag_is_ours() {
         for flag in ["--help", "-h", "--version", "-V"] {
             let err = parse(argv(&[flag])).unwrap_err();
-            assert!(matches!(err.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion), "{flag}");
+            assert!(
+                matches!(
+                    err.kind(),
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                ),
+                "{flag}"
+            );
         }
         // With more flags they still go to dockerd.
-        assert!(matches!(parse(argv(&["--debug", "--help"])).unwrap(), Invocation::Run { .. }));
+        assert!(matches!(
+            parse(argv(&["--debug", "--help"])).unwrap(),
+            Invocation::Run { .. }
+        ));
     }
 
     #[test]
@@ -424,7 +488,10 @@ mod tests {
             other => panic!("expected exec, got {other:?}"),
         }
         // A word that merely resembles ours is still a client command.
-        assert!(matches!(parse(argv(&["docker", "ps"])).unwrap(), Invocation::Exec(_)));
+        assert!(matches!(
+            parse(argv(&["docker", "ps"])).unwrap(),
+            Invocation::Exec(_)
+        ));
     }
 
     #[test]
@@ -459,10 +526,22 @@ mod tests {
 
     #[test]
     fn certs_subcommand_parses() {
-        let inv = parse(argv(&["certs", "--tls-key-type", "rsa-2048", "--tls-certdir", "/tmp/c"])).unwrap();
-        let Invocation::Certs(tls) = inv else { panic!() };
+        let inv = parse(argv(&[
+            "certs",
+            "--tls-key-type",
+            "rsa-2048",
+            "--tls-certdir",
+            "/tmp/c",
+        ]))
+        .unwrap();
+        let Invocation::Certs(tls) = inv else {
+            panic!()
+        };
         assert_eq!(tls.tls_key_type, KeyType::Rsa2048);
-        assert_eq!(tls.tls_certdir.as_deref(), Some(std::path::Path::new("/tmp/c")));
+        assert_eq!(
+            tls.tls_certdir.as_deref(),
+            Some(std::path::Path::new("/tmp/c"))
+        );
     }
 
     fn given(inv: Invocation) -> Given {
@@ -474,7 +553,17 @@ mod tests {
 
     #[test]
     fn settings_given_on_the_command_line_are_told_from_defaults() {
-        let g = given(parse(argv(&["run", "--policy", "ci-safe", "--policy-allow-binds=/builds", "--", "--debug"])).unwrap());
+        let g = given(
+            parse(argv(&[
+                "run",
+                "--policy",
+                "ci-safe",
+                "--policy-allow-binds=/builds",
+                "--",
+                "--debug",
+            ]))
+            .unwrap(),
+        );
         assert_eq!(g.name("policy"), Some("--policy"));
         assert_eq!(g.name("policy_allow_binds"), Some("--policy-allow-binds"));
         assert_eq!(g.name("run_dir"), None, "a default is not given");

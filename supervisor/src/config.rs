@@ -147,7 +147,12 @@ pub struct Supervise {
 impl Config {
     /// The configuration without an image policy file.
     #[cfg(test)]
-    pub fn new(settings: Settings, dockerd_args: Vec<String>, exact: bool, env: &dyn Env) -> anyhow::Result<Config> {
+    pub fn new(
+        settings: Settings,
+        dockerd_args: Vec<String>,
+        exact: bool,
+        env: &dyn Env,
+    ) -> anyhow::Result<Config> {
         Config::build(settings, &Given::default(), dockerd_args, exact, env, None)
     }
 
@@ -172,15 +177,48 @@ impl Config {
             return Err(lock::refuse_exact(file).into());
         }
         let pin = Pinning { given, locked };
-        let run_dir = pin.path("run_dir", "the run directory", Some(settings.run_dir), pins.run_dir.as_ref(), Some(Path::new(DEFAULT_RUN_DIR)))?;
+        let run_dir = pin.path(
+            "run_dir",
+            "the run directory",
+            Some(settings.run_dir),
+            pins.run_dir.as_ref(),
+            Some(Path::new(DEFAULT_RUN_DIR)),
+        )?;
         settings.run_dir = run_dir.expect("has a default");
-        let own_socket = settings.run_dir.join(DOCKERD_SOCKET_DIR).join("docker.sock");
-        let dockerd_socket = pin.path("dockerd_socket", "dockerd's raw socket", settings.dockerd_socket.take(), pins.dockerd_socket.as_ref(), Some(&own_socket))?;
-        let data_root = pin.path("data_root", "dockerd's data root", Some(settings.data_root), pins.data_root.as_ref(), Some(Path::new(DEFAULT_DATA_ROOT)))?;
+        let own_socket = settings
+            .run_dir
+            .join(DOCKERD_SOCKET_DIR)
+            .join("docker.sock");
+        let dockerd_socket = pin.path(
+            "dockerd_socket",
+            "dockerd's raw socket",
+            settings.dockerd_socket.take(),
+            pins.dockerd_socket.as_ref(),
+            Some(&own_socket),
+        )?;
+        let data_root = pin.path(
+            "data_root",
+            "dockerd's data root",
+            Some(settings.data_root),
+            pins.data_root.as_ref(),
+            Some(Path::new(DEFAULT_DATA_ROOT)),
+        )?;
         settings.data_root = data_root.expect("has a default");
-        let program = pin.path("dockerd", "the dockerd program", Some(settings.dockerd), pins.dockerd.as_ref(), Some(Path::new(DEFAULT_DOCKERD)))?;
+        let program = pin.path(
+            "dockerd",
+            "the dockerd program",
+            Some(settings.dockerd),
+            pins.dockerd.as_ref(),
+            Some(Path::new(DEFAULT_DOCKERD)),
+        )?;
         settings.dockerd = program.expect("has a default");
-        settings.audit_log = pin.path("audit_log", "the audit log", settings.audit_log.take(), pins.audit_log.as_ref(), None)?;
+        settings.audit_log = pin.path(
+            "audit_log",
+            "the audit log",
+            settings.audit_log.take(),
+            pins.audit_log.as_ref(),
+            None,
+        )?;
         let shared = pin.shared(settings.dockerd_socket_shared, pins.dockerd_socket_shared)?;
         if let Some(file) = locked {
             lock::check_dockerd_args(file, &dockerd_args, &settings.data_root, &settings.run_dir)?;
@@ -212,7 +250,9 @@ impl Config {
         }
         let public_path = match host_path {
             Some(p) if !same_socket(&p, &socket) => Some((p, false)),
-            _ if !same_socket(Path::new(DEFAULT_PUBLIC_SOCKET), &socket) => Some((PathBuf::from(DEFAULT_PUBLIC_SOCKET), true)),
+            _ if !same_socket(Path::new(DEFAULT_PUBLIC_SOCKET), &socket) => {
+                Some((PathBuf::from(DEFAULT_PUBLIC_SOCKET), true))
+            }
             _ => {
                 if !exact {
                     tracing::warn!(socket = %socket.display(), "dockerd's raw socket is where docker clients look first: whatever uses it bypasses the policy and the audit log");
@@ -222,10 +262,17 @@ impl Config {
         };
         let policy = policy(&settings, given, image, locked)?;
         // Exact mode has no proxy and so no policy; its flags are the user's alone.
-        let deny_entitlements = if exact { Vec::new() } else { denied_entitlements(&policy) };
+        let deny_entitlements = if exact {
+            Vec::new()
+        } else {
+            denied_entitlements(&policy)
+        };
         let proxy = (!exact).then(|| Proxy {
             listen: if settings.listen.is_empty() {
-                vec![SocketAddr::from(([0, 0, 0, 0], if tls.is_some() { 2376 } else { 2375 }))]
+                vec![SocketAddr::from((
+                    [0, 0, 0, 0],
+                    if tls.is_some() { 2376 } else { 2375 },
+                ))]
             } else {
                 settings.listen.clone()
             },
@@ -234,7 +281,11 @@ impl Config {
                 PublicSocket {
                     path,
                     // Without the group, 0660 would lock the job out.
-                    mode: if gid.is_some() { settings.socket_mode } else { 0o666 },
+                    mode: if gid.is_some() {
+                        settings.socket_mode
+                    } else {
+                        0o666
+                    },
                     gid,
                     implicit,
                 }
@@ -345,7 +396,12 @@ impl Config {
 
 /// The request policy: the image's when it locks (tightened by what was
 /// given), the image's by default when it does not, else `DIND_POLICY`.
-fn policy(settings: &Settings, given: &Given, image: Option<&PolicyFile>, locked: Option<&str>) -> anyhow::Result<Policy> {
+fn policy(
+    settings: &Settings,
+    given: &Given,
+    image: Option<&PolicyFile>,
+    locked: Option<&str>,
+) -> anyhow::Result<Policy> {
     let spec = given.name("policy").map(|_| settings.policy.as_str());
     let binds = settings.policy_allow_binds.as_deref();
     match (image, locked) {
@@ -369,11 +425,16 @@ fn policy(settings: &Settings, given: &Given, image: Option<&PolicyFile>, locked
             }
             .into()
         }),
-        (Some(f), None) if spec.is_none_or(|s| s.is_empty() || Path::new(s) == Path::new(IMAGE_FILE)) => match binds {
-            Some(b) => Ok(f.policy.clone().with_allow_binds(b)?),
-            None => Ok(f.policy.clone()),
-        },
-        _ => Policy::load(&settings.policy, binds).with_context(|| format!("DIND_POLICY={:?}", settings.policy)),
+        (Some(f), None)
+            if spec.is_none_or(|s| s.is_empty() || Path::new(s) == Path::new(IMAGE_FILE)) =>
+        {
+            match binds {
+                Some(b) => Ok(f.policy.clone().with_allow_binds(b)?),
+                None => Ok(f.policy.clone()),
+            }
+        }
+        _ => Policy::load(&settings.policy, binds)
+            .with_context(|| format!("DIND_POLICY={:?}", settings.policy)),
     }
 }
 
@@ -406,7 +467,10 @@ fn denied_entitlements(policy: &proxy::policy::Policy) -> Vec<Entitlement> {
 pub fn tls_spec(tls: &TlsArgs, env: &dyn Env) -> anyhow::Result<Option<CertSpec>> {
     let dir = match &tls.tls_certdir {
         Some(d) => d.clone(),
-        None => PathBuf::from(env.var(ENV_TLS_CERTDIR).unwrap_or_else(|| DEFAULT_CERTDIR.into())),
+        None => PathBuf::from(
+            env.var(ENV_TLS_CERTDIR)
+                .unwrap_or_else(|| DEFAULT_CERTDIR.into()),
+        ),
     };
     if dir.as_os_str().is_empty() {
         return Ok(None);
@@ -453,13 +517,11 @@ fn unix_host(args: &[String]) -> Option<PathBuf> {
 /// and must not go through NSS.
 fn group_id(group_file: &Path, name: &str) -> Option<u32> {
     let text = std::fs::read_to_string(group_file).ok()?;
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let mut f = l.split(':');
-            (f.next()? == name).then_some(())?;
-            f.nth(1)?.parse().ok()
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
 }
 
 #[cfg(test)]
@@ -486,13 +548,19 @@ mod tests {
         assert_eq!(c.tls.unwrap().dir, PathBuf::from("/certs"));
 
         let off = HashMap::from([(ENV_TLS_CERTDIR, "")]);
-        assert!(Config::new(settings(&[]), vec![], false, &off).unwrap().tls.is_none());
+        assert!(Config::new(settings(&[]), vec![], false, &off)
+            .unwrap()
+            .tls
+            .is_none());
     }
 
     #[test]
     fn tls_san_is_parsed_and_bad_san_names_the_variable() {
         let env = HashMap::from([(ENV_TLS_SAN, "DNS:dind,IP:10.0.0.5")]);
-        let spec = Config::new(settings(&[]), vec![], false, &env).unwrap().tls.unwrap();
+        let spec = Config::new(settings(&[]), vec![], false, &env)
+            .unwrap()
+            .tls
+            .unwrap();
         let sans: Vec<String> = spec.sans.iter().map(|s| s.to_string()).collect();
         assert!(sans.contains(&"DNS:dind".to_string()), "{sans:?}");
         assert!(sans.contains(&"IP:10.0.0.5".to_string()), "{sans:?}");
@@ -509,16 +577,28 @@ mod tests {
 
     #[test]
     fn docker_host_unix_path_becomes_the_public_socket_else_var_run_docker_sock() {
-        let env = HashMap::from([(ENV_DOCKER_HOST, "unix:///runner/services/docker/docker.sock")]);
+        let env = HashMap::from([(
+            ENV_DOCKER_HOST,
+            "unix:///runner/services/docker/docker.sock",
+        )]);
         assert_eq!(
             public_socket(&env).as_deref(),
             Some(Path::new("/runner/services/docker/docker.sock"))
         );
         // dockerd's socket is elsewhere now: the well-known path is the
         // proxy's, so `docker exec <service> docker ps` meets the policy.
-        for host in ["unix:///var/run/docker.sock", "tcp://docker:2376", "unix://", ""] {
+        for host in [
+            "unix:///var/run/docker.sock",
+            "tcp://docker:2376",
+            "unix://",
+            "",
+        ] {
             let env = HashMap::from([(ENV_DOCKER_HOST, host)]);
-            assert_eq!(public_socket(&env).as_deref(), Some(Path::new(DEFAULT_PUBLIC_SOCKET)), "{host}");
+            assert_eq!(
+                public_socket(&env).as_deref(),
+                Some(Path::new(DEFAULT_PUBLIC_SOCKET)),
+                "{host}"
+            );
         }
         let c = Config::new(settings(&[]), vec![], false, &HashMap::new()).unwrap();
         assert!(c.proxy.unwrap().socket.unwrap().implicit);
@@ -526,19 +606,50 @@ mod tests {
 
     #[test]
     fn dockerds_socket_is_in_a_directory_of_its_own_under_the_run_dir() {
-        let c = Config::new(settings(&["--run-dir", "/r"]), vec![], false, &HashMap::new()).unwrap();
+        let c = Config::new(
+            settings(&["--run-dir", "/r"]),
+            vec![],
+            false,
+            &HashMap::new(),
+        )
+        .unwrap();
         assert_eq!(c.dockerd.socket, PathBuf::from("/r/dockerd/docker.sock"));
         assert!(c.dockerd.socket_is_ours);
         let dirs = c.private_dirs();
-        let paths: Vec<_> = dirs.iter().map(|d| (d.path.to_str().unwrap(), d.ours)).collect();
-        assert_eq!(paths, [("/r/dockerd", true), ("/r", false), (private::DOCKERD_DEFAULT_EXEC_ROOT, false)]);
+        let paths: Vec<_> = dirs
+            .iter()
+            .map(|d| (d.path.to_str().unwrap(), d.ours))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("/r/dockerd", true),
+                ("/r", false),
+                (private::DOCKERD_DEFAULT_EXEC_ROOT, false)
+            ]
+        );
         // The exec roots the user gives are checked instead.
-        let args = ["--exec-root=/x", "--exec-root", "/y"].map(String::from).to_vec();
-        let c = Config::new(settings(&["--dockerd-socket", "/s/d.sock"]), args, false, &HashMap::new()).unwrap();
+        let args = ["--exec-root=/x", "--exec-root", "/y"]
+            .map(String::from)
+            .to_vec();
+        let c = Config::new(
+            settings(&["--dockerd-socket", "/s/d.sock"]),
+            args,
+            false,
+            &HashMap::new(),
+        )
+        .unwrap();
         assert!(!c.dockerd.socket_is_ours);
-        let paths: Vec<_> = c.private_dirs().iter().map(|d| d.path.to_str().unwrap().to_owned()).collect();
+        let paths: Vec<_> = c
+            .private_dirs()
+            .iter()
+            .map(|d| d.path.to_str().unwrap().to_owned())
+            .collect();
         assert_eq!(paths, ["/s", "/run/dind-supervisor", "/x", "/y"]);
-        assert!(Config::new(settings(&[]), vec![], true, &HashMap::new()).unwrap().private_dirs().is_empty());
+        assert!(Config::new(settings(&[]), vec![], true, &HashMap::new())
+            .unwrap()
+            .private_dirs()
+            .is_empty());
     }
 
     #[test]
@@ -546,7 +657,13 @@ mod tests {
         // The old layout, asked for explicitly: then the path is dockerd's.
         for host in [None, Some("unix:///var/run/docker.sock")] {
             let env: HashMap<&str, &str> = host.map(|h| (ENV_DOCKER_HOST, h)).into_iter().collect();
-            let c = Config::new(settings(&["--dockerd-socket", "/var/run/docker.sock"]), vec![], false, &env).unwrap();
+            let c = Config::new(
+                settings(&["--dockerd-socket", "/var/run/docker.sock"]),
+                vec![],
+                false,
+                &env,
+            )
+            .unwrap();
             assert!(c.proxy.unwrap().socket.is_none(), "{host:?}");
         }
     }
@@ -558,17 +675,41 @@ mod tests {
         let off = HashMap::from([(ENV_TLS_CERTDIR, "")]);
         let c = Config::new(settings(&[]), vec![], false, &off).unwrap();
         assert_eq!(c.proxy.unwrap().listen, ["0.0.0.0:2375".parse().unwrap()]);
-        let c = Config::new(settings(&["--listen", "[::]:2376,127.0.0.1:12376"]), vec![], false, &HashMap::new()).unwrap();
+        let c = Config::new(
+            settings(&["--listen", "[::]:2376,127.0.0.1:12376"]),
+            vec![],
+            false,
+            &HashMap::new(),
+        )
+        .unwrap();
         assert_eq!(c.proxy.unwrap().listen.len(), 2);
-        assert!(Config::new(settings(&[]), vec![], true, &HashMap::new()).unwrap().proxy.is_none());
+        assert!(Config::new(settings(&[]), vec![], true, &HashMap::new())
+            .unwrap()
+            .proxy
+            .is_none());
     }
 
     #[test]
     fn policy_is_checked_before_start() {
-        let c = Config::new(settings(&["--policy", "ci-safe"]), vec![], false, &HashMap::new()).unwrap();
+        let c = Config::new(
+            settings(&["--policy", "ci-safe"]),
+            vec![],
+            false,
+            &HashMap::new(),
+        )
+        .unwrap();
         assert_eq!(c.proxy.unwrap().policy.name(), "ci-safe");
-        let err = Config::new(settings(&["--policy", "/nonexistent/policy.toml"]), vec![], false, &HashMap::new()).unwrap_err();
-        assert!(format!("{err:#}").contains("/nonexistent/policy.toml"), "{err:#}");
+        let err = Config::new(
+            settings(&["--policy", "/nonexistent/policy.toml"]),
+            vec![],
+            false,
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/policy.toml"),
+            "{err:#}"
+        );
     }
 
     /// The image's policy file with `text`, as the supervisor reads it.
@@ -576,7 +717,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.toml");
         fs_write(&path, text);
-        proxy::policy::load_image(path.to_str().unwrap()).unwrap().unwrap()
+        proxy::policy::load_image(path.to_str().unwrap())
+            .unwrap()
+            .unwrap()
     }
 
     fn fs_write(path: &Path, text: &str) {
@@ -587,24 +730,57 @@ mod tests {
 
     /// A start under the image file `text`: `flags` give the values, and
     /// `given` says how the job spelled them (`("policy", "DIND_POLICY")`).
-    fn start(text: &str, flags: &[&str], given: &[(&str, &str)], dockerd_args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
+    fn start(
+        text: &str,
+        flags: &[&str],
+        given: &[(&str, &str)],
+        dockerd_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Config, String> {
         let env: HashMap<&str, &str> = env.iter().copied().collect();
         let args = dockerd_args.iter().map(|a| a.to_string()).collect();
-        Config::build(settings(flags), &Given::of(given), args, false, &env, Some(&image(text))).map_err(|e| format!("{e:#}"))
+        Config::build(
+            settings(flags),
+            &Given::of(given),
+            args,
+            false,
+            &env,
+            Some(&image(text)),
+        )
+        .map_err(|e| format!("{e:#}"))
     }
 
-    fn refused(text: &str, flags: &[&str], given: &[(&str, &str)], dockerd_args: &[&str], env: &[(&str, &str)]) -> String {
+    fn refused(
+        text: &str,
+        flags: &[&str],
+        given: &[(&str, &str)],
+        dockerd_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> String {
         let e = match start(text, flags, given, dockerd_args, env) {
-            Ok(c) => panic!("{flags:?} {given:?} {dockerd_args:?} {env:?} started: {:?}", c.proxy.map(|p| p.policy)),
+            Ok(c) => panic!(
+                "{flags:?} {given:?} {dockerd_args:?} {env:?} started: {:?}",
+                c.proxy.map(|p| p.policy)
+            ),
             Err(e) => e,
         };
-        assert!(e.starts_with(&format!("policy locked by {IMAGE_FILE}: ")), "{e}");
+        assert!(
+            e.starts_with(&format!("policy locked by {IMAGE_FILE}: ")),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "more than one line: {e}");
         e
     }
 
-    fn started(text: &str, flags: &[&str], given: &[(&str, &str)], dockerd_args: &[&str], env: &[(&str, &str)]) -> Config {
-        start(text, flags, given, dockerd_args, env).unwrap_or_else(|e| panic!("{flags:?} {given:?}: {e}"))
+    fn started(
+        text: &str,
+        flags: &[&str],
+        given: &[(&str, &str)],
+        dockerd_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Config {
+        start(text, flags, given, dockerd_args, env)
+            .unwrap_or_else(|e| panic!("{flags:?} {given:?}: {e}"))
     }
 
     fn policy_of(c: &Config) -> &Policy {
@@ -613,19 +789,55 @@ mod tests {
 
     #[test]
     fn a_locked_policy_refuses_every_loosening_of_the_policy_itself() {
-        let e = refused(LOCKED, &["--policy", "permissive"], &[("policy", "DIND_POLICY")], &[], &[]);
+        let e = refused(
+            LOCKED,
+            &["--policy", "permissive"],
+            &[("policy", "DIND_POLICY")],
+            &[],
+            &[],
+        );
         assert!(e.contains("DIND_POLICY=\"permissive\" is refused: permissive allows what the locked policy denies (privileged,"), "{e}");
-        assert!(e.ends_with("; unset DIND_POLICY, or set it to ci-safe to tighten"), "{e}");
+        assert!(
+            e.ends_with("; unset DIND_POLICY, or set it to ci-safe to tighten"),
+            "{e}"
+        );
         // The same on the command line of `run`, named as it was spelled.
-        let e = refused(LOCKED, &["--policy", "permissive"], &[("policy", "--policy")], &[], &[]);
+        let e = refused(
+            LOCKED,
+            &["--policy", "permissive"],
+            &[("policy", "--policy")],
+            &[],
+            &[],
+        );
         assert!(e.contains("--policy \"permissive\" is refused"), "{e}");
-        let e = refused(LOCKED, &["--policy", "/builds/p.toml"], &[("policy", "DIND_POLICY")], &[], &[]);
+        let e = refused(
+            LOCKED,
+            &["--policy", "/builds/p.toml"],
+            &[("policy", "DIND_POLICY")],
+            &[],
+            &[],
+        );
         assert!(e.contains("is another policy file"), "{e}");
-        let e = refused(LOCKED, &["--policy", "nonsense"], &[("policy", "DIND_POLICY")], &[], &[]);
+        let e = refused(
+            LOCKED,
+            &["--policy", "nonsense"],
+            &[("policy", "DIND_POLICY")],
+            &[],
+            &[],
+        );
         assert!(e.contains("is neither a profile nor a policy file"), "{e}");
         for wider in ["/", "/builds,/etc", "/builds2", "/var/run"] {
-            let e = refused(LOCKED, &["--policy-allow-binds", wider], &[("policy_allow_binds", "DIND_POLICY_ALLOW_BINDS")], &[], &[]);
-            assert!(e.contains(&format!("DIND_POLICY_ALLOW_BINDS={wider:?} is refused: ")), "{e}");
+            let e = refused(
+                LOCKED,
+                &["--policy-allow-binds", wider],
+                &[("policy_allow_binds", "DIND_POLICY_ALLOW_BINDS")],
+                &[],
+                &[],
+            );
+            assert!(
+                e.contains(&format!("DIND_POLICY_ALLOW_BINDS={wider:?} is refused: ")),
+                "{e}"
+            );
             assert!(e.ends_with("; unset DIND_POLICY_ALLOW_BINDS, or list only directories under the locked ones"), "{e}");
         }
     }
@@ -636,29 +848,76 @@ mod tests {
         let c = started(text, &[], &[], &[], &[]);
         assert_eq!(c.locked_by, Some(IMAGE_FILE));
         assert!(!policy_of(&c).denies(proxy::policy::Rule::Privileged));
-        let c = started(text, &["--policy", "ci-safe"], &[("policy", "DIND_POLICY")], &[], &[]);
+        let c = started(
+            text,
+            &["--policy", "ci-safe"],
+            &[("policy", "DIND_POLICY")],
+            &[],
+            &[],
+        );
         assert!(policy_of(&c).denies(proxy::policy::Rule::Privileged));
         // Empty, or the locked file named again: nothing changes.
         for spec in ["", IMAGE_FILE] {
-            let c = started(text, &["--policy", spec], &[("policy", "DIND_POLICY")], &[], &[]);
-            assert!(!policy_of(&c).denies(proxy::policy::Rule::Privileged), "{spec:?}");
+            let c = started(
+                text,
+                &["--policy", spec],
+                &[("policy", "DIND_POLICY")],
+                &[],
+                &[],
+            );
+            assert!(
+                !policy_of(&c).denies(proxy::policy::Rule::Privileged),
+                "{spec:?}"
+            );
         }
-        let c = started(text, &["--policy-allow-binds", "/builds/project"], &[("policy_allow_binds", "DIND_POLICY_ALLOW_BINDS")], &[], &[]);
+        let c = started(
+            text,
+            &["--policy-allow-binds", "/builds/project"],
+            &[("policy_allow_binds", "DIND_POLICY_ALLOW_BINDS")],
+            &[],
+            &[],
+        );
         assert_eq!(policy_of(&c).allow_binds(), ["/builds/project"]);
-        let c = started(text, &["--policy-allow-binds", ""], &[("policy_allow_binds", "DIND_POLICY_ALLOW_BINDS")], &[], &[]);
+        let c = started(
+            text,
+            &["--policy-allow-binds", ""],
+            &[("policy_allow_binds", "DIND_POLICY_ALLOW_BINDS")],
+            &[],
+            &[],
+        );
         assert_eq!(policy_of(&c).allow_binds(), [] as [String; 0]);
     }
 
     #[test]
     fn a_locked_policy_keeps_the_raw_socket_and_the_supervisors_own_paths() {
         for (flag, id, var, value) in [
-            ("--dockerd-socket", "dockerd_socket", "DIND_DOCKERD_SOCKET", "/builds/raw.sock"),
-            ("--dockerd-socket", "dockerd_socket", "DIND_DOCKERD_SOCKET", "/var/run/docker.sock"),
+            (
+                "--dockerd-socket",
+                "dockerd_socket",
+                "DIND_DOCKERD_SOCKET",
+                "/builds/raw.sock",
+            ),
+            (
+                "--dockerd-socket",
+                "dockerd_socket",
+                "DIND_DOCKERD_SOCKET",
+                "/var/run/docker.sock",
+            ),
             ("--run-dir", "run_dir", "DIND_RUN_DIR", "/builds/run"),
-            ("--data-root", "data_root", "DIND_DATA_ROOT", "/builds/docker"),
+            (
+                "--data-root",
+                "data_root",
+                "DIND_DATA_ROOT",
+                "/builds/docker",
+            ),
             ("--dockerd", "dockerd", "DIND_DOCKERD", "/builds/evil"),
             ("--audit-log", "audit_log", "DIND_AUDIT_LOG", "/dev/null"),
-            ("--dockerd-socket-shared", "dockerd_socket_shared", "DIND_DOCKERD_SOCKET_SHARED", "allow"),
+            (
+                "--dockerd-socket-shared",
+                "dockerd_socket_shared",
+                "DIND_DOCKERD_SOCKET_SHARED",
+                "allow",
+            ),
         ] {
             let e = refused(LOCKED, &[flag, value], &[(id, var)], &[], &[]);
             assert!(e.contains(&format!("{var}={value:?} is refused: ")), "{e}");
@@ -667,15 +926,27 @@ mod tests {
         // Equal to the image's: no change, so started. (Set but empty, a
         // path is a clap error before any of this: exit 2, nothing runs.)
         for (flag, id, value) in [
-            ("--dockerd-socket", "dockerd_socket", "/run/dind-supervisor/dockerd/docker.sock"),
-            ("--dockerd-socket", "dockerd_socket", "/run/dind-supervisor/dockerd//docker.sock"),
+            (
+                "--dockerd-socket",
+                "dockerd_socket",
+                "/run/dind-supervisor/dockerd/docker.sock",
+            ),
+            (
+                "--dockerd-socket",
+                "dockerd_socket",
+                "/run/dind-supervisor/dockerd//docker.sock",
+            ),
             ("--run-dir", "run_dir", "/run/dind-supervisor/"),
             ("--data-root", "data_root", "/var/lib/docker"),
             ("--dockerd", "dockerd", "dockerd"),
             ("--dockerd-socket-shared", "dockerd_socket_shared", "refuse"),
         ] {
             let c = started(LOCKED, &[flag, value], &[(id, "X")], &[], &[]);
-            assert_eq!(c.dockerd.socket, PathBuf::from("/run/dind-supervisor/dockerd/docker.sock"), "{flag} {value:?}");
+            assert_eq!(
+                c.dockerd.socket,
+                PathBuf::from("/run/dind-supervisor/dockerd/docker.sock"),
+                "{flag} {value:?}"
+            );
             assert!(c.dockerd.socket_is_ours && !c.dockerd.allow_shared);
         }
     }
@@ -684,32 +955,80 @@ mod tests {
     fn the_image_pins_settings_that_the_job_may_then_only_repeat() {
         let text = "locked = true\nprofile = \"ci-safe\"\n[supervisor]\nrun_dir = \"/srv/dsv\"\ndata_root = \"/srv/docker\"\naudit_log = \"/var/log/audit.json\"\ndockerd_socket_shared = \"allow\"\n";
         let c = started(text, &[], &[], &[], &[]);
-        assert_eq!(c.dockerd.socket, PathBuf::from("/srv/dsv/dockerd/docker.sock"));
+        assert_eq!(
+            c.dockerd.socket,
+            PathBuf::from("/srv/dsv/dockerd/docker.sock")
+        );
         assert_eq!(c.dockerd.data_root, PathBuf::from("/srv/docker"));
-        assert_eq!(c.proxy.as_ref().unwrap().audit_log.as_deref(), Some(Path::new("/var/log/audit.json")));
+        assert_eq!(
+            c.proxy.as_ref().unwrap().audit_log.as_deref(),
+            Some(Path::new("/var/log/audit.json"))
+        );
         assert!(c.dockerd.allow_shared);
-        started(text, &["--run-dir", "/srv/dsv"], &[("run_dir", "DIND_RUN_DIR")], &[], &[]);
+        started(
+            text,
+            &["--run-dir", "/srv/dsv"],
+            &[("run_dir", "DIND_RUN_DIR")],
+            &[],
+            &[],
+        );
         started(text, &[], &[], &["--data-root=/srv/docker"], &[]);
         // Back to the built-in default is a change too.
-        let e = refused(text, &["--run-dir", "/run/dind-supervisor"], &[("run_dir", "DIND_RUN_DIR")], &[], &[]);
-        assert!(e.contains("the image sets the run directory to /srv/dsv"), "{e}");
+        let e = refused(
+            text,
+            &["--run-dir", "/run/dind-supervisor"],
+            &[("run_dir", "DIND_RUN_DIR")],
+            &[],
+            &[],
+        );
+        assert!(
+            e.contains("the image sets the run directory to /srv/dsv"),
+            "{e}"
+        );
         let e = refused(text, &[], &[], &["--data-root", "/var/lib/docker"], &[]);
-        assert!(e.contains("keeps dockerd's data root at /srv/docker"), "{e}");
+        assert!(
+            e.contains("keeps dockerd's data root at /srv/docker"),
+            "{e}"
+        );
         // An unknown key in the image's table stops the start too.
-        let e = start("locked = true\nprofile = \"ci-safe\"\n[supervisor]\npath = \"/x\"\n", &[], &[], &[], &[]).unwrap_err();
+        let e = start(
+            "locked = true\nprofile = \"ci-safe\"\n[supervisor]\npath = \"/x\"\n",
+            &[],
+            &[],
+            &[],
+            &[],
+        )
+        .unwrap_err();
         assert!(e.contains("supervisor.path: unknown key"), "{e}");
     }
 
     #[test]
     fn a_locked_policy_refuses_exact_mode_and_loosening_dockerd_flags() {
-        let e = Config::build(settings(&[]), &Given::default(), vec!["-H".into(), "tcp://0.0.0.0:2375".into()], true, &HashMap::new(), Some(&image(LOCKED)))
-            .unwrap_err()
-            .to_string();
+        let e = Config::build(
+            settings(&[]),
+            &Given::default(),
+            vec!["-H".into(), "tcp://0.0.0.0:2375".into()],
+            true,
+            &HashMap::new(),
+            Some(&image(LOCKED)),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("the command \"dockerd …\" is refused"), "{e}");
-        for args in [&["-H", "tcp://0.0.0.0:2375"][..], &["--host=unix:///builds/raw.sock"], &["--config-file", "/builds/d.json"]] {
+        for args in [
+            &["-H", "tcp://0.0.0.0:2375"][..],
+            &["--host=unix:///builds/raw.sock"],
+            &["--config-file", "/builds/d.json"],
+        ] {
             refused(LOCKED, &[], &[], args, &[]);
         }
-        let c = started(LOCKED, &[], &[], &["--registry-mirror", "https://m.example", "--mtu=1400", "-D"], &[]);
+        let c = started(
+            LOCKED,
+            &[],
+            &[],
+            &["--registry-mirror", "https://m.example", "--mtu=1400", "-D"],
+            &[],
+        );
         assert_eq!(c.dockerd.user_args.len(), 4);
     }
 
@@ -719,16 +1038,32 @@ mod tests {
         let real = t.path().join("real");
         std::fs::create_dir_all(real.join("dockerd")).unwrap();
         std::os::unix::fs::symlink(&real, t.path().join("link")).unwrap();
-        let text = format!("{LOCKED}[supervisor]\nrun_dir = {:?}\n", real.display().to_string());
+        let text = format!(
+            "{LOCKED}[supervisor]\nrun_dir = {:?}\n",
+            real.display().to_string()
+        );
         for host in [
             format!("unix://{}/dockerd/docker.sock", real.display()),
             format!("unix://{}/dockerd//docker.sock", real.display()),
-            format!("unix://{}/dockerd/docker.sock", t.path().join("link").display()),
+            format!(
+                "unix://{}/dockerd/docker.sock",
+                t.path().join("link").display()
+            ),
         ] {
             let e = refused(&text, &[], &[], &[], &[(ENV_DOCKER_HOST, &host)]);
-            assert!(e.contains(&format!("DOCKER_HOST={host:?} is refused: it names dockerd's raw socket")), "{e}");
+            assert!(
+                e.contains(&format!(
+                    "DOCKER_HOST={host:?} is refused: it names dockerd's raw socket"
+                )),
+                "{e}"
+            );
         }
-        for host in ["tcp://docker:2376", "unix:///var/run/docker.sock", "unix:///runner/services/docker/docker.sock", ""] {
+        for host in [
+            "tcp://docker:2376",
+            "unix:///var/run/docker.sock",
+            "unix:///runner/services/docker/docker.sock",
+            "",
+        ] {
             started(&text, &[], &[], &[], &[(ENV_DOCKER_HOST, host)]);
         }
     }
@@ -740,10 +1075,22 @@ mod tests {
         assert_eq!(c.locked_by, None);
         assert!(policy_of(&c).name().ends_with("(ci-safe)"));
         assert_eq!(c.dockerd.run_dir, PathBuf::from("/srv/dsv"));
-        let c = started(text, &["--policy", "permissive", "--run-dir", "/x"], &[("policy", "DIND_POLICY"), ("run_dir", "DIND_RUN_DIR")], &[], &[]);
+        let c = started(
+            text,
+            &["--policy", "permissive", "--run-dir", "/x"],
+            &[("policy", "DIND_POLICY"), ("run_dir", "DIND_RUN_DIR")],
+            &[],
+            &[],
+        );
         assert_eq!(policy_of(&c).name(), "permissive");
         assert_eq!(c.dockerd.run_dir, PathBuf::from("/x"));
-        let c = started(text, &["--policy-allow-binds", "/"], &[("policy_allow_binds", "DIND_POLICY_ALLOW_BINDS")], &[], &[]);
+        let c = started(
+            text,
+            &["--policy-allow-binds", "/"],
+            &[("policy_allow_binds", "DIND_POLICY_ALLOW_BINDS")],
+            &[],
+            &[],
+        );
         assert_eq!(policy_of(&c).allow_binds(), ["/"]);
         started(text, &[], &[], &["-H", "tcp://0.0.0.0:2375"], &[]);
     }
@@ -751,17 +1098,37 @@ mod tests {
     #[test]
     fn buildkit_entitlements_follow_the_policy_rules_that_deny_the_same_thing() {
         let denied = |args: &[&str], exact| {
-            Config::new(settings(args), vec![], exact, &HashMap::new()).unwrap().dockerd.deny_entitlements
+            Config::new(settings(args), vec![], exact, &HashMap::new())
+                .unwrap()
+                .dockerd
+                .deny_entitlements
         };
-        assert_eq!(denied(&["--policy", "ci-safe"], false), [Entitlement::NetworkHost, Entitlement::SecurityInsecure]);
+        assert_eq!(
+            denied(&["--policy", "ci-safe"], false),
+            [Entitlement::NetworkHost, Entitlement::SecurityInsecure]
+        );
         assert!(denied(&[], false).is_empty());
         assert!(denied(&["--policy", "ci-safe"], true).is_empty());
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("policy.toml");
-        std::fs::write(&file, "profile = \"ci-safe\"\n[rules]\nhost_network = \"allow\"\n").unwrap();
-        assert_eq!(denied(&["--policy", file.to_str().unwrap()], false), [Entitlement::SecurityInsecure]);
-        std::fs::write(&file, "profile = \"permissive\"\n[rules]\nhost_network = \"deny\"\n").unwrap();
-        assert_eq!(denied(&["--policy", file.to_str().unwrap()], false), [Entitlement::NetworkHost]);
+        std::fs::write(
+            &file,
+            "profile = \"ci-safe\"\n[rules]\nhost_network = \"allow\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            denied(&["--policy", file.to_str().unwrap()], false),
+            [Entitlement::SecurityInsecure]
+        );
+        std::fs::write(
+            &file,
+            "profile = \"permissive\"\n[rules]\nhost_network = \"deny\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            denied(&["--policy", file.to_str().unwrap()], false),
+            [Entitlement::NetworkHost]
+        );
     }
 
     #[test]
@@ -776,16 +1143,29 @@ mod tests {
 
     #[test]
     fn registry_lists_split_on_commas_and_spaces() {
-        let s = settings(&["--registry-mirror", "https://a, https://b https://c", "--registry-mirror", "https://d"]);
+        let s = settings(&[
+            "--registry-mirror",
+            "https://a, https://b https://c",
+            "--registry-mirror",
+            "https://d",
+        ]);
         let c = Config::new(s, vec![], false, &HashMap::new()).unwrap();
-        assert_eq!(c.dockerd.registry_mirrors, ["https://a", "https://b", "https://c", "https://d"]);
+        assert_eq!(
+            c.dockerd.registry_mirrors,
+            ["https://a", "https://b", "https://c", "https://d"]
+        );
     }
 
     #[test]
     fn exact_mode_probes_the_socket_dockerd_was_told_to_use() {
-        let args: Vec<String> = ["--data-root=/d", "-H", "tcp://0.0.0.0:2375", "--host=unix:///x/d.sock"]
-            .map(String::from)
-            .to_vec();
+        let args: Vec<String> = [
+            "--data-root=/d",
+            "-H",
+            "tcp://0.0.0.0:2375",
+            "--host=unix:///x/d.sock",
+        ]
+        .map(String::from)
+        .to_vec();
         let c = Config::new(settings(&[]), args, true, &HashMap::new()).unwrap();
         assert_eq!(c.dockerd.socket, PathBuf::from("/x/d.sock"));
         assert_eq!(c.dockerd.data_root, PathBuf::from("/d"));
@@ -794,19 +1174,50 @@ mod tests {
     #[test]
     fn bounds_have_defaults_and_the_body_timeout_may_only_be_shortened() {
         let none = HashMap::new();
-        let p = Config::new(settings(&[]), vec![], false, &none).unwrap().proxy.unwrap();
-        assert_eq!((p.max_connections, p.body_timeout), (1024, Duration::from_secs(60)));
-        let p = Config::new(settings(&["--max-connections", "8", "--body-timeout", "2s"]), vec![], false, &none).unwrap().proxy.unwrap();
-        assert_eq!((p.max_connections, p.body_timeout), (8, Duration::from_secs(2)));
-        for bad in [["--max-connections", "0"], ["--body-timeout", "61s"], ["--body-timeout", "500ms"]] {
+        let p = Config::new(settings(&[]), vec![], false, &none)
+            .unwrap()
+            .proxy
+            .unwrap();
+        assert_eq!(
+            (p.max_connections, p.body_timeout),
+            (1024, Duration::from_secs(60))
+        );
+        let p = Config::new(
+            settings(&["--max-connections", "8", "--body-timeout", "2s"]),
+            vec![],
+            false,
+            &none,
+        )
+        .unwrap()
+        .proxy
+        .unwrap();
+        assert_eq!(
+            (p.max_connections, p.body_timeout),
+            (8, Duration::from_secs(2))
+        );
+        for bad in [
+            ["--max-connections", "0"],
+            ["--body-timeout", "61s"],
+            ["--body-timeout", "500ms"],
+        ] {
             let err = Config::new(settings(&bad), vec![], false, &none).unwrap_err();
-            let name = if bad[0] == "--max-connections" { "DIND_MAX_CONNECTIONS" } else { "DIND_BODY_TIMEOUT" };
+            let name = if bad[0] == "--max-connections" {
+                "DIND_MAX_CONNECTIONS"
+            } else {
+                "DIND_BODY_TIMEOUT"
+            };
             assert!(format!("{err:#}").contains(name), "{bad:?}: {err:#}");
         }
     }
 
     #[test]
     fn bad_mtu_is_rejected_before_start() {
-        assert!(Config::new(settings(&["--mtu", "jumbo"]), vec![], false, &HashMap::new()).is_err());
+        assert!(Config::new(
+            settings(&["--mtu", "jumbo"]),
+            vec![],
+            false,
+            &HashMap::new()
+        )
+        .is_err());
     }
 }

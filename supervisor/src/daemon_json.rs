@@ -484,7 +484,14 @@ pub fn plan(
         &mut out,
     )?;
 
-    changed |= plan_entitlements(&wanted.deny_entitlements, &mut object, &shown, &path, generated_path, &mut out)?;
+    changed |= plan_entitlements(
+        &wanted.deny_entitlements,
+        &mut object,
+        &shown,
+        &path,
+        generated_path,
+        &mut out,
+    )?;
 
     if changed {
         out.replace_config_flag = config.from_flag;
@@ -581,7 +588,10 @@ fn plan_entitlements(
     }
     out.notes.push(format!(
         "{BUILDER_ENTITLEMENTS}: dockerd grants no {} to builds, as the request policy says ({})",
-        deny.iter().map(|e| e.name()).collect::<Vec<_>>().join(" or "),
+        deny.iter()
+            .map(|e| e.name())
+            .collect::<Vec<_>>()
+            .join(" or "),
         generated_path.display()
     ));
     Ok(true)
@@ -600,11 +610,13 @@ fn section<'a>(
     if value.is_null() {
         *value = Value::Object(Map::new());
     }
-    value.as_object_mut().ok_or_else(|| DaemonJsonError::BadKey {
-        path: path.to_path_buf(),
-        key: shown,
-        expected: "an object",
-    })
+    value
+        .as_object_mut()
+        .ok_or_else(|| DaemonJsonError::BadKey {
+            path: path.to_path_buf(),
+            key: shown,
+            expected: "an object",
+        })
 }
 
 /// The key in `object` that dockerd's Go decoder reads as `field` (it folds case, `K` and `ſ`),
@@ -1003,7 +1015,10 @@ mod tests {
         let denied = json!({"builder": {"entitlements": {"network-host": false, "security-insecure": false}}});
         assert_eq!(p.config_file.as_ref().unwrap().value, denied);
         let gen = d.generated().display().to_string();
-        assert_eq!(p.dockerd_args(&[]), args(&["--registry-mirror", "https://m", "--config-file", &gen]));
+        assert_eq!(
+            p.dockerd_args(&[]),
+            args(&["--registry-mirror", "https://m", "--config-file", &gen])
+        );
         assert_eq!(p.notes.len(), 1);
         assert!(p.warnings.is_empty());
         // A file that already denies both is still copied: dockerd reads only a file of ours,
@@ -1058,8 +1073,14 @@ mod tests {
         );
         // Go would merge two spellings in document order; we do not guess.
         for (text, key) in [
-            (r#"{"builder": {}, "BUILDER": {"entitlements": {"network-host": true}}}"#, "builder"),
-            (r#"{"builder": {"entitlements": {}, "Entitlements": {}}}"#, "builder.entitlements"),
+            (
+                r#"{"builder": {}, "BUILDER": {"entitlements": {"network-host": true}}}"#,
+                "builder",
+            ),
+            (
+                r#"{"builder": {"entitlements": {}, "Entitlements": {}}}"#,
+                "builder.entitlements",
+            ),
             (
                 r#"{"builder": {"entitlements": {"network-host": false, "NETWORK-HOST": true}}}"#,
                 "builder.entitlements.network-host",
@@ -1067,7 +1088,10 @@ mod tests {
         ] {
             d.write_config(text);
             let err = d.plan(&deny(&BOTH), &[]).unwrap_err();
-            assert!(matches!(err, DaemonJsonError::Ambiguous { key: k, .. } if k == key), "{text}: {err}");
+            assert!(
+                matches!(err, DaemonJsonError::Ambiguous { key: k, .. } if k == key),
+                "{text}: {err}"
+            );
             // Allowed by the policy: not ours to judge.
             assert!(d.plan(&deny(&[]), &[]).is_ok());
         }
@@ -1076,7 +1100,10 @@ mod tests {
         assert!(d.plan(&deny(&BOTH), &[]).is_ok());
         d.write_config(r#"{"builder": {"entitlements": ["network.host"]}}"#);
         let err = d.plan(&deny(&BOTH), &[]).unwrap_err();
-        assert!(err.to_string().contains("\"builder.entitlements\""), "{err}");
+        assert!(
+            err.to_string().contains("\"builder.entitlements\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub struct Running {
 
 impl Running {
     pub fn stderr_tail(&self) -> Vec<String> {
-        self.tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default()
+        self.tail
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// dockerd's last complaint on stderr: what a held client is told
@@ -77,7 +80,8 @@ fn last_error(tail: &[String]) -> Option<String> {
         let line = line.trim();
         let (level, text) = parse_logrus(line);
         let plain = !line.starts_with("time=") && !line.starts_with("level=");
-        (!text.is_empty() && (plain || matches!(level, "error" | "fatal" | "panic"))).then_some(text)
+        (!text.is_empty() && (plain || matches!(level, "error" | "fatal" | "panic")))
+            .then_some(text)
     })?;
     // logrus quotes the message: `msg="failed to start daemon: …"`.
     let text = text
@@ -109,8 +113,12 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
     remove_stale_pid_files(&cfg.stale_pid_dirs);
     let path = std::env::var("PATH").unwrap_or_else(|_| FALLBACK_PATH.to_owned());
 
-    let ipt = iptables::choose(cfg.iptables_legacy.as_deref(), &path, &cfg.run_dir.join("iptables"))
-        .context("choosing the iptables backend")?;
+    let ipt = iptables::choose(
+        cfg.iptables_legacy.as_deref(),
+        &path,
+        &cfg.run_dir.join("iptables"),
+    )
+    .context("choosing the iptables backend")?;
     tracing::info!(backend = %ipt.backend, reason = %ipt.reason, "iptables backend");
 
     if cfg.exact {
@@ -145,12 +153,20 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
     let wanted = daemon_json::Wanted {
         registry_mirrors: cfg.registry_mirrors.clone(),
         insecure_registries: cfg.insecure_registries.clone(),
-        storage_driver: (!storage.explicit)
-            .then(|| daemon_json::Scalar::new(storage.driver.clone(), cfg.storage_driver.is_some())),
-        mtu: mtu.mtu.map(|n| daemon_json::Scalar::new(n, cfg.mtu != MtuSetting::Auto)),
+        storage_driver: (!storage.explicit).then(|| {
+            daemon_json::Scalar::new(storage.driver.clone(), cfg.storage_driver.is_some())
+        }),
+        mtu: mtu
+            .mtu
+            .map(|n| daemon_json::Scalar::new(n, cfg.mtu != MtuSetting::Auto)),
         deny_entitlements: cfg.deny_entitlements.clone(),
     };
-    let plan = daemon_json::plan(&wanted, &cfg.user_args, default_config, &cfg.run_dir.join("daemon.json"))?;
+    let plan = daemon_json::plan(
+        &wanted,
+        &cfg.user_args,
+        default_config,
+        &cfg.run_dir.join("daemon.json"),
+    )?;
     for note in &plan.notes {
         tracing::info!("{note}");
     }
@@ -172,7 +188,10 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
     if daemon_json::flag_value(&cfg.user_args, "--shutdown-timeout", None).is_none()
         && user_config.get("shutdown-timeout").is_none()
     {
-        let secs = shutdown_timeout.saturating_sub(DOCKERD_OWN_SHUTDOWN).as_secs().max(1);
+        let secs = shutdown_timeout
+            .saturating_sub(DOCKERD_OWN_SHUTDOWN)
+            .as_secs()
+            .max(1);
         args.push(format!("--shutdown-timeout={secs}"));
     }
     args.extend(plan.dockerd_args(&cfg.user_args));
@@ -207,12 +226,18 @@ pub fn spawn(p: &Prepared) -> io::Result<(Running, oneshot::Receiver<Pong>)> {
     // log lines, never a second dockerd.
     let streams = [
         (child.stdout.take().map(OwnedFd::from), "stdout", None),
-        (child.stderr.take().map(OwnedFd::from), "stderr", Some(tail.clone())),
+        (
+            child.stderr.take().map(OwnedFd::from),
+            "stderr",
+            Some(tail.clone()),
+        ),
     ];
     for (fd, name, tail) in streams {
         match fd.map(pipe::Receiver::from_owned_fd) {
             Some(Ok(rx)) => relay(rx, tail),
-            Some(Err(e)) => tracing::warn!(stream = name, error = %e, "cannot relay dockerd's output"),
+            Some(Err(e)) => {
+                tracing::warn!(stream = name, error = %e, "cannot relay dockerd's output")
+            }
             None => {}
         }
     }
@@ -261,7 +286,11 @@ fn relay(rx: pipe::Receiver, tail: Option<Arc<Mutex<VecDeque<String>>>>) {
         while let Ok(Some(line)) = lines.next_line().await {
             let (level, text) = parse_logrus(&line);
             // containerd's gRPC chatter says nothing a CI user needs.
-            let level = if text.contains("module=grpc") { "debug" } else { level };
+            let level = if text.contains("module=grpc") {
+                "debug"
+            } else {
+                level
+            };
             match level {
                 "error" | "fatal" | "panic" => tracing::error!(target: "dockerd", "{text}"),
                 "warning" | "warn" => tracing::warn!(target: "dockerd", "{text}"),
@@ -308,7 +337,9 @@ fn walk_pid_files(dir: &Path, depth: usize) {
     if depth > 8 {
         return;
     }
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let Ok(ft) = entry.file_type() else { continue };
         let path = entry.path();
@@ -317,7 +348,9 @@ fn walk_pid_files(dir: &Path, depth: usize) {
         } else if ft.is_file() && is_docker_pid_file(&entry.file_name()) {
             match fs::remove_file(&path) {
                 Ok(()) => tracing::info!(path = %path.display(), "removed stale pid file"),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove stale pid file"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove stale pid file")
+                }
             }
         }
     }
@@ -352,11 +385,20 @@ mod tests {
             ])),
             Some("failed to start daemon: error initializing graphdriver: no space left".into())
         );
-        assert_eq!(last_error(&tail(&["exec: boom", ""])), Some("exec: boom".into()));
-        assert_eq!(last_error(&tail(&[r#"time="t" level=info msg="API listen on /x""#])), None);
+        assert_eq!(
+            last_error(&tail(&["exec: boom", ""])),
+            Some("exec: boom".into())
+        );
+        assert_eq!(
+            last_error(&tail(&[r#"time="t" level=info msg="API listen on /x""#])),
+            None
+        );
         assert_eq!(last_error(&[]), None);
         let long = "x".repeat(1000);
-        assert_eq!(last_error(&tail(&[&long])).map(|l| l.len()), Some(LAST_ERROR_MAX));
+        assert_eq!(
+            last_error(&tail(&[&long])).map(|l| l.len()),
+            Some(LAST_ERROR_MAX)
+        );
     }
 
     #[test]

@@ -57,7 +57,12 @@ pub enum LockError {
     },
 }
 
-fn refused(file: &str, setting: impl Into<String>, why: impl Into<String>, fix: impl Into<String>) -> LockError {
+fn refused(
+    file: &str,
+    setting: impl Into<String>,
+    why: impl Into<String>,
+    fix: impl Into<String>,
+) -> LockError {
     LockError::Refused {
         file: file.to_owned(),
         setting: setting.into(),
@@ -89,7 +94,8 @@ pub struct Pins {
 }
 
 /// Keys of the `[supervisor]` table, as named in the refusal of an unknown one.
-const PIN_KEYS: &str = "run_dir, dockerd_socket, data_root, dockerd, audit_log, dockerd_socket_shared";
+const PIN_KEYS: &str =
+    "run_dir, dockerd_socket, data_root, dockerd, audit_log, dockerd_socket_shared";
 
 impl Pins {
     pub fn parse(file: &str, table: &BTreeMap<String, String>) -> Result<Pins, LockError> {
@@ -170,7 +176,11 @@ impl Pinning<'_> {
     }
 
     /// Whether a shared raw-socket directory is allowed.
-    pub fn shared(&self, value: SharedArg, pinned: Option<SharedArg>) -> Result<SharedArg, LockError> {
+    pub fn shared(
+        &self,
+        value: SharedArg,
+        pinned: Option<SharedArg>,
+    ) -> Result<SharedArg, LockError> {
         let Some(name) = self.given.name("dockerd_socket_shared") else {
             return Ok(pinned.unwrap_or(value));
         };
@@ -213,7 +223,11 @@ pub fn refuse_exec(file: &str, first: &OsStr) -> LockError {
 /// Under a lock `DOCKER_HOST` keeps its meaning (the proxy serves that
 /// socket) but may not name dockerd's own: that used to mean "jobs use
 /// dockerd directly".
-pub fn check_docker_host(file: &str, docker_host: &str, same_as_raw: bool) -> Result<(), LockError> {
+pub fn check_docker_host(
+    file: &str,
+    docker_host: &str,
+    same_as_raw: bool,
+) -> Result<(), LockError> {
     if same_as_raw {
         return Err(refused(
             file,
@@ -351,7 +365,12 @@ fn find(matches: impl Fn(&Flag) -> bool) -> Found {
 /// `--name value`, `-H value`, `-Hvalue`, `-H=value` and shorthand
 /// clusters (`-DH value`). `data_root` and `run_dir` are the ones the
 /// image keeps.
-pub fn check_dockerd_args(file: &str, args: &[String], data_root: &Path, run_dir: &Path) -> Result<(), LockError> {
+pub fn check_dockerd_args(
+    file: &str,
+    args: &[String],
+    data_root: &Path,
+    run_dir: &Path,
+) -> Result<(), LockError> {
     let unknown = |shown: &str| {
         refused(
             file,
@@ -360,7 +379,14 @@ pub fn check_dockerd_args(file: &str, args: &[String], data_root: &Path, run_dir
             "remove it, or set it in the image's /etc/docker/daemon.json",
         )
     };
-    let loosens = |shown: &str, why: &str| refused(file, format!("the dockerd flag {shown:?}"), why, "remove it");
+    let loosens = |shown: &str, why: &str| {
+        refused(
+            file,
+            format!("the dockerd flag {shown:?}"),
+            why,
+            "remove it",
+        )
+    };
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
@@ -427,22 +453,39 @@ pub fn check_dockerd_args(file: &str, args: &[String], data_root: &Path, run_dir
     Ok(())
 }
 
-fn check_data_root(file: &str, shown: &str, value: Option<&str>, data_root: &Path) -> Result<(), LockError> {
+fn check_data_root(
+    file: &str,
+    shown: &str,
+    value: Option<&str>,
+    data_root: &Path,
+) -> Result<(), LockError> {
     if value.map(Path::new) == Some(data_root) {
         return Ok(());
     }
     Err(refused(
         file,
         format!("the dockerd flag {shown:?}"),
-        format!("the image keeps dockerd's data root at {}", data_root.display()),
+        format!(
+            "the image keeps dockerd's data root at {}",
+            data_root.display()
+        ),
         "remove it",
     ))
 }
 
-fn check_pidfile(file: &str, shown: &str, value: Option<&str>, run_dir: &Path) -> Result<(), LockError> {
+fn check_pidfile(
+    file: &str,
+    shown: &str,
+    value: Option<&str>,
+    run_dir: &Path,
+) -> Result<(), LockError> {
     let inside = value.map(Path::new).is_some_and(|p| {
-        p.strip_prefix(run_dir)
-            .is_ok_and(|rest| !rest.as_os_str().is_empty() && rest.components().all(|c| matches!(c, std::path::Component::Normal(_))))
+        p.strip_prefix(run_dir).is_ok_and(|rest| {
+            !rest.as_os_str().is_empty()
+                && rest
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
     });
     if inside {
         return Ok(());
@@ -461,15 +504,26 @@ pub const LOCKED_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 
 /// Variables dockerd may still see under a lock: proxies only steer image
 /// pulls, as a registry mirror does; `TZ` only log times.
-const KEPT: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "TZ"];
+const KEPT: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "TZ",
+];
 
 /// Set under a lock whatever the job says: a standard root environment.
 const FIXED: &[(&str, &str)] = &[("PATH", LOCKED_PATH), ("HOME", "/root")];
 
 /// The environment a locked service runs its children with: [`FIXED`]
 /// plus [`KEPT`]; and the names of the variables dropped.
-pub fn scrubbed(vars: impl IntoIterator<Item = (OsString, OsString)>) -> (Vec<(OsString, OsString)>, Vec<String>) {
-    let mut kept: Vec<(OsString, OsString)> = FIXED.iter().map(|(k, v)| (k.into(), v.into())).collect();
+pub fn scrubbed(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> (Vec<(OsString, OsString)>, Vec<String>) {
+    let mut kept: Vec<(OsString, OsString)> =
+        FIXED.iter().map(|(k, v)| (k.into(), v.into())).collect();
     let mut dropped = Vec::new();
     for (k, v) in vars {
         if KEPT.iter().any(|n| k == *n) {
@@ -508,20 +562,58 @@ mod tests {
     }
 
     fn check(a: &[&str]) -> Result<(), String> {
-        check_dockerd_args(FILE, &args(a), Path::new("/var/lib/docker"), Path::new("/run/dind-supervisor")).map_err(|e| e.to_string())
+        check_dockerd_args(
+            FILE,
+            &args(a),
+            Path::new("/var/lib/docker"),
+            Path::new("/run/dind-supervisor"),
+        )
+        .map_err(|e| e.to_string())
     }
 
     #[test]
     fn harmless_dockerd_flags_pass_in_every_spelling() {
         for a in [
-            &["--registry-mirror", "https://m.example", "--mtu=1400", "--debug"][..],
-            &["-D", "-l", "debug", "-s", "vfs", "--iptables=false", "--bridge=none"],
+            &[
+                "--registry-mirror",
+                "https://m.example",
+                "--mtu=1400",
+                "--debug",
+            ][..],
+            &[
+                "-D",
+                "-l",
+                "debug",
+                "-s",
+                "vfs",
+                "--iptables=false",
+                "--bridge=none",
+            ],
             &["-Dl", "debug"],
             &["-Dldebug", "-sfoo", "-s=bar", "-D=false", "-l=info"],
-            &["--exec-root=/x/exec", "--pidfile", "/run/dind-supervisor/docker.pid", "-p", "/run/dind-supervisor/d.pid"],
-            &["-p/run/dind-supervisor/a.pid", "-Dp=/run/dind-supervisor/b.pid", "--pidfile=/run/dind-supervisor/x/c.pid"],
-            &["--data-root=/var/lib/docker", "--data-root", "/var/lib/docker/"],
-            &["--authorization-plugin", "authz", "--userns-remap=default", "--no-new-privileges"],
+            &[
+                "--exec-root=/x/exec",
+                "--pidfile",
+                "/run/dind-supervisor/docker.pid",
+                "-p",
+                "/run/dind-supervisor/d.pid",
+            ],
+            &[
+                "-p/run/dind-supervisor/a.pid",
+                "-Dp=/run/dind-supervisor/b.pid",
+                "--pidfile=/run/dind-supervisor/x/c.pid",
+            ],
+            &[
+                "--data-root=/var/lib/docker",
+                "--data-root",
+                "/var/lib/docker/",
+            ],
+            &[
+                "--authorization-plugin",
+                "authz",
+                "--userns-remap=default",
+                "--no-new-privileges",
+            ],
             // A value that looks like a flag is a value.
             &["--log-opt", "-H", "--dns", "--host=x"],
             &["--debug", "--"],
@@ -544,18 +636,32 @@ mod tests {
             &["--host="],
         ] {
             let e = check(a).unwrap_err();
-            assert!(e.contains("it opens an API endpoint without the policy; remove it"), "{a:?}: {e}");
-            assert!(e.starts_with(&format!("policy locked by {FILE}: the dockerd flag ")), "{e}");
+            assert!(
+                e.contains("it opens an API endpoint without the policy; remove it"),
+                "{a:?}: {e}"
+            );
+            assert!(
+                e.starts_with(&format!("policy locked by {FILE}: the dockerd flag ")),
+                "{e}"
+            );
         }
         // The value of a refused flag is not mistaken for the next flag.
-        assert!(check(&["-l", "debug", "-H", "x"]).unwrap_err().contains("\"-H\""));
+        assert!(check(&["-l", "debug", "-H", "x"])
+            .unwrap_err()
+            .contains("\"-H\""));
     }
 
     #[test]
     fn flags_that_loosen_are_refused_with_their_reason() {
         for (a, why) in [
-            (&["--config-file=/builds/daemon.json"][..], "configuration the image did not choose"),
-            (&["--config-file", "/builds/daemon.json"], "configuration the image did not choose"),
+            (
+                &["--config-file=/builds/daemon.json"][..],
+                "configuration the image did not choose",
+            ),
+            (
+                &["--config-file", "/builds/daemon.json"],
+                "configuration the image did not choose",
+            ),
             (&["--default-runtime=evil"], "runtime"),
             (&["--add-runtime", "evil=/builds/evil"], "runtime"),
             (&["--userland-proxy-path=/builds/evil"], "runs as root"),
@@ -568,16 +674,34 @@ mod tests {
             (&["--metrics-addr=0.0.0.0:9323"], "network endpoint"),
             (&["--containerd=/builds/c.sock"], "containerd"),
             (&["-g", "/builds/docker"], "--data-root"),
-            (&["--data-root=/builds/docker"], "keeps dockerd's data root at /var/lib/docker"),
-            (&["--data-root", "/builds/docker"], "keeps dockerd's data root"),
-            (&["--pidfile=/etc/dind-supervisor/policy.toml"], "must lie in the run directory"),
-            (&["--pidfile", "/etc/docker/daemon.json"], "removes it at exit"),
-            (&["-p", "/run/dind-supervisor/../../etc/docker/daemon.json"], "pid file"),
+            (
+                &["--data-root=/builds/docker"],
+                "keeps dockerd's data root at /var/lib/docker",
+            ),
+            (
+                &["--data-root", "/builds/docker"],
+                "keeps dockerd's data root",
+            ),
+            (
+                &["--pidfile=/etc/dind-supervisor/policy.toml"],
+                "must lie in the run directory",
+            ),
+            (
+                &["--pidfile", "/etc/docker/daemon.json"],
+                "removes it at exit",
+            ),
+            (
+                &["-p", "/run/dind-supervisor/../../etc/docker/daemon.json"],
+                "pid file",
+            ),
             (&["-Dp/etc/docker/daemon.json"], "pid file"),
             (&["-p=/etc/docker/daemon.json"], "pid file"),
             (&["--pidfile=/run/dind-supervisor"], "pid file"),
             (&["--pidfile"], "pid file"),
-            (&["--storage-opt", "dm.directlvm_device=/dev/vda"], "known to be harmless"),
+            (
+                &["--storage-opt", "dm.directlvm_device=/dev/vda"],
+                "known to be harmless",
+            ),
         ] {
             let e = check(a).unwrap_err();
             assert!(e.contains(why), "{a:?}: {e}");
@@ -599,7 +723,10 @@ mod tests {
             (&["--debug", "true"], "\"true\""),
         ] {
             let e = check(a).unwrap_err();
-            assert!(e.contains(shown) && e.contains("known to be harmless"), "{a:?}: {e}");
+            assert!(
+                e.contains(shown) && e.contains("known to be harmless"),
+                "{a:?}: {e}"
+            );
         }
     }
 
@@ -610,23 +737,53 @@ mod tests {
             format!("policy locked by {FILE}: the command \"sh\" is refused: a locked service runs dind-supervisor only, never another program; remove the service's command, or pass dockerd flags only")
         );
         let e = refuse_exact(FILE).to_string();
-        assert!(e.contains("the command \"dockerd …\" is refused: dockerd would run with exactly those flags"), "{e}");
+        assert!(
+            e.contains(
+                "the command \"dockerd …\" is refused: dockerd would run with exactly those flags"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn the_pins_table_is_checked() {
-        let t = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let p = Pins::parse(FILE, &t(&[("run_dir", "/r"), ("dockerd_socket_shared", "allow"), ("dockerd", "dockerd")])).unwrap();
+        let t = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let p = Pins::parse(
+            FILE,
+            &t(&[
+                ("run_dir", "/r"),
+                ("dockerd_socket_shared", "allow"),
+                ("dockerd", "dockerd"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(p.run_dir, Some(PathBuf::from("/r")));
         assert_eq!(p.dockerd_socket_shared, Some(SharedArg::Allow));
         for (pairs, want) in [
-            (&[("run_dir", "r")][..], "supervisor.run_dir: \"r\" is not an absolute path"),
-            (&[("dockerd_socket_shared", "yes")], "use \"refuse\" or \"allow\""),
-            (&[("policy", "x")], "supervisor.policy: unknown key (known: run_dir,"),
+            (
+                &[("run_dir", "r")][..],
+                "supervisor.run_dir: \"r\" is not an absolute path",
+            ),
+            (
+                &[("dockerd_socket_shared", "yes")],
+                "use \"refuse\" or \"allow\"",
+            ),
+            (
+                &[("policy", "x")],
+                "supervisor.policy: unknown key (known: run_dir,",
+            ),
             (&[("dockerd", "")], "name a program"),
         ] {
             let e = Pins::parse(FILE, &t(pairs)).unwrap_err().to_string();
-            assert!(e.starts_with(&format!("policy file {FILE}: ")) && e.contains(want), "{e}");
+            assert!(
+                e.starts_with(&format!("policy file {FILE}: ")) && e.contains(want),
+                "{e}"
+            );
         }
     }
 
@@ -644,7 +801,12 @@ mod tests {
         let (kept, dropped) = scrubbed(vars);
         assert_eq!(
             kept,
-            [("PATH", LOCKED_PATH), ("HOME", "/root"), ("HTTPS_PROXY", "http://proxy:3128")].map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            [
+                ("PATH", LOCKED_PATH),
+                ("HOME", "/root"),
+                ("HTTPS_PROXY", "http://proxy:3128")
+            ]
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
         );
         assert_eq!(dropped, ["DIND_POLICY", "DOCKER_RAMDISK", "LD_PRELOAD"]);
     }

@@ -90,7 +90,14 @@ fn main() -> ExitCode {
                 Ok(f) => f,
                 Err(e) => return refuse(e),
             };
-            let config = match Config::build(*settings, &given, dockerd_args, exact, &ProcessEnv, image.as_ref()) {
+            let config = match Config::build(
+                *settings,
+                &given,
+                dockerd_args,
+                exact,
+                &ProcessEnv,
+                image.as_ref(),
+            ) {
                 Ok(c) => c,
                 Err(e) => return refuse(e),
             };
@@ -221,7 +228,9 @@ fn become_init() {
     if nix::unistd::getpid().as_raw() == 1 {
         match cgroup::nest_default() {
             Ok(outcome) => tracing::info!(?outcome, "cgroup"),
-            Err(e) => tracing::warn!(error = %e, "cgroup v2 nesting failed; dockerd may not manage cgroups"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cgroup v2 nesting failed; dockerd may not manage cgroups")
+            }
         }
     } else if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!(error = %e, "cannot become a child subreaper; orphans will go to the real init");
@@ -230,7 +239,10 @@ fn become_init() {
 
 /// The proxy's endpoints: TCP (mutual TLS when certificates are on) and the
 /// unix socket named by DOCKER_HOST.
-fn endpoints(p: &config::Proxy, tls: Option<&certs::CertSpec>) -> anyhow::Result<Vec<proxy::Endpoint>> {
+fn endpoints(
+    p: &config::Proxy,
+    tls: Option<&certs::CertSpec>,
+) -> anyhow::Result<Vec<proxy::Endpoint>> {
     let server_tls = match tls {
         Some(spec) => {
             let paths = certs::Paths::new(&spec.dir);
@@ -250,7 +262,11 @@ fn endpoints(p: &config::Proxy, tls: Option<&certs::CertSpec>) -> anyhow::Result
             tls: server_tls.clone(),
         })
         .collect();
-    if let Some(s) = p.socket.as_ref().filter(|s| !(s.implicit && served_by_another(&s.path))) {
+    if let Some(s) = p
+        .socket
+        .as_ref()
+        .filter(|s| !(s.implicit && served_by_another(&s.path)))
+    {
         if s.gid.is_none() {
             tracing::warn!(path = %s.path.display(), "no `docker` group in /etc/group: the API socket is world-writable (0666)");
         }
@@ -269,7 +285,9 @@ fn endpoints(p: &config::Proxy, tls: Option<&certs::CertSpec>) -> anyhow::Result
 fn served_by_another(path: &std::path::Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     let taken = match std::fs::symlink_metadata(path) {
-        Ok(m) => !m.file_type().is_socket() || std::os::unix::net::UnixStream::connect(path).is_ok(),
+        Ok(m) => {
+            !m.file_type().is_socket() || std::os::unix::net::UnixStream::connect(path).is_ok()
+        }
         Err(_) => false,
     };
     if taken {
@@ -280,7 +298,11 @@ fn served_by_another(path: &std::path::Path) -> bool {
 
 /// What `/status` adds to the live state: the policy and its lock,
 /// endpoints and certificates.
-fn status_extra(config: &Config, endpoints: &[proxy::Endpoint], certs: Option<&certs::Report>) -> serde_json::Value {
+fn status_extra(
+    config: &Config,
+    endpoints: &[proxy::Endpoint],
+    certs: Option<&certs::Report>,
+) -> serde_json::Value {
     let cert = |c: &certs::CertInfo| {
         serde_json::json!({
             "path": c.path,
@@ -328,7 +350,9 @@ fn check_fd_budget(max_connections: usize) {
     use nix::sys::resource::{getrlimit, Resource};
     const SPARE: u64 = 256;
     if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let needed = (max_connections as u64).saturating_mul(2).saturating_add(SPARE);
+        let needed = (max_connections as u64)
+            .saturating_mul(2)
+            .saturating_add(SPARE);
         if soft < needed {
             tracing::warn!(
                 max_connections,
@@ -431,5 +455,9 @@ fn exec(argv: Vec<OsString>) -> ExitCode {
     use std::os::unix::process::CommandExt;
     let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
     eprintln!("dind-supervisor: cannot run {:?}: {err}", argv[0]);
-    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
 }

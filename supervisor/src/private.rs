@@ -77,10 +77,15 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) => {
-                out.push(d.iter().fold(0u8, |acc, c| acc.wrapping_mul(8).wrapping_add(c - b'0')));
+                out.push(
+                    d.iter()
+                        .fold(0u8, |acc, c| acc.wrapping_mul(8).wrapping_add(c - b'0')),
+                );
                 i += 4;
             }
             None => {
@@ -96,7 +101,9 @@ fn unescape(s: &str) -> String {
 /// mount point at or above it, and of mounts stacked on that point the top
 /// one (the one no other of them has as its parent).
 pub fn containing<'a>(mounts: &'a [Mount], path: &str) -> Option<&'a Mount> {
-    let under = |mp: &str| mp == "/" || path == mp || path.strip_prefix(mp).is_some_and(|r| r.starts_with('/'));
+    let under = |mp: &str| {
+        mp == "/" || path == mp || path.strip_prefix(mp).is_some_and(|r| r.starts_with('/'))
+    };
     let deepest = mounts
         .iter()
         .filter(|m| under(&m.mount_point))
@@ -168,7 +175,9 @@ pub enum PrivateError {
 /// `allow_shared` a shared one is only a warning), then creates the ones
 /// that are ours, mode 0700: nothing is written before the check passes.
 pub fn ensure(dirs: &[Dir], allow_shared: bool) -> Result<(), PrivateError> {
-    let Some(first) = dirs.first() else { return Ok(()) };
+    let Some(first) = dirs.first() else {
+        return Ok(());
+    };
     match fs::read_to_string(MOUNTINFO) {
         Ok(text) => check(&parse_mountinfo(&text), dirs, allow_shared)?,
         Err(_) if allow_shared => {}
@@ -224,12 +233,20 @@ pub fn resolve(path: &Path) -> PathBuf {
             }
             return out;
         }
-        match (existing.file_name().map(ToOwned::to_owned), existing.parent()) {
+        match (
+            existing.file_name().map(ToOwned::to_owned),
+            existing.parent(),
+        ) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 existing = parent.to_path_buf();
             }
-            _ => return path.components().filter(|c| !matches!(c, Component::CurDir)).collect(),
+            _ => {
+                return path
+                    .components()
+                    .filter(|c| !matches!(c, Component::CurDir))
+                    .collect()
+            }
         }
     }
 }
@@ -312,7 +329,15 @@ mod tests {
 
     #[test]
     fn the_containers_own_root_filesystem_is_private() {
-        for path in ["/run/dind-supervisor/dockerd", "/var/run/docker", "/run", "/", "/builds2/x", "/certs/ca", "/etc"] {
+        for path in [
+            "/run/dind-supervisor/dockerd",
+            "/var/run/docker",
+            "/run",
+            "/",
+            "/builds2/x",
+            "/certs/ca",
+            "/etc",
+        ] {
             assert_eq!(on(DOCKER, path), None, "{path}");
         }
     }
@@ -335,7 +360,10 @@ mod tests {
     #[test]
     fn arcs_shared_var_run_and_a_memory_emptydir_are_shared() {
         // /var/run/docker.sock resolves to /run/docker.sock here.
-        assert_eq!(on(ARC, "/run/dind-supervisor/dockerd").as_deref(), Some("/run"));
+        assert_eq!(
+            on(ARC, "/run/dind-supervisor/dockerd").as_deref(),
+            Some("/run")
+        );
         assert_eq!(on(ARC, "/run/docker").as_deref(), Some("/run"));
         assert_eq!(on(ARC, "/tmp/x").as_deref(), Some("/tmp"));
         assert_eq!(on(ARC, "/var/lib/dind-supervisor/dockerd"), None);
@@ -349,13 +377,19 @@ mod tests {
         // A tmpfs stacked on a volume at /run, listed before it.
         let stacked = "1 0 0:1 / / rw - overlay overlay rw\n3 2 0:9 / /run rw - tmpfs tmpfs rw\n2 1 254:1 /vol /run rw - ext4 /dev/vda rw\n";
         let m = mounts(stacked);
-        assert_eq!(containing(&m, "/run/x").map(|m| m.fstype.as_str()), Some("tmpfs"));
+        assert_eq!(
+            containing(&m, "/run/x").map(|m| m.fstype.as_str()),
+            Some("tmpfs")
+        );
     }
 
     #[test]
     fn a_root_that_is_no_listed_mount_is_not_private() {
         // In a chroot, mountinfo lists only mounts below the new root.
-        assert_eq!(on("5 4 0:9 / /proc rw - proc proc rw\n", "/run/x").as_deref(), Some("none"));
+        assert_eq!(
+            on("5 4 0:9 / /proc rw - proc proc rw\n", "/run/x").as_deref(),
+            Some("none")
+        );
         assert_eq!(on("", "/run/x").as_deref(), Some("none"));
     }
 
@@ -370,7 +404,9 @@ mod tests {
 
     #[test]
     fn a_shared_directory_is_one_line_naming_the_mount_and_the_fix() {
-        let e = check(&mounts(ARC), &[dir("/run/dind-supervisor/dockerd")], false).unwrap_err().to_string();
+        let e = check(&mounts(ARC), &[dir("/run/dind-supervisor/dockerd")], false)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "dockerd's socket directory /run/dind-supervisor/dockerd is on /run (xfs /dev/nvme0n1p1, \
@@ -381,7 +417,12 @@ mod tests {
         );
         // The operator's explicit word turns it into a warning.
         assert!(check(&mounts(ARC), &[dir("/run/dind-supervisor/dockerd")], true).is_ok());
-        assert!(check(&mounts(ARC), &[dir("/var/lib/dind-supervisor/dockerd")], false).is_ok());
+        assert!(check(
+            &mounts(ARC),
+            &[dir("/var/lib/dind-supervisor/dockerd")],
+            false
+        )
+        .is_ok());
     }
 
     #[test]
@@ -391,13 +432,20 @@ mod tests {
         fs::create_dir(&real).unwrap();
         std::os::unix::fs::symlink(&real, t.path().join("link")).unwrap();
         assert_eq!(resolve(&t.path().join("link/a/b")), real.join("a/b"));
-        assert_eq!(resolve(Path::new("/nonexistent-dsv/./x")), PathBuf::from("/nonexistent-dsv/x"));
+        assert_eq!(
+            resolve(Path::new("/nonexistent-dsv/./x")),
+            PathBuf::from("/nonexistent-dsv/x")
+        );
         // A link from a private path into a volume is judged by the volume.
         let table = format!(
             "1 0 0:1 / / rw - overlay overlay rw\n2 1 254:1 /v {} rw - ext4 /dev/vda rw\n",
             real.display()
         );
-        let e = check(&mounts(&table), &[dir(&t.path().join("link/d").to_string_lossy())], false);
+        let e = check(
+            &mounts(&table),
+            &[dir(&t.path().join("link/d").to_string_lossy())],
+            false,
+        );
         assert!(matches!(e, Err(PrivateError::Shared { .. })), "{e:?}");
     }
 
@@ -407,10 +455,16 @@ mod tests {
         let mut d = dir(&t.path().join("run/dockerd").to_string_lossy());
         d.ours = true;
         create_ours(&d).unwrap();
-        assert_eq!(fs::metadata(&d.path).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&d.path).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         fs::set_permissions(&d.path, fs::Permissions::from_mode(0o755)).unwrap();
         create_ours(&d).unwrap();
-        assert_eq!(fs::metadata(&d.path).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&d.path).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
 
         let link = t.path().join("link");
         std::os::unix::fs::symlink(t.path(), &link).unwrap();

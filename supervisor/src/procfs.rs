@@ -26,7 +26,11 @@ fn descendants_in(proc_root: &Path, root: Pid) -> Vec<Pid> {
         return Vec::new();
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         // Processes vanish while we look; a missing stat file is normal.

@@ -277,17 +277,27 @@ impl Supervisor {
         });
         if self.dockerd.is_none() {
             // Nothing runs (between restarts): the stop is already complete.
-            return Some(if sig == Signal::SIGQUIT { 128 + sig as i32 } else { 0 });
+            return Some(if sig == Signal::SIGQUIT {
+                128 + sig as i32
+            } else {
+                0
+            });
         }
         // SIGQUIT asks dockerd for a stack dump on the way out: no pre-stop.
         if sig != Signal::SIGQUIT && self.ready_since.is_some() {
-            let grace = self.policy.shutdown_timeout.saturating_sub(CONTAINER_STOP_RESERVE).max(Duration::from_secs(1));
+            let grace = self
+                .policy
+                .shutdown_timeout
+                .saturating_sub(CONTAINER_STOP_RESERVE)
+                .max(Duration::from_secs(1));
             let socket = self.prepared.socket.clone();
             tracing::info!(?grace, "stopping containers before dockerd");
             self.pre_stop = Some(tokio::spawn(async move {
                 match proxy::upstream::stop_containers(&socket, grace).await {
                     Ok(n) => tracing::info!(stopped = n, "containers stopped"),
-                    Err(e) => tracing::warn!(error = %e, "cannot stop containers first; dockerd will"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot stop containers first; dockerd will")
+                    }
                 }
             }));
         } else {
@@ -331,7 +341,10 @@ impl Supervisor {
             last_lines = ?tail,
             "dockerd exited unexpectedly"
         );
-        if self.ready_since.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+        if self
+            .ready_since
+            .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
+        {
             self.failures = 0;
         }
         self.ready_since = None;
@@ -371,7 +384,12 @@ impl Supervisor {
             e.pid = None;
         });
         dockerd::remove_stale_pid_files(&self.prepared.stale_pid_dirs);
-        tracing::warn!(attempt = self.failures, of = self.policy.restart_max, ?backoff, "restarting dockerd");
+        tracing::warn!(
+            attempt = self.failures,
+            of = self.policy.restart_max,
+            ?backoff,
+            "restarting dockerd"
+        );
         self.restart_at = Some(Instant::now() + backoff);
     }
 
@@ -414,7 +432,11 @@ impl Supervisor {
                 exit_code = code,
                 "shutdown complete"
             ),
-            None => tracing::info!(leftovers_killed = left, exit_code = code, "supervisor exiting"),
+            None => tracing::info!(
+                leftovers_killed = left,
+                exit_code = code,
+                "supervisor exiting"
+            ),
         }
         code
     }

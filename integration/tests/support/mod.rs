@@ -23,7 +23,9 @@ use nix::unistd::Pid;
 pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("DIND_SUPERVISOR_BIN") {
         // Canonical, so it compares equal to /proc/PID/exe.
-        return PathBuf::from(&p).canonicalize().unwrap_or_else(|_| PathBuf::from(p));
+        return PathBuf::from(&p)
+            .canonicalize()
+            .unwrap_or_else(|_| PathBuf::from(p));
     }
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-gnu");
     for profile in ["release", "debug"] {
@@ -37,7 +39,10 @@ pub fn binary() -> PathBuf {
 
 /// Fails the test loudly when the machine cannot run it.
 pub fn require_root_and_engine() {
-    assert!(nix::unistd::geteuid().is_root(), "integration tests need root (they start dockerd)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "integration tests need root (they start dockerd)"
+    );
     assert!(
         which("dockerd").is_some(),
         "dockerd is not on PATH: install Debian's docker.io (the README's test command does)"
@@ -56,7 +61,10 @@ pub fn which(name: &str) -> Option<PathBuf> {
 /// A scratch directory with a short path (unix socket paths are limited to
 /// 108 bytes and containerd nests sockets under the exec root).
 pub fn short_tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("dsv").tempdir_in("/tmp").expect("tempdir in /tmp")
+    tempfile::Builder::new()
+        .prefix("dsv")
+        .tempdir_in("/tmp")
+        .expect("tempdir in /tmp")
 }
 
 /// One supervisor process with its own dockerd, data root, exec root,
@@ -129,8 +137,17 @@ impl Service {
 
     /// [`Service::start_in`] with only environment variables.
     pub fn start_with_env(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Service {
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Service::start_in(dir, ServiceOptions { env, ..Default::default() })
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Service::start_in(
+            dir,
+            ServiceOptions {
+                env,
+                ..Default::default()
+            },
+        )
     }
 
     pub fn start_in(dir: tempfile::TempDir, opts: ServiceOptions) -> Service {
@@ -149,14 +166,23 @@ impl Service {
                 fs::write(d.join("image-policy.toml"), format!("{text}{pins}")).unwrap();
             }
             let mut c = Command::new("unshare");
-            c.args(["--mount", "--propagation", "private", "sh", "-c", NAMESPACE_SCRIPT, "sh"])
-                .arg(d)
-                .arg(opts.namespace_setup.join("\n"))
-                .arg(binary());
+            c.args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                NAMESPACE_SCRIPT,
+                "sh",
+            ])
+            .arg(d)
+            .arg(opts.namespace_setup.join("\n"))
+            .arg(binary());
             c
         } else if opts.as_pid1 {
             let mut c = Command::new("unshare");
-            c.args(["--pid", "--fork", "--mount-proc", "--kill-child"]).arg(binary());
+            c.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+                .arg(binary());
             c
         } else {
             Command::new(binary())
@@ -165,8 +191,10 @@ impl Service {
             d.join("run/dockerd/docker.sock")
         } else {
             // Never the host's /var/run/docker.sock: the proxy's default.
-            cmd.env("DIND_DOCKERD_SOCKET", d.join("docker.sock"))
-                .env("DOCKER_HOST", format!("unix://{}", d.join("api.sock").display()));
+            cmd.env("DIND_DOCKERD_SOCKET", d.join("docker.sock")).env(
+                "DOCKER_HOST",
+                format!("unix://{}", d.join("api.sock").display()),
+            );
             d.join("docker.sock")
         };
         match &opts.command {
@@ -251,7 +279,10 @@ impl Service {
             if let Some(c) = children(outer).first() {
                 return *c;
             }
-            assert!(Instant::now() < deadline, "no supervisor process under {outer}");
+            assert!(
+                Instant::now() < deadline,
+                "no supervisor process under {outer}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -260,7 +291,9 @@ impl Service {
     pub fn dockerd_pid(&self) -> Pid {
         children(self.supervisor_pid())
             .into_iter()
-            .find(|p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "dockerd"))
+            .find(|p| {
+                fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "dockerd")
+            })
             .expect("dockerd is a child of the supervisor")
     }
 
@@ -269,7 +302,12 @@ impl Service {
     }
 
     pub fn log_count(&self, needle: &str) -> usize {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     /// Waits until the log has `n` lines containing `needle`.
@@ -326,7 +364,11 @@ impl Service {
             .arg(BUSYBOX_IMAGE)
             .output()
             .unwrap();
-        assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "docker import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         BUSYBOX_IMAGE
     }
 
@@ -414,14 +456,25 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// A TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The docker CLIs on this machine: Debian's docker.io client (20.10, with
@@ -452,7 +505,10 @@ pub fn ok(cmd: &mut Command) -> String {
 
 /// Direct children of `pid` (of any of its threads), from /proc.
 pub fn children(pid: Pid) -> Vec<Pid> {
-    children_with_state(pid).into_iter().map(|(p, _)| p).collect()
+    children_with_state(pid)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// `(pid, state)` of every process whose parent is `parent`.
@@ -462,8 +518,12 @@ pub fn children_with_state(parent: Pid) -> Vec<(Pid, char)> {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let mut f = stat[close + 1..].split_whitespace();
         let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
         if f.next().and_then(|p| p.parse::<i32>().ok()) == Some(parent.as_raw()) {
@@ -490,7 +550,19 @@ pub fn busybox_rootfs_tar() -> &'static Path {
         fs::create_dir_all(root.join("bin")).unwrap();
         fs::create_dir_all(root.join("tmp")).unwrap();
         fs::copy(&busybox, root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "cat", "echo", "true", "ls", "sha256sum", "head", "trap", "wc", "dd"] {
+        for applet in [
+            "sh",
+            "sleep",
+            "cat",
+            "echo",
+            "true",
+            "ls",
+            "sha256sum",
+            "head",
+            "trap",
+            "wc",
+            "dd",
+        ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
         let tar = root.with_extension("tar");
@@ -520,14 +592,22 @@ pub fn fake_dockerd(dir: &Path, name: &str, script: &str) -> PathBuf {
 /// A dockerd that starts `secs` seconds late: longer than any client's own
 /// first-ping timeout (the docker CLI gives up its first ping after 2 s).
 pub fn late_dockerd(dir: &Path, secs: u32) -> PathBuf {
-    fake_dockerd(dir, "late-dockerd", &format!("sleep {secs}\nexec dockerd \"$@\""))
+    fake_dockerd(
+        dir,
+        "late-dockerd",
+        &format!("sleep {secs}\nexec dockerd \"$@\""),
+    )
 }
 
 /// Waits until `up()` holds; panics with the service log after `limit`.
 pub fn until(svc: &Service, what: &str, limit: Duration, mut up: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !up() {
-        assert!(Instant::now() < deadline, "{what} not within {limit:?}:\n{}", svc.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "{what} not within {limit:?}:\n{}",
+            svc.log_text()
+        );
         thread::sleep(Duration::from_millis(10));
     }
 }
@@ -542,12 +622,23 @@ pub fn metric(svc: &Service, name: &str) -> u64 {
 
 /// One raw HTTP/1.1 exchange on `stream`; (status, body).
 pub fn exchange(mut stream: impl Read + Write, method: &str, path: &str) -> (u16, String) {
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = Vec::new();
     stream.read_to_end(&mut out).unwrap();
     let out = String::from_utf8_lossy(&out).into_owned();
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -571,6 +662,10 @@ pub fn read_answer(r: &mut impl BufRead) -> (u16, String) {
     }
     let mut body = vec![0; length];
     r.read_exact(&mut body).unwrap();
-    let code = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (code, String::from_utf8_lossy(&body).into_owned())
 }

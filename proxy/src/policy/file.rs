@@ -397,8 +397,16 @@ mod tests {
         assert!(f.locked);
         assert_eq!(f.supervisor.get("run_dir").map(String::as_str), Some("/r"));
         assert_eq!(f.policy, ok("profile = \"ci-safe\""));
-        assert!(!parse("/etc/p.toml", "profile = \"ci-safe\"", None).unwrap().locked);
-        assert!(!parse("/etc/p.toml", "locked = false\nprofile = \"ci-safe\"", None).unwrap().locked);
+        assert!(
+            !parse("/etc/p.toml", "profile = \"ci-safe\"", None)
+                .unwrap()
+                .locked
+        );
+        assert!(
+            !parse("/etc/p.toml", "locked = false\nprofile = \"ci-safe\"", None)
+                .unwrap()
+                .locked
+        );
     }
 
     #[test]
@@ -409,13 +417,24 @@ mod tests {
         let file = dir.path().join("p.toml");
         let path = file.to_str().unwrap();
         for (text, key) in [
-            ("locked = true\nprofile = \"ci-safe\"", "locked takes effect only in"),
-            ("profile = \"ci-safe\"\n[supervisor]\nrun_dir = \"/r\"", "[supervisor] takes effect only in"),
+            (
+                "locked = true\nprofile = \"ci-safe\"",
+                "locked takes effect only in",
+            ),
+            (
+                "profile = \"ci-safe\"\n[supervisor]\nrun_dir = \"/r\"",
+                "[supervisor] takes effect only in",
+            ),
         ] {
             std::fs::write(&file, text).unwrap();
             let e = load(path, None).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains(IMAGE_FILE), "{e}");
-            assert_eq!(load_image(path).unwrap().map(|f| f.policy.name().to_owned()), Some(format!("file:{path} (ci-safe)")));
+            assert_eq!(
+                load_image(path)
+                    .unwrap()
+                    .map(|f| f.policy.name().to_owned()),
+                Some(format!("file:{path} (ci-safe)"))
+            );
         }
         std::fs::write(&file, "locked = false\nprofile = \"ci-safe\"").unwrap();
         assert!(load(path, None).is_ok());
@@ -424,7 +443,10 @@ mod tests {
     #[test]
     fn a_missing_image_file_is_no_lock_but_an_unreadable_one_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(load_image(dir.path().join("none.toml").to_str().unwrap()).unwrap(), None);
+        assert_eq!(
+            load_image(dir.path().join("none.toml").to_str().unwrap()).unwrap(),
+            None
+        );
         // A directory where the file should be cannot be read: never "no lock".
         let e = load_image(dir.path().to_str().unwrap()).unwrap_err();
         assert!(e.to_string().contains("cannot read it"), "{e}");

@@ -109,7 +109,9 @@ impl Json {
 /// FNV-1a of an object key: keys come from the client, but a collision
 /// only costs a linear scan, never a wrong answer.
 fn fnv1a(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Hashes that are already hashes: the set uses them as they are.
@@ -138,7 +140,9 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
             c => {
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -734,9 +738,17 @@ mod tests {
         ] {
             let value = parse_strict(text.as_bytes()).unwrap();
             let written = value.to_bytes();
-            assert_eq!(parse_strict(&written).unwrap(), value, "{}", String::from_utf8_lossy(&written));
+            assert_eq!(
+                parse_strict(&written).unwrap(),
+                value,
+                "{}",
+                String::from_utf8_lossy(&written)
+            );
             let serde: serde_json::Value = serde_json::from_slice(&written).unwrap();
-            assert_eq!(serde, serde_json::from_str::<serde_json::Value>(text).unwrap());
+            assert_eq!(
+                serde,
+                serde_json::from_str::<serde_json::Value>(text).unwrap()
+            );
         }
     }
 

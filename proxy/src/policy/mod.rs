@@ -359,7 +359,8 @@ impl Policy {
     /// `DIND_POLICY_ALLOW_BINDS` value (for a policy the job may change; a
     /// locked one is only [`Policy::tightened`]).
     pub fn with_allow_binds(mut self, value: &str) -> Result<Policy, PolicyError> {
-        self.allow_binds = parse_allow_binds(value).map_err(|why| PolicyError::AllowBinds { why })?;
+        self.allow_binds =
+            parse_allow_binds(value).map_err(|why| PolicyError::AllowBinds { why })?;
         Ok(self)
     }
 
@@ -582,7 +583,9 @@ fn family_what(rule: Rule) -> &'static str {
         Rule::Services => "is not allowed: swarm services cannot be managed",
         Rule::Secrets => "is not allowed: swarm secrets cannot be managed",
         Rule::Configs => "is not allowed: swarm configs cannot be managed",
-        Rule::Debug => "is not allowed: dockerd's debug endpoints expose its command line and internals",
+        Rule::Debug => {
+            "is not allowed: dockerd's debug endpoints expose its command line and internals"
+        }
         _ => "is not allowed",
     }
 }

@@ -307,11 +307,21 @@ mod tests {
         ] {
             assert!(is_debug(p), "{p}");
         }
-        for p in ["/", "/debugger/vars", "/containers/debug", "/_ping", "/%zzdebug/vars", "/debug+/vars"] {
+        for p in [
+            "/",
+            "/debugger/vars",
+            "/containers/debug",
+            "/_ping",
+            "/%zzdebug/vars",
+            "/debug+/vars",
+        ] {
             assert!(!is_debug(p), "{p}");
         }
         // Debug routes answer every method; mutating ones are its family.
-        assert_eq!(post_route("/debug/pprof/symbol"), Route::Family(Rule::Debug));
+        assert_eq!(
+            post_route("/debug/pprof/symbol"),
+            Route::Family(Rule::Debug)
+        );
     }
 
     #[test]

@@ -94,7 +94,11 @@ fn debug_endpoints_are_denied_to_every_method_unless_allowed() {
         ("POST", "/debug/pprof/symbol"),
         ("GET", "/%64ebug/vars"),
     ] {
-        assert_eq!(rule(&p.on_head(&head(m, path, None), None)), Some("debug"), "{m} {path}");
+        assert_eq!(
+            rule(&p.on_head(&head(m, path, None), None)),
+            Some("debug"),
+            "{m} {path}"
+        );
     }
     let v = p.on_head(&head("GET", "/debug/vars", None), None);
     assert_eq!(
@@ -107,9 +111,16 @@ fn debug_endpoints_are_denied_to_every_method_unless_allowed() {
     let mut allowed = Policy::ci_safe();
     allowed.set(Rule::Debug, false);
     for m in ["GET", "POST"] {
-        assert_eq!(allowed.on_head(&head(m, "/debug/pprof/symbol", None), None), Verdict::Allow, "{m}");
+        assert_eq!(
+            allowed.on_head(&head(m, "/debug/pprof/symbol", None), None),
+            Verdict::Allow,
+            "{m}"
+        );
     }
-    assert_eq!(Policy::permissive().on_head(&head("GET", "/debug/vars", None), None), Verdict::Allow);
+    assert_eq!(
+        Policy::permissive().on_head(&head("GET", "/debug/vars", None), None),
+        Verdict::Allow
+    );
 }
 
 #[test]

@@ -12,7 +12,10 @@ use super::{normalise, parse_allow_binds, Policy, PolicyError, Profile};
 #[derive(Debug, thiserror::Error)]
 pub enum Loosening {
     #[error("{profile} allows what the locked policy denies ({rules})")]
-    Profile { profile: &'static str, rules: String },
+    Profile {
+        profile: &'static str,
+        rules: String,
+    },
     #[error("{spec:?} is another policy file, and a locked policy cannot be replaced")]
     OtherFile { spec: String },
     #[error("{dir} is not under the locked bind allowlist ({allowed})")]
@@ -74,7 +77,9 @@ impl Policy {
                         out.name = format!("{} tightened by {}", self.name, profile.name());
                     }
                 }
-                None if s.starts_with('/') => return Err(Loosening::OtherFile { spec: s.to_owned() }),
+                None if s.starts_with('/') => {
+                    return Err(Loosening::OtherFile { spec: s.to_owned() })
+                }
                 None => return Err(PolicyError::UnknownProfile(s.to_owned()).into()),
             },
         }
@@ -111,7 +116,12 @@ mod tests {
     #[test]
     fn nothing_set_or_the_locked_file_itself_changes_nothing() {
         let p = locked("profile = \"ci-safe\"\n[rules]\nprivileged = \"allow\"\n");
-        for spec in [None, Some(""), Some(PATH), Some("/etc//dind-supervisor/./policy.toml")] {
+        for spec in [
+            None,
+            Some(""),
+            Some(PATH),
+            Some("/etc//dind-supervisor/./policy.toml"),
+        ] {
             assert_eq!(p.tightened(PATH, spec, None).unwrap(), p, "{spec:?}");
         }
     }
@@ -120,11 +130,17 @@ mod tests {
     fn a_profile_may_only_add_denials() {
         let p = locked("profile = \"ci-safe\"\nallow_binds = [\"/builds\"]\nbody_cap = 2048\n[rules]\nprivileged = \"allow\"\n");
         let t = p.tightened(PATH, Some("ci-safe"), None).unwrap();
-        assert!(t.denies(Rule::Privileged), "ci-safe adds the denial the file allowed");
+        assert!(
+            t.denies(Rule::Privileged),
+            "ci-safe adds the denial the file allowed"
+        );
         // What the lock says beyond rules stays.
         assert_eq!(t.allow_binds(), ["/builds"]);
         assert_eq!(t.body_cap(), 2048);
-        assert_eq!(t.name(), format!("file:{PATH} (ci-safe) tightened by ci-safe"));
+        assert_eq!(
+            t.name(),
+            format!("file:{PATH} (ci-safe) tightened by ci-safe")
+        );
 
         let e = p.tightened(PATH, Some("permissive"), None).unwrap_err();
         assert!(!e.is_allow_binds());
@@ -137,18 +153,36 @@ mod tests {
         );
         // A permissive lock may be named again, or tightened.
         let open = locked("profile = \"permissive\"");
-        assert_eq!(open.tightened(PATH, Some("permissive"), None).unwrap(), open);
-        assert!(open.tightened(PATH, Some("ci-safe"), None).unwrap().denies(Rule::Privileged));
+        assert_eq!(
+            open.tightened(PATH, Some("permissive"), None).unwrap(),
+            open
+        );
+        assert!(open
+            .tightened(PATH, Some("ci-safe"), None)
+            .unwrap()
+            .denies(Rule::Privileged));
         let one = locked("profile = \"permissive\"\n[rules]\nhost_pid = \"deny\"\n");
-        let e = one.tightened(PATH, Some("permissive"), None).unwrap_err().to_string();
+        let e = one
+            .tightened(PATH, Some("permissive"), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.ends_with("(host_pid)"), "{e}");
     }
 
     #[test]
     fn another_file_or_an_unknown_name_is_refused() {
         let p = locked("profile = \"ci-safe\"");
-        for spec in ["/builds/policy.toml", "/etc/dind-supervisor/../../builds/p.toml"] {
-            assert!(matches!(p.tightened(PATH, Some(spec), None), Err(Loosening::OtherFile { .. })), "{spec}");
+        for spec in [
+            "/builds/policy.toml",
+            "/etc/dind-supervisor/../../builds/p.toml",
+        ] {
+            assert!(
+                matches!(
+                    p.tightened(PATH, Some(spec), None),
+                    Err(Loosening::OtherFile { .. })
+                ),
+                "{spec}"
+            );
         }
         assert!(matches!(
             p.tightened(PATH, Some("ci_safe"), None),
@@ -159,18 +193,35 @@ mod tests {
     #[test]
     fn the_allowlist_may_only_narrow() {
         let p = locked("profile = \"ci-safe\"");
-        let t = p.tightened(PATH, None, Some("/builds/group/project,/cache")).unwrap();
+        let t = p
+            .tightened(PATH, None, Some("/builds/group/project,/cache"))
+            .unwrap();
         assert_eq!(t.allow_binds(), ["/builds/group/project", "/cache"]);
         // Set but empty: no binds at all, the tightest.
-        assert_eq!(p.tightened(PATH, None, Some("")).unwrap().allow_binds(), [] as [String; 0]);
-        for wider in ["/", "/builds2", "/builds,/var/run", "/builds/../etc", "/builds/x/.."] {
+        assert_eq!(
+            p.tightened(PATH, None, Some("")).unwrap().allow_binds(),
+            [] as [String; 0]
+        );
+        for wider in [
+            "/",
+            "/builds2",
+            "/builds,/var/run",
+            "/builds/../etc",
+            "/builds/x/..",
+        ] {
             let e = p.tightened(PATH, None, Some(wider)).unwrap_err();
             assert!(e.is_allow_binds(), "{wider}: {e}");
         }
         let e = p.tightened(PATH, None, Some("/")).unwrap_err().to_string();
-        assert_eq!(e, "/ is not under the locked bind allowlist (/builds, /cache)");
+        assert_eq!(
+            e,
+            "/ is not under the locked bind allowlist (/builds, /cache)"
+        );
         let none = locked("profile = \"ci-safe\"\nallow_binds = []");
-        let e = none.tightened(PATH, None, Some("/builds")).unwrap_err().to_string();
+        let e = none
+            .tightened(PATH, None, Some("/builds"))
+            .unwrap_err()
+            .to_string();
         assert!(e.ends_with("(no directory)"), "{e}");
         // Both at once: each checked, both applied.
         let t = p.tightened(PATH, Some("ci-safe"), Some("/cache")).unwrap();
