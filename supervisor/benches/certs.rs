@@ -9,14 +9,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-// The supervisor is a binary crate, so the module is compiled in here
-// directly; it needs nothing else from the crate. Only the entry points are
-// driven, so the rest of its API is unused in this target.
-#[allow(dead_code)]
-#[path = "../src/certs.rs"]
-mod certs;
-
-use certs::{default_sans, ensure, Action, CertSpec, KeyType};
+use dind_supervisor::certs::{default_sans, ensure, Action, CertSpec, KeyType};
 
 const BUDGET: Duration = Duration::from_millis(20);
 /// docker:dind's default, as the CLI passes it.

@@ -537,6 +537,35 @@ pub async fn ping_once(target: &Target, probe: &Probe) -> Result<(), Cause> {
     attempt(target, probe, Instant::now() + probe.attempt_timeout).await
 }
 
+/// `health`: one probe of the local `/readyz`; the wildcard address
+/// means this host.
+pub async fn health(
+    health_addr: std::net::SocketAddr,
+    attempt_timeout: Duration,
+) -> Result<(), Cause> {
+    let mut addr = health_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let target = Target {
+        endpoint: Endpoint::Tcp {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        },
+        tls: None,
+        path: "/readyz".into(),
+    };
+    let probe = Probe {
+        attempt_timeout,
+        ..Default::default()
+    };
+    ping_once(&target, &probe).await
+}
+
 async fn attempt(target: &Target, probe: &Probe, deadline: Instant) -> Result<(), Cause> {
     let started = Instant::now();
     match &target.endpoint {

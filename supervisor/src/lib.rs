@@ -1,0 +1,44 @@
+//! `dind-supervisor`: PID 1 of a Docker-in-Docker service container. The
+//! binary (`main.rs`) only dispatches; everything it runs lives here, so
+//! tests and benches drive the same code.
+//!
+//! # Layout
+//! - [`cli`]: the stock entrypoint's argument rules, then our subcommands.
+//! - [`config`]: settings and `DOCKER_*` variables, checked once.
+//! - [`lock`]: what a job may not change when the image locks the policy.
+//! - [`private`]: dockerd's raw endpoints only where no other container
+//!   reaches.
+//! - [`certs`]: minting the CA, server and client certificates.
+//! - [`cgroup`], [`iptables`], [`storage`], [`mtu`], [`daemon_json`]: host
+//!   preparation decided before dockerd starts.
+//! - [`service`]: the start order: certificates, endpoints, host
+//!   preparation, the proxy, then supervision.
+//! - [`endpoints`]: which public endpoints the proxy serves.
+//! - [`status`]: what `/status` reports beyond the live state.
+//! - [`dockerd`]: dockerd's command line, start, output and ready probe.
+//! - [`supervise`]: the run loop that owns dockerd and the readiness latch.
+//! - [`signals`], [`reap`], [`procfs`]: PID 1 duties.
+//! - [`wait`]: the client side: `wait` and `health` for job scripts and probes.
+//! - [`exit`]: every outcome's exit code, in one place.
+
+pub mod certs;
+pub mod cgroup;
+pub mod cli;
+pub mod config;
+pub mod daemon_json;
+pub mod dockerd;
+pub mod endpoints;
+pub mod exit;
+pub mod iptables;
+pub mod lock;
+pub mod logging;
+pub mod mtu;
+pub mod private;
+pub mod procfs;
+pub mod reap;
+pub mod service;
+pub mod signals;
+pub mod status;
+pub mod storage;
+pub mod supervise;
+pub mod wait;
