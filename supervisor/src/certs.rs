@@ -53,6 +53,7 @@
 //! two has read one set. The price: a crash between steps 2 and 4 loses the
 //! client key, and the next run mints a new one (clients get a new set anyway).
 
+use crate::env::DOCKER_TLS_SAN;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, Permissions};
@@ -76,9 +77,6 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::error::{PEMError, X509Error};
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
-
-/// Extra server SANs in OpenSSL syntax, as docker:dind reads them.
-pub const ENV_TLS_SAN: &str = "DOCKER_TLS_SAN";
 
 const DAY: u64 = 24 * 60 * 60;
 
@@ -543,7 +541,7 @@ pub enum Malformed {
 /// the file and what to do; the OS or parser cause is the `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("invalid {ENV_TLS_SAN} entry {entry:?} ({reason}): use DNS:<name> or IP:<address>, separated by commas or spaces")]
+    #[error("invalid {DOCKER_TLS_SAN} entry {entry:?} ({reason}): use DNS:<name> or IP:<address>, separated by commas or spaces")]
     BadSan { entry: String, reason: &'static str },
     #[error("certificate validity of {} days is out of range", .validity.as_secs() / DAY)]
     BadValidity { validity: Duration },
@@ -603,7 +601,7 @@ pub enum CertError {
     /// ring's error says nothing more than this.
     #[error("cannot read random bytes from the kernel (getrandom failed)")]
     Entropy,
-    #[error("cannot issue certificate {}: check the SANs (and {ENV_TLS_SAN}) and the CA key", .path.display())]
+    #[error("cannot issue certificate {}: check the SANs (and {DOCKER_TLS_SAN}) and the CA key", .path.display())]
     Issue {
         path: PathBuf,
         #[source]
@@ -2824,7 +2822,7 @@ qPIgpm1HXB6fOlhF24GjuZv9u/uu6ycaNVUe3lsb6ejXHCoILpDukQ==
             );
             let msg = one_line(&err);
             assert!(
-                msg.contains(&format!("{bad:?}")) && msg.contains(ENV_TLS_SAN),
+                msg.contains(&format!("{bad:?}")) && msg.contains(DOCKER_TLS_SAN),
                 "{msg}"
             );
         }

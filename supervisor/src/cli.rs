@@ -16,6 +16,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::certs::KeyType;
+use crate::env;
 
 /// What one start of the binary is asked to do.
 #[derive(Debug)]
@@ -33,7 +34,7 @@ pub enum Invocation {
     /// Mint or refresh the certificate set and exit.
     Certs(TlsArgs),
     /// Wait until the engine at DOCKER_HOST answers /_ping (for job scripts).
-    Wait(crate::wait::WaitArgs),
+    Wait(WaitArgs),
     /// Probe the local /readyz once (for an image HEALTHCHECK).
     Health(HealthArgs),
     /// Not ours: replace this process with the command (client mode).
@@ -69,7 +70,7 @@ enum Command {
     /// Mint or refresh the certificate set in the certificate directory, then exit.
     Certs(TlsArgs),
     /// Wait until the engine answers /_ping, reading DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH like the docker CLI.
-    Wait(crate::wait::WaitArgs),
+    Wait(WaitArgs),
     /// Exit 0 when the local health endpoint says ready, else 1 (an image HEALTHCHECK).
     Health(HealthArgs),
 }
@@ -78,7 +79,7 @@ enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct HealthArgs {
     /// The supervisor's health address; 0.0.0.0 and [::] are probed on loopback.
-    #[arg(long, env = "DIND_HEALTH_ADDR", default_value = "0.0.0.0:2378")]
+    #[arg(long, env = env::DIND_HEALTH_ADDR, default_value = "0.0.0.0:2378")]
     pub health_addr: std::net::SocketAddr,
     /// Give up after this long.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
@@ -215,13 +216,13 @@ pub struct TlsArgs {
     /// Key type of the CA, server and client keys.
     #[arg(
         long,
-        env = "DIND_TLS_KEY_TYPE",
+        env = env::DIND_TLS_KEY_TYPE,
         value_enum,
         default_value = "ecdsa-p256"
     )]
     pub tls_key_type: KeyType,
     /// Validity of newly issued certificates, in days.
-    #[arg(long, env = "DIND_CERT_VALIDITY_DAYS", default_value_t = 825,
+    #[arg(long, env = env::DIND_CERT_VALIDITY_DAYS, default_value_t = 825,
           value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub cert_validity_days: u32,
 }
@@ -235,118 +236,118 @@ pub struct Settings {
     /// Registry mirrors for dockerd (repeat, or comma/space separated).
     #[arg(
         long = "registry-mirror",
-        env = "DIND_REGISTRY_MIRRORS",
+        env = env::DIND_REGISTRY_MIRRORS,
         value_name = "URL"
     )]
     pub registry_mirrors: Vec<String>,
     /// Registries dockerd may reach without TLS verification (repeat, or comma/space separated).
     #[arg(
         long = "insecure-registry",
-        env = "DIND_INSECURE_REGISTRIES",
+        env = env::DIND_INSECURE_REGISTRIES,
         value_name = "HOST[:PORT]"
     )]
     pub insecure_registries: Vec<String>,
     /// Storage driver [default: overlay2, with a fallback when the data root sits on overlayfs].
-    #[arg(long, env = "DIND_STORAGE_DRIVER")]
+    #[arg(long, env = env::DIND_STORAGE_DRIVER)]
     pub storage_driver: Option<String>,
     /// What to do when overlay2 cannot work because the data root is on overlayfs.
     #[arg(
         long,
-        env = "DIND_STORAGE_ON_OVERLAY",
+        env = env::DIND_STORAGE_ON_OVERLAY,
         value_enum,
         default_value = "fallback"
     )]
     pub storage_on_overlay: OnOverlayArg,
     /// MTU for dockerd's bridge: `auto` (the default route's, when below 1500) or a number.
-    #[arg(long, env = "DIND_MTU", default_value = "auto")]
+    #[arg(long, env = env::DIND_MTU, default_value = "auto")]
     pub mtu: String,
 
     /// How long a stop may take before dockerd and everything left are killed.
-    #[arg(long, env = "DIND_SHUTDOWN_TIMEOUT", default_value = "8s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = env::DIND_SHUTDOWN_TIMEOUT, default_value = "8s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
     /// When to restart dockerd after it exits on its own.
-    #[arg(long, env = "DIND_RESTART", value_enum, default_value = "on-failure")]
+    #[arg(long, env = env::DIND_RESTART, value_enum, default_value = "on-failure")]
     pub restart: RestartPolicy,
     /// Restarts allowed in a row (a run Ready for 60 s resets the count); then exit non-zero.
-    #[arg(long, env = "DIND_RESTART_MAX", default_value_t = 5)]
+    #[arg(long, env = env::DIND_RESTART_MAX, default_value_t = 5)]
     pub restart_max: u32,
 
     /// Log format of the supervisor (dockerd's lines are re-emitted in it too).
-    #[arg(long, env = "DIND_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long, env = env::DIND_LOG_FORMAT, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Log filter, in tracing's EnvFilter syntax.
-    #[arg(long, env = "DIND_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = env::DIND_LOG_LEVEL, default_value = "info")]
     pub log_level: String,
 
     /// Public API addresses (repeat, or comma separated) [default: 0.0.0.0:2376 with TLS, 0.0.0.0:2375 without].
     #[arg(
         long = "listen",
-        env = "DIND_LISTEN",
+        env = env::DIND_LISTEN,
         value_delimiter = ',',
         value_name = "ADDR:PORT"
     )]
     pub listen: Vec<std::net::SocketAddr>,
     /// Mode of the unix socket served at DOCKER_HOST's path (octal).
-    #[arg(long, env = "DIND_SOCKET_MODE", default_value = "0660", value_parser = parse_mode)]
+    #[arg(long, env = env::DIND_SOCKET_MODE, default_value = "0660", value_parser = parse_mode)]
     pub socket_mode: u32,
     /// Group of that socket; when /etc/group lacks it, the socket is made 0666.
-    #[arg(long, env = "DIND_SOCKET_GROUP", default_value = "docker")]
+    #[arg(long, env = env::DIND_SOCKET_GROUP, default_value = "docker")]
     pub socket_group: String,
     /// When the public API starts accepting: `start` (at once; requests wait until the engine answers)
     /// or `ready` (only once it answers, so that a TCP connect means the API works).
-    #[arg(long, env = "DIND_LISTEN_WHEN", value_enum, default_value = "start")]
+    #[arg(long, env = env::DIND_LISTEN_WHEN, value_enum, default_value = "start")]
     pub listen_when: ListenWhenArg,
     /// How long a request waits for the engine to be ready (at start or after a restart), before 503.
-    #[arg(long, env = "DIND_HOLD_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = env::DIND_HOLD_TIMEOUT, default_value = "30s", value_parser = humantime::parse_duration)]
     pub hold_timeout: Duration,
     /// How long dockerd's answer to an unversioned /_ping is reused (0s: forward every ping).
-    #[arg(long, env = "DIND_PING_CACHE", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = env::DIND_PING_CACHE, default_value = "1s", value_parser = humantime::parse_duration)]
     pub ping_cache: Duration,
     /// Client connections open at once on all public endpoints together; more are closed at once.
-    #[arg(long, env = "DIND_MAX_CONNECTIONS", default_value_t = proxy::forward::MAX_CONNECTIONS)]
+    #[arg(long, env = env::DIND_MAX_CONNECTIONS, default_value_t = proxy::forward::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Time to receive a whole request body the policy reads (at most 60s); slower ones get 408.
-    #[arg(long, env = "DIND_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = env::DIND_BODY_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
 
     /// Request policy: `permissive`, `ci-safe`, or a TOML policy file that starts from one of them.
-    #[arg(long, env = "DIND_POLICY", default_value = "permissive")]
+    #[arg(long, env = env::DIND_POLICY, default_value = "permissive")]
     pub policy: String,
     /// Host paths that ci-safe allows to bind-mount (comma separated).
-    #[arg(long, env = "DIND_POLICY_ALLOW_BINDS", value_name = "DIRS")]
+    #[arg(long, env = env::DIND_POLICY_ALLOW_BINDS, value_name = "DIRS")]
     pub policy_allow_binds: Option<String>,
     /// Audit log file (JSON lines); default: stderr.
-    #[arg(long, env = "DIND_AUDIT_LOG", value_name = "FILE")]
+    #[arg(long, env = env::DIND_AUDIT_LOG, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
 
     /// Plain-HTTP health endpoint (/livez, /readyz, /metrics, /status).
-    #[arg(long, env = "DIND_HEALTH_ADDR", default_value = "0.0.0.0:2378")]
+    #[arg(long, env = env::DIND_HEALTH_ADDR, default_value = "0.0.0.0:2378")]
     pub health_addr: std::net::SocketAddr,
 
     /// dockerd binary, looked up on PATH.
-    #[arg(long, env = "DIND_DOCKERD", default_value = DEFAULT_DOCKERD)]
+    #[arg(long, env = env::DIND_DOCKERD, default_value = DEFAULT_DOCKERD)]
     pub dockerd: PathBuf,
     /// dockerd's raw socket; jobs reach the engine through the proxy [default: <run dir>/dockerd/docker.sock, in a 0700 directory].
-    #[arg(long, env = "DIND_DOCKERD_SOCKET")]
+    #[arg(long, env = env::DIND_DOCKERD_SOCKET)]
     pub dockerd_socket: Option<PathBuf>,
     /// Whether dockerd's socket, run directory and exec root may lie on a mount shared with other containers.
     #[arg(
         long,
-        env = "DIND_DOCKERD_SOCKET_SHARED",
+        env = env::DIND_DOCKERD_SOCKET_SHARED,
         value_enum,
         default_value = "refuse"
     )]
     pub dockerd_socket_shared: SharedArg,
     /// dockerd's data root (checked for overlay-on-overlay).
-    #[arg(long, env = "DIND_DATA_ROOT", default_value = DEFAULT_DATA_ROOT)]
+    #[arg(long, env = env::DIND_DATA_ROOT, default_value = DEFAULT_DATA_ROOT)]
     pub data_root: PathBuf,
     /// Where the supervisor keeps generated files (daemon.json, iptables shims, dockerd's socket).
-    #[arg(long, env = "DIND_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
+    #[arg(long, env = env::DIND_RUN_DIR, default_value = DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
     /// Directories searched (recursively) for stale docker*.pid files at start.
     #[arg(
         long,
-        env = "DIND_STALE_PID_DIRS",
+        env = env::DIND_STALE_PID_DIRS,
         value_delimiter = ',',
         default_value = "/run,/var/run"
     )]
@@ -409,6 +410,17 @@ pub enum RestartPolicy {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `dind-supervisor wait`: wait until the Docker engine answers `/_ping`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArgs {
+    /// The engine's address, overriding DOCKER_HOST: unix:///path or tcp://host[:port].
+    #[arg(short = 'H', long, value_name = "URL")]
+    pub host: Option<String>,
+    /// Give up after this long (e.g. 90s, 2m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 #[cfg(test)]

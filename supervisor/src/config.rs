@@ -1,7 +1,6 @@
 //! Checked configuration: `run`'s settings plus the stock `DOCKER_*`
 //! environment, validated once before anything starts.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,19 +13,11 @@ use crate::certs::{self, CertSpec};
 use crate::cli::{Given, ListenWhenArg, OnOverlayArg, RestartPolicy, Settings, SharedArg, TlsArgs};
 use crate::cli::{DEFAULT_DATA_ROOT, DEFAULT_DOCKERD, DEFAULT_RUN_DIR};
 use crate::daemon_json::{flag_value, flag_values, Entitlement};
+use crate::env::{Env, DOCKER_HOST, DOCKER_IPTABLES_LEGACY, DOCKER_TLS_CERTDIR, DOCKER_TLS_SAN};
 use crate::lock::{self, LockError, Pinning, Pins};
 use crate::mtu::MtuSetting;
 use crate::private;
 use crate::storage::OnOverlay;
-
-/// The stock image's certificate directory; set but empty turns TLS off.
-pub const ENV_TLS_CERTDIR: &str = "DOCKER_TLS_CERTDIR";
-/// Extra server SANs in OpenSSL syntax: `DNS:dind,IP:10.0.0.5`.
-pub const ENV_TLS_SAN: &str = "DOCKER_TLS_SAN";
-/// Only a `unix://` value is honoured: the socket path jobs use.
-pub const ENV_DOCKER_HOST: &str = "DOCKER_HOST";
-/// Set and non-empty: legacy iptables; set and empty: nft.
-pub const ENV_IPTABLES_LEGACY: &str = "DOCKER_IPTABLES_LEGACY";
 
 const DEFAULT_CERTDIR: &str = "/certs";
 /// dockerd's own default socket: where it listens in exact mode when its
@@ -41,26 +32,6 @@ pub const DOCKERD_SOCKET_DIR: &str = "dockerd";
 /// `docker exec <service> docker ps` keeps working, through the policy.
 pub const DEFAULT_PUBLIC_SOCKET: &str = "/var/run/docker.sock";
 const GROUP_FILE: &str = "/etc/group";
-
-/// Where the `DOCKER_*` variables come from: the process, or a map in tests.
-pub trait Env {
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The real process environment.
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl Env for HashMap<&str, &str> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).map(|v| v.to_string())
-    }
-}
 
 /// Everything `run` needs, checked.
 #[derive(Debug)]
@@ -239,7 +210,7 @@ impl Config {
                     settings.data_root.clone()
                 }
             });
-        let docker_host = env.var(ENV_DOCKER_HOST);
+        let docker_host = env.var(DOCKER_HOST);
         let host_path = docker_host
             .as_deref()
             .and_then(|h| h.strip_prefix("unix://"))
@@ -341,7 +312,7 @@ impl Config {
                     .mtu
                     .parse::<MtuSetting>()
                     .with_context(|| format!("DIND_MTU={:?}", settings.mtu))?,
-                iptables_legacy: env.var(ENV_IPTABLES_LEGACY),
+                iptables_legacy: env.var(DOCKER_IPTABLES_LEGACY),
                 run_dir: settings.run_dir,
                 stale_pid_dirs: settings.stale_pid_dirs,
                 deny_entitlements,
@@ -468,15 +439,17 @@ pub fn tls_spec(tls: &TlsArgs, env: &dyn Env) -> anyhow::Result<Option<CertSpec>
     let dir = match &tls.tls_certdir {
         Some(d) => d.clone(),
         None => PathBuf::from(
-            env.var(ENV_TLS_CERTDIR)
+            env.var(DOCKER_TLS_CERTDIR)
                 .unwrap_or_else(|| DEFAULT_CERTDIR.into()),
         ),
     };
     if dir.as_os_str().is_empty() {
         return Ok(None);
     }
-    let extra = match env.var(ENV_TLS_SAN) {
-        Some(s) => certs::parse_openssl_sans(&s).with_context(|| format!("{ENV_TLS_SAN}={s:?}"))?,
+    let extra = match env.var(DOCKER_TLS_SAN) {
+        Some(s) => {
+            certs::parse_openssl_sans(&s).with_context(|| format!("{DOCKER_TLS_SAN}={s:?}"))?
+        }
         None => Vec::new(),
     };
     Ok(Some(CertSpec {
@@ -528,6 +501,7 @@ fn group_id(group_file: &Path, name: &str) -> Option<u32> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::collections::HashMap;
 
     #[derive(Parser)]
     struct T {
@@ -547,7 +521,7 @@ mod tests {
         let c = Config::new(settings(&[]), vec![], false, &none).unwrap();
         assert_eq!(c.tls.unwrap().dir, PathBuf::from("/certs"));
 
-        let off = HashMap::from([(ENV_TLS_CERTDIR, "")]);
+        let off = HashMap::from([(DOCKER_TLS_CERTDIR, "")]);
         assert!(Config::new(settings(&[]), vec![], false, &off)
             .unwrap()
             .tls
@@ -556,7 +530,7 @@ mod tests {
 
     #[test]
     fn tls_san_is_parsed_and_bad_san_names_the_variable() {
-        let env = HashMap::from([(ENV_TLS_SAN, "DNS:dind,IP:10.0.0.5")]);
+        let env = HashMap::from([(DOCKER_TLS_SAN, "DNS:dind,IP:10.0.0.5")]);
         let spec = Config::new(settings(&[]), vec![], false, &env)
             .unwrap()
             .tls
@@ -565,9 +539,9 @@ mod tests {
         assert!(sans.contains(&"DNS:dind".to_string()), "{sans:?}");
         assert!(sans.contains(&"IP:10.0.0.5".to_string()), "{sans:?}");
 
-        let bad = HashMap::from([(ENV_TLS_SAN, "URI:x")]);
+        let bad = HashMap::from([(DOCKER_TLS_SAN, "URI:x")]);
         let err = Config::new(settings(&[]), vec![], false, &bad).unwrap_err();
-        assert!(format!("{err:#}").contains(ENV_TLS_SAN), "{err:#}");
+        assert!(format!("{err:#}").contains(DOCKER_TLS_SAN), "{err:#}");
     }
 
     fn public_socket(env: &HashMap<&str, &str>) -> Option<PathBuf> {
@@ -577,10 +551,7 @@ mod tests {
 
     #[test]
     fn docker_host_unix_path_becomes_the_public_socket_else_var_run_docker_sock() {
-        let env = HashMap::from([(
-            ENV_DOCKER_HOST,
-            "unix:///runner/services/docker/docker.sock",
-        )]);
+        let env = HashMap::from([(DOCKER_HOST, "unix:///runner/services/docker/docker.sock")]);
         assert_eq!(
             public_socket(&env).as_deref(),
             Some(Path::new("/runner/services/docker/docker.sock"))
@@ -593,7 +564,7 @@ mod tests {
             "unix://",
             "",
         ] {
-            let env = HashMap::from([(ENV_DOCKER_HOST, host)]);
+            let env = HashMap::from([(DOCKER_HOST, host)]);
             assert_eq!(
                 public_socket(&env).as_deref(),
                 Some(Path::new(DEFAULT_PUBLIC_SOCKET)),
@@ -656,7 +627,7 @@ mod tests {
     fn dockerd_at_the_well_known_path_means_the_proxy_does_not_serve_it() {
         // The old layout, asked for explicitly: then the path is dockerd's.
         for host in [None, Some("unix:///var/run/docker.sock")] {
-            let env: HashMap<&str, &str> = host.map(|h| (ENV_DOCKER_HOST, h)).into_iter().collect();
+            let env: HashMap<&str, &str> = host.map(|h| (DOCKER_HOST, h)).into_iter().collect();
             let c = Config::new(
                 settings(&["--dockerd-socket", "/var/run/docker.sock"]),
                 vec![],
@@ -672,7 +643,7 @@ mod tests {
     fn default_port_follows_tls() {
         let on = Config::new(settings(&[]), vec![], false, &HashMap::new()).unwrap();
         assert_eq!(on.proxy.unwrap().listen, ["0.0.0.0:2376".parse().unwrap()]);
-        let off = HashMap::from([(ENV_TLS_CERTDIR, "")]);
+        let off = HashMap::from([(DOCKER_TLS_CERTDIR, "")]);
         let c = Config::new(settings(&[]), vec![], false, &off).unwrap();
         assert_eq!(c.proxy.unwrap().listen, ["0.0.0.0:2375".parse().unwrap()]);
         let c = Config::new(
@@ -1050,7 +1021,7 @@ mod tests {
                 t.path().join("link").display()
             ),
         ] {
-            let e = refused(&text, &[], &[], &[], &[(ENV_DOCKER_HOST, &host)]);
+            let e = refused(&text, &[], &[], &[], &[(DOCKER_HOST, &host)]);
             assert!(
                 e.contains(&format!(
                     "DOCKER_HOST={host:?} is refused: it names dockerd's raw socket"
@@ -1064,7 +1035,7 @@ mod tests {
             "unix:///runner/services/docker/docker.sock",
             "",
         ] {
-            started(&text, &[], &[], &[], &[(ENV_DOCKER_HOST, host)]);
+            started(&text, &[], &[], &[], &[(DOCKER_HOST, host)]);
         }
     }
 

@@ -111,7 +111,7 @@ const DOCKERD_OWN_SHUTDOWN: Duration = Duration::from_secs(2);
 /// waited for here and never meet the reaper.
 pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Result<Prepared> {
     remove_stale_pid_files(&cfg.stale_pid_dirs);
-    let path = std::env::var("PATH").unwrap_or_else(|_| FALLBACK_PATH.to_owned());
+    let path = std::env::var(crate::env::PATH).unwrap_or_else(|_| FALLBACK_PATH.to_owned());
 
     let ipt = iptables::choose(
         cfg.iptables_legacy.as_deref(),

@@ -11,14 +11,12 @@
 //! [`probe`] looks at `/proc` and PATH, [`decide`] is pure, [`install_shim`] writes the symlinks,
 //! [`choose`] does all three against the real `/proc`.
 
+use crate::env::DOCKER_IPTABLES_LEGACY;
 use std::fmt;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-
-/// The stock image's switch; see the module docs.
-pub const ENV_IPTABLES_LEGACY: &str = "DOCKER_IPTABLES_LEGACY";
 
 /// The programs dockerd runs; each gets a shim link.
 const TOOLS: [&str; 6] = [
@@ -108,7 +106,7 @@ pub struct IptablesChoice {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IptablesError {
-    #[error("{ENV_IPTABLES_LEGACY} asks for {backend} iptables but neither iptables-{backend} nor xtables-{backend}-multi is on PATH; install them or change {ENV_IPTABLES_LEGACY}")]
+    #[error("{DOCKER_IPTABLES_LEGACY} asks for {backend} iptables but neither iptables-{backend} nor xtables-{backend}-multi is on PATH; install them or change {DOCKER_IPTABLES_LEGACY}")]
     NotInstalled { backend: Backend },
     #[error("cannot create the iptables shim {}", path.display())]
     Shim {
@@ -190,7 +188,7 @@ pub fn decide(env_legacy: Option<&str>, probe: &Probe) -> Result<Decision, Iptab
             } else {
                 "set"
             };
-            (backend, format!("{backend} ({ENV_IPTABLES_LEGACY} is {why})"))
+            (backend, format!("{backend} ({DOCKER_IPTABLES_LEGACY} is {why})"))
         }
         None => match (&probe.legacy_tables_in, probe.legacy, probe.nft) {
             (Some(f), true, _) => (

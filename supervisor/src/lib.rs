@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`cli`]: the stock entrypoint's argument rules, then our subcommands.
+//! - [`env`]: every environment variable's name, and the [`env::Env`] trait.
 //! - [`config`]: settings and `DOCKER_*` variables, checked once.
 //! - [`lock`]: what a job may not change when the image locks the policy.
 //! - [`private`]: dockerd's raw endpoints only where no other container
@@ -28,6 +29,7 @@ pub mod config;
 pub mod daemon_json;
 pub mod dockerd;
 pub mod endpoints;
+pub mod env;
 pub mod exit;
 pub mod iptables;
 pub mod lock;

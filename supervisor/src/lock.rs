@@ -231,7 +231,7 @@ pub fn check_docker_host(
     if same_as_raw {
         return Err(refused(
             file,
-            spelled(crate::config::ENV_DOCKER_HOST, docker_host),
+            spelled(crate::env::DOCKER_HOST, docker_host),
             "it names dockerd's raw socket, which no job may reach",
             "point it at another path, or unset it (the proxy serves /var/run/docker.sock)",
         ));

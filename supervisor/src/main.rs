@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use dind_supervisor::cli::{self, Invocation};
-use dind_supervisor::config::{Config, ProcessEnv};
+use dind_supervisor::config::Config;
+use dind_supervisor::env::ProcessEnv;
 use dind_supervisor::{exit, lock, logging, private, service, wait};
 
 fn main() -> ExitCode {

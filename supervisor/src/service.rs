@@ -167,7 +167,7 @@ fn check_fd_budget(max_connections: usize) {
 
 /// The `certs` subcommand: mint or check the set, then exit.
 pub fn certs_only(tls: &crate::cli::TlsArgs) -> anyhow::Result<()> {
-    match crate::config::tls_spec(tls, &crate::config::ProcessEnv)? {
+    match crate::config::tls_spec(tls, &crate::env::ProcessEnv)? {
         Some(spec) => {
             status::log_certs(&spec, &certs::ensure(&spec)?);
             Ok(())

@@ -47,15 +47,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{timeout_at, Instant};
 
-use crate::config::{Env, ENV_DOCKER_HOST};
-
-/// Any non-empty value turns on TLS with server verification (docker CLI).
-pub const ENV_TLS_VERIFY: &str = "DOCKER_TLS_VERIFY";
-/// Any non-empty value turns on TLS without server verification (docker CLI).
-pub const ENV_TLS: &str = "DOCKER_TLS";
-/// Directory of `ca.pem`, `cert.pem`, `key.pem`; default `$HOME/.docker`.
-pub const ENV_CERT_PATH: &str = "DOCKER_CERT_PATH";
-const ENV_HOME: &str = "HOME";
+use crate::cli::WaitArgs;
+use crate::env::{Env, DOCKER_CERT_PATH, DOCKER_HOST, DOCKER_TLS, DOCKER_TLS_VERIFY, HOME};
 
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 const PLAIN_PORT: u16 = 2375;
@@ -70,17 +63,6 @@ const MAX_BODY: usize = 16 * 1024;
 const MAX_MESSAGE: usize = 200;
 /// What Go's net/http answers to plain HTTP on a TLS port.
 const GO_TLS_PORT_ANSWER: &str = "Client sent an HTTP request to an HTTPS server";
-
-/// `dind-supervisor wait`: wait until the Docker engine answers `/_ping`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct WaitArgs {
-    /// The engine's address, overriding DOCKER_HOST: unix:///path or tcp://host[:port].
-    #[arg(short = 'H', long, value_name = "URL")]
-    pub host: Option<String>,
-    /// Give up after this long (e.g. 90s, 2m).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-}
 
 /// Waits for the engine named by `args` and the `DOCKER_*` variables in
 /// `env`. On success prints `engine ready at URL after 1.23s` to stderr;
@@ -194,17 +176,17 @@ impl Target {
         let url = flag
             .filter(|h| !h.trim().is_empty())
             .map(str::to_owned)
-            .or_else(|| non_empty(ENV_DOCKER_HOST))
+            .or_else(|| non_empty(DOCKER_HOST))
             .unwrap_or_else(|| DEFAULT_HOST.to_owned());
-        let verify = non_empty(ENV_TLS_VERIFY).is_some();
-        let tls_on = verify || non_empty(ENV_TLS).is_some();
+        let verify = non_empty(DOCKER_TLS_VERIFY).is_some();
+        let tls_on = verify || non_empty(DOCKER_TLS).is_some();
         let tls = move || {
             if !tls_on {
                 return Ok(None);
             }
-            let dir = non_empty(ENV_CERT_PATH)
+            let dir = non_empty(DOCKER_CERT_PATH)
                 .map(PathBuf::from)
-                .or_else(|| non_empty(ENV_HOME).map(|h| Path::new(&h).join(".docker")))
+                .or_else(|| non_empty(HOME).map(|h| Path::new(&h).join(".docker")))
                 .ok_or(HostError::NoCertPath)?;
             Ok(Some(TlsFiles { dir, verify }))
         };
