@@ -1,0 +1,124 @@
+//! What can go wrong with the certificate set, each error naming the file
+//! and the fix.
+
+use crate::env::DOCKER_TLS_SAN;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use time::OffsetDateTime;
+use x509_parser::error::{PEMError, X509Error};
+
+/// Why a PEM file could not be used; the `#[source]` of [`CertError::Malformed`].
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    #[error("bad PEM encoding")]
+    Pem(#[source] PEMError),
+    #[error("no {0} PEM block")]
+    NoBlock(&'static str),
+    #[error("bad X.509 certificate")]
+    X509(#[source] X509Error),
+    #[error("encrypted private keys are not supported")]
+    Encrypted,
+    #[error("unsupported or invalid private key")]
+    Key(#[source] rcgen::Error),
+    #[error("invalid PKCS#1 RSA private key")]
+    Pkcs1(#[source] rsa::pkcs1::Error),
+    #[error("cannot convert the PKCS#1 RSA key to PKCS#8")]
+    Pkcs8(#[source] rsa::pkcs8::Error),
+    #[error("invalid SEC1 EC private key, or a curve other than P-256/P-384")]
+    Sec1,
+}
+
+/// Everything that stops the TLS bootstrap. Each message is one line naming
+/// the file and what to do; the OS or parser cause is the `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("invalid {DOCKER_TLS_SAN} entry {entry:?} ({reason}): use DNS:<name> or IP:<address>, separated by commas or spaces")]
+    BadSan { entry: String, reason: &'static str },
+    #[error("certificate validity of {} days is out of range", .validity.as_secs() / DAY)]
+    BadValidity { validity: Duration },
+    #[error("cannot create certificate directory {}: make it a writable directory (is the volume read-only?)", .path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot lock {} against a concurrent supervisor: put it on a local filesystem that supports flock", .path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read {}: {fix}", .path.display())]
+    Read {
+        path: PathBuf,
+        fix: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is not a valid PEM {what}: {fix}", .path.display())]
+    Malformed {
+        path: PathBuf,
+        what: &'static str,
+        fix: String,
+        #[source]
+        source: Box<Malformed>,
+    },
+    #[error("{} is missing: {fix}", .path.display())]
+    Missing { path: PathBuf, fix: String },
+    #[error("certificate {} does not match key {}: {fix}", .cert.display(), .key.display())]
+    KeyMismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        fix: String,
+    },
+    #[error("certificate {} is not signed by {}: {fix}", .cert.display(), .ca.display())]
+    NotSignedBy {
+        cert: PathBuf,
+        ca: PathBuf,
+        fix: String,
+    },
+    #[error("certificate {} expired on {}: {fix}", .path.display(), .not_after.date())]
+    Expired {
+        path: PathBuf,
+        not_after: OffsetDateTime,
+        fix: String,
+    },
+    #[error("cannot generate a {key_type} key")]
+    Keygen {
+        key_type: KeyType,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// ring's error says nothing more than this.
+    #[error("cannot read random bytes from the kernel (getrandom failed)")]
+    Entropy,
+    #[error("cannot issue certificate {}: check the SANs (and {DOCKER_TLS_SAN}) and the CA key", .path.display())]
+    Issue {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("cannot write {}: make its directory writable and check free space (is the volume read-only?)", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub(super) fn malformed(
+    path: &Path,
+    what: &'static str,
+    fix: String,
+    source: Malformed,
+) -> CertError {
+    CertError::Malformed {
+        path: path.to_owned(),
+        what,
+        fix,
+        source: Box::new(source),
+    }
+}
