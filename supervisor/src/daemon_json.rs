@@ -25,6 +25,7 @@
 //!
 //! [`plan`] decides without writing anything; [`apply`] writes the generated file.
 
+use crate::dockerd_flags::{flag_value, flag_values, remove_flag};
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -229,79 +230,6 @@ pub enum DaemonJsonError {
     },
 }
 
-/// The value of the last `long`/`short` flag in `args`: `--flag value`, `--flag=value`,
-/// `-s value`, `-s=value` or `-svalue`. Last wins, as in dockerd's flag parser.
-pub fn flag_value(args: &[String], long: &str, short: Option<&str>) -> Option<String> {
-    flag_values(args, long, short).pop()
-}
-
-/// Every value of a repeatable flag, in order; see [`flag_value`] for the forms.
-pub fn flag_values(args: &[String], long: &str, short: Option<&str>) -> Vec<String> {
-    let mut values = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let (hit, consumed) = match_flag(args, i, long, short);
-        if let Some(v) = hit {
-            values.push(v);
-        }
-        i += consumed;
-    }
-    values
-}
-
-/// `args` without any occurrence of the flag and its value.
-pub fn remove_flag(args: &[String], long: &str, short: Option<&str>) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut i = 0;
-    while i < args.len() {
-        let (hit, consumed) = match_flag(args, i, long, short);
-        if hit.is_none() {
-            out.extend(args[i..i + consumed].iter().cloned());
-        }
-        i += consumed;
-    }
-    out
-}
-
-/// Whether `args[i]` is the flag; returns its value (if it is) and how many args to skip.
-/// After `--` nothing is a flag.
-fn match_flag(
-    args: &[String],
-    i: usize,
-    long: &str,
-    short: Option<&str>,
-) -> (Option<String>, usize) {
-    let arg = args[i].as_str();
-    if arg == "--" {
-        return (None, args.len() - i);
-    }
-    let names = std::iter::once(long).chain(short);
-    for name in names {
-        if arg == name {
-            // A trailing flag with no value: dockerd rejects it; we report it as absent.
-            return match args.get(i + 1) {
-                Some(v) => (Some(v.clone()), 2),
-                None => (None, 1),
-            };
-        }
-        if let Some(v) = arg
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix('='))
-        {
-            return (Some(v.to_owned()), 1);
-        }
-    }
-    // `-svalue`: a short flag glued to its value.
-    if let Some(s) = short {
-        if let Some(v) = arg.strip_prefix(s).filter(|v| !v.is_empty()) {
-            if !arg.starts_with("--") {
-                return (Some(v.to_owned()), 1);
-            }
-        }
-    }
-    (None, 1)
-}
-
 /// Reads the config file dockerd will use: `--config-file` from `user_args`, else `default`.
 /// A missing default file is fine; a missing `--config-file` is not (dockerd refuses it too).
 pub fn load(user_args: &[String], default: &Path) -> Result<UserConfig, DaemonJsonError> {
@@ -355,14 +283,13 @@ pub fn configured(user_args: &[String], config: &UserConfig, key: &str) -> Optio
 /// `storage::Request::explicit`.
 pub fn explicit_storage_driver(
     user_args: &[String],
-    default_config: &Path,
+    config: &UserConfig,
 ) -> Result<Option<String>, DaemonJsonError> {
-    let config = load(user_args, default_config)?;
-    match configured(user_args, &config, STORAGE_DRIVER.key) {
+    match configured(user_args, config, STORAGE_DRIVER.key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(DaemonJsonError::BadKey {
-            path: config.path,
+            path: config.path.clone(),
             key: STORAGE_DRIVER.key,
             expected: "a string",
         }),
@@ -420,14 +347,14 @@ impl ScalarValue for u32 {
     }
 }
 
-/// Builds the plan. Nothing is written; see [`apply`].
+/// Builds the plan from the file as [`load`]ed. Nothing is written; see
+/// [`apply`].
 pub fn plan(
     wanted: &Wanted,
     user_args: &[String],
-    default_config: &Path,
+    config: &UserConfig,
     generated_path: &Path,
 ) -> Result<Plan, DaemonJsonError> {
-    let config = load(user_args, default_config)?;
     let path = config.path.clone();
     let shown = path.display().to_string();
     let mut object = config.object.clone().unwrap_or_default();
@@ -686,6 +613,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::dockerd_flags::flag_values;
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(ToString::to_string).collect()
@@ -712,7 +640,12 @@ mod tests {
             fs::write(self.config(), text).unwrap();
         }
         fn plan(&self, wanted: &Wanted, user_args: &[String]) -> Result<Plan, DaemonJsonError> {
-            plan(wanted, user_args, &self.config(), &self.generated())
+            plan(
+                wanted,
+                user_args,
+                &load(user_args, &self.config())?,
+                &self.generated(),
+            )
         }
     }
 
@@ -931,68 +864,6 @@ mod tests {
         assert!(err.to_string().contains("\"mtu\""), "{err}");
     }
 
-    #[test]
-    fn flag_value_forms() {
-        let a = args(&["--debug", "--storage-driver", "vfs", "-H", "unix:///x"]);
-        assert_eq!(
-            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
-            Some("vfs")
-        );
-        let a = args(&["--storage-driver=btrfs"]);
-        assert_eq!(
-            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
-            Some("btrfs")
-        );
-        let a = args(&["-s", "zfs"]);
-        assert_eq!(
-            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
-            Some("zfs")
-        );
-        let a = args(&["-s=zfs"]);
-        assert_eq!(
-            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
-            Some("zfs")
-        );
-        let a = args(&["-szfs"]);
-        assert_eq!(
-            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
-            Some("zfs")
-        );
-        // Last wins; a prefix of another flag is not a match; `--` ends the flags.
-        let a = args(&[
-            "-s",
-            "a",
-            "--storage-driver",
-            "b",
-            "--storage-driver-x=c",
-            "--",
-            "-s",
-            "d",
-        ]);
-        assert_eq!(
-            flag_value(&a, "--storage-driver", Some("-s")).as_deref(),
-            Some("b")
-        );
-        assert_eq!(flag_value(&args(&["--mtu"]), "--mtu", None), None);
-        assert_eq!(flag_value(&[], "--mtu", None), None);
-    }
-
-    #[test]
-    fn remove_flag_drops_both_forms_and_keeps_the_rest() {
-        let a = args(&[
-            "--config-file",
-            "/a",
-            "--debug",
-            "--config-file=/b",
-            "-H",
-            "x",
-        ]);
-        assert_eq!(
-            remove_flag(&a, "--config-file", None),
-            args(&["--debug", "-H", "x"])
-        );
-    }
-
     fn deny(e: &[Entitlement]) -> Wanted {
         Wanted {
             deny_entitlements: e.to_vec(),
@@ -1109,18 +980,24 @@ mod tests {
     #[test]
     fn explicit_storage_driver_reads_flags_then_the_file() {
         let d = Dir::new();
-        assert_eq!(explicit_storage_driver(&[], &d.config()).unwrap(), None);
+        assert_eq!(
+            explicit_storage_driver(&[], &load(&[], &d.config()).unwrap()).unwrap(),
+            None
+        );
         d.write_config(r#"{"storage-driver": "btrfs"}"#);
         assert_eq!(
-            explicit_storage_driver(&[], &d.config())
+            explicit_storage_driver(&[], &load(&[], &d.config()).unwrap())
                 .unwrap()
                 .as_deref(),
             Some("btrfs")
         );
         assert_eq!(
-            explicit_storage_driver(&args(&["-s", "vfs"]), &d.config())
-                .unwrap()
-                .as_deref(),
+            explicit_storage_driver(
+                &args(&["-s", "vfs"]),
+                &load(&args(&["-s", "vfs"]), &d.config()).unwrap()
+            )
+            .unwrap()
+            .as_deref(),
             Some("vfs")
         );
         let cfg = load(&[], &d.config()).unwrap();

@@ -22,7 +22,8 @@ use tokio::sync::oneshot;
 pub use proxy::upstream::Pong;
 
 use crate::config;
-use crate::daemon_json;
+use crate::daemon_json::{self, UserConfig};
+use crate::dockerd_flags;
 use crate::iptables;
 use crate::mtu::{self, MtuSetting};
 use crate::storage;
@@ -132,12 +133,13 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
         });
     }
 
-    let default_config = Path::new(daemon_json::DEFAULT_CONFIG);
-    let user_config = daemon_json::load(&cfg.user_args, default_config)?;
-    let explicit_driver = daemon_json::explicit_storage_driver(&cfg.user_args, default_config)?;
+    // Read once: the storage choice, the merge and our own flags all
+    // decide on the same file.
+    let user_config = daemon_json::load(&cfg.user_args, Path::new(daemon_json::DEFAULT_CONFIG))?;
     let storage = storage::choose(
         &storage::Request {
-            explicit: explicit_driver.as_deref(),
+            explicit: daemon_json::explicit_storage_driver(&cfg.user_args, &user_config)?
+                .as_deref(),
             requested: cfg.storage_driver.as_deref(),
             on_overlay: cfg.storage_on_overlay,
         },
@@ -164,7 +166,7 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
     let plan = daemon_json::plan(
         &wanted,
         &cfg.user_args,
-        default_config,
+        &user_config,
         &cfg.run_dir.join("daemon.json"),
     )?;
     for note in &plan.notes {
@@ -175,25 +177,7 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
     }
     daemon_json::apply(&plan)?;
 
-    let mut args = vec![format!("--host=unix://{}", cfg.socket.display())];
-    if daemon_json::flag_value(&cfg.user_args, "--data-root", None).is_none()
-        && user_config.get("data-root").is_none()
-        && cfg.data_root != Path::new(storage::DEFAULT_DATA_ROOT)
-    {
-        args.push(format!("--data-root={}", cfg.data_root.display()));
-    }
-    // dockerd stops containers with its own timeout (15 s by default), which
-    // would outlast `docker stop`'s 10 s grace; give it our deadline minus
-    // the time it needs for itself, unless the user chose one.
-    if daemon_json::flag_value(&cfg.user_args, "--shutdown-timeout", None).is_none()
-        && user_config.get("shutdown-timeout").is_none()
-    {
-        let secs = shutdown_timeout
-            .saturating_sub(DOCKERD_OWN_SHUTDOWN)
-            .as_secs()
-            .max(1);
-        args.push(format!("--shutdown-timeout={secs}"));
-    }
+    let mut args = our_flags(cfg, &user_config, shutdown_timeout);
     args.extend(plan.dockerd_args(&cfg.user_args));
     tracing::info!(?args, "dockerd command line");
     Ok(Prepared {
@@ -203,6 +187,34 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
         socket: cfg.socket.clone(),
         stale_pid_dirs: cfg.stale_pid_dirs.clone(),
     })
+}
+
+/// The flags we always give dockerd: its private socket, and the data root
+/// and stop timeout unless the user's flags or daemon.json set them.
+fn our_flags(
+    cfg: &config::Dockerd,
+    user_config: &UserConfig,
+    shutdown_timeout: Duration,
+) -> Vec<String> {
+    let unset = |flag: &str, key: &str| {
+        dockerd_flags::flag_value(&cfg.user_args, flag, None).is_none()
+            && user_config.get(key).is_none()
+    };
+    let mut args = vec![format!("--host=unix://{}", cfg.socket.display())];
+    if unset("--data-root", "data-root") && cfg.data_root != Path::new(storage::DEFAULT_DATA_ROOT) {
+        args.push(format!("--data-root={}", cfg.data_root.display()));
+    }
+    // dockerd stops containers with its own timeout (15 s by default), which
+    // would outlast `docker stop`'s 10 s grace; give it our deadline minus
+    // the time it needs for itself, unless the user chose one.
+    if unset("--shutdown-timeout", "shutdown-timeout") {
+        let secs = shutdown_timeout
+            .saturating_sub(DOCKERD_OWN_SHUTDOWN)
+            .as_secs()
+            .max(1);
+        args.push(format!("--shutdown-timeout={secs}"));
+    }
+    args
 }
 
 /// Starts dockerd in its own process group (a terminal's Ctrl-C must reach

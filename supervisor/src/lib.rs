@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon_json;
 pub mod dockerd;
+pub mod dockerd_flags;
 pub mod endpoints;
 pub mod env;
 pub mod exit;
