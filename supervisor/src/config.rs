@@ -149,89 +149,20 @@ impl Config {
             return Err(lock::refuse_exact(file).into());
         }
         let pin = Pinning { given, locked };
-        let run_dir = pin.path(
-            "run_dir",
-            "the run directory",
-            Some(settings.run_dir),
-            pins.run_dir.as_ref(),
-            Some(Path::new(DEFAULT_RUN_DIR)),
-        )?;
-        settings.run_dir = run_dir.expect("has a default");
-        let own_socket = settings
-            .run_dir
-            .join(DOCKERD_SOCKET_DIR)
-            .join("docker.sock");
-        let dockerd_socket = pin.path(
-            "dockerd_socket",
-            "dockerd's raw socket",
-            settings.dockerd_socket.take(),
-            pins.dockerd_socket.as_ref(),
-            Some(&own_socket),
-        )?;
-        let data_root = pin.path(
-            "data_root",
-            "dockerd's data root",
-            Some(settings.data_root),
-            pins.data_root.as_ref(),
-            Some(Path::new(DEFAULT_DATA_ROOT)),
-        )?;
-        settings.data_root = data_root.expect("has a default");
-        let program = pin.path(
-            "dockerd",
-            "the dockerd program",
-            Some(settings.dockerd),
-            pins.dockerd.as_ref(),
-            Some(Path::new(DEFAULT_DOCKERD)),
-        )?;
-        settings.dockerd = program.expect("has a default");
-        settings.audit_log = pin.path(
-            "audit_log",
-            "the audit log",
-            settings.audit_log.take(),
-            pins.audit_log.as_ref(),
-            None,
-        )?;
-        let shared = pin.shared(settings.dockerd_socket_shared, pins.dockerd_socket_shared)?;
+        let pinned = pin_paths(&mut settings, &pins, &pin)?;
         if let Some(file) = locked {
             lock::check_dockerd_args(file, &dockerd_args, &settings.data_root, &settings.run_dir)?;
         }
+        check_bounds(&settings)?;
 
         let tls = tls_spec(&settings.tls, env)?;
         let socket = if exact {
             unix_host(&dockerd_args).unwrap_or_else(|| PathBuf::from(DOCKERD_OWN_SOCKET))
         } else {
-            dockerd_socket.clone().expect("has a default")
+            pinned.dockerd_socket.clone().expect("has a default")
         };
-        let data_root = flag_value(&dockerd_args, "--data-root", None)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                if exact {
-                    PathBuf::from(DOCKERD_DEFAULT_DATA_ROOT)
-                } else {
-                    settings.data_root.clone()
-                }
-            });
-        let docker_host = env.var(DOCKER_HOST);
-        let host_path = docker_host
-            .as_deref()
-            .and_then(|h| h.strip_prefix("unix://"))
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from);
-        if let (Some(file), Some(p), Some(h)) = (locked, &host_path, &docker_host) {
-            lock::check_docker_host(file, h, same_socket(p, &socket))?;
-        }
-        let public_path = match host_path {
-            Some(p) if !same_socket(&p, &socket) => Some((p, false)),
-            _ if !same_socket(Path::new(DEFAULT_PUBLIC_SOCKET), &socket) => {
-                Some((PathBuf::from(DEFAULT_PUBLIC_SOCKET), true))
-            }
-            _ => {
-                if !exact {
-                    tracing::warn!(socket = %socket.display(), "dockerd's raw socket is where docker clients look first: whatever uses it bypasses the policy and the audit log");
-                }
-                None
-            }
-        };
+        let data_root = effective_data_root(&dockerd_args, exact, &settings.data_root);
+        let public_path = public_socket_path(env, locked, &socket, exact)?;
         let policy = policy(&settings, given, image, locked)?;
         // Exact mode has no proxy and so no policy; its flags are the user's alone.
         let deny_entitlements = if exact {
@@ -239,65 +170,13 @@ impl Config {
         } else {
             denied_entitlements(&policy)
         };
-        let proxy = (!exact).then(|| Proxy {
-            listen: if settings.listen.is_empty() {
-                vec![SocketAddr::from((
-                    [0, 0, 0, 0],
-                    if tls.is_some() { 2376 } else { 2375 },
-                ))]
-            } else {
-                settings.listen.clone()
-            },
-            socket: public_path.map(|(path, implicit)| {
-                let gid = group_id(Path::new(GROUP_FILE), &settings.socket_group);
-                PublicSocket {
-                    path,
-                    // Without the group, 0660 would lock the job out.
-                    mode: if gid.is_some() {
-                        settings.socket_mode
-                    } else {
-                        0o666
-                    },
-                    gid,
-                    implicit,
-                }
-            }),
-            listen_when: match settings.listen_when {
-                ListenWhenArg::Start => proxy::ListenWhen::Start,
-                ListenWhenArg::Ready => proxy::ListenWhen::Ready,
-            },
-            hold: settings.hold_timeout,
-            ping_cache: settings.ping_cache,
-            max_connections: settings.max_connections,
-            body_timeout: settings.body_timeout,
-            policy,
-            audit_log: settings.audit_log.clone(),
-        });
-        if settings.max_connections == 0 {
-            bail!("DIND_MAX_CONNECTIONS=0 would refuse every client: set 1 or more");
-        }
-        // Only shorter: a longer wait has no honest use (the bodies read
-        // whole are a few KiB) and would let a job variable loosen a bound.
-        let body_timeout = settings.body_timeout;
-        if body_timeout < Duration::from_secs(1) || body_timeout > proxy::forward::BODY_TIMEOUT {
-            bail!(
-                "DIND_BODY_TIMEOUT={} is out of range: set 1s to {}",
-                humantime::format_duration(body_timeout),
-                humantime::format_duration(proxy::forward::BODY_TIMEOUT)
-            );
-        }
-        if settings.shutdown_timeout < Duration::from_secs(1) {
-            bail!(
-                "shutdown timeout {:?} is too short: set DIND_SHUTDOWN_TIMEOUT to 1s or more",
-                settings.shutdown_timeout
-            );
-        }
+        let proxy = (!exact).then(|| proxy_settings(&settings, public_path, tls.is_some(), policy));
         Ok(Config {
             tls,
             dockerd: Dockerd {
                 program: settings.dockerd,
-                socket_is_ours: !exact && socket == own_socket,
-                allow_shared: shared == SharedArg::Allow,
+                socket_is_ours: !exact && socket == pinned.own_socket,
+                allow_shared: pinned.shared == SharedArg::Allow,
                 socket,
                 user_args: dockerd_args,
                 exact,
@@ -496,6 +375,175 @@ fn group_id(group_file: &Path, name: &str) -> Option<u32> {
         (f.next()? == name).then_some(())?;
         f.nth(1)?.parse().ok()
     })
+}
+
+/// The paths a locked image may pin, resolved: each setting's value is
+/// checked against the pin (or defaulted from it) in place.
+struct PinnedPaths {
+    /// dockerd's socket in our own run directory.
+    own_socket: PathBuf,
+    dockerd_socket: Option<PathBuf>,
+    shared: SharedArg,
+}
+
+fn pin_paths(settings: &mut Settings, pins: &Pins, pin: &Pinning) -> anyhow::Result<PinnedPaths> {
+    let run_dir = pin.path(
+        "run_dir",
+        "the run directory",
+        Some(std::mem::take(&mut settings.run_dir)),
+        pins.run_dir.as_ref(),
+        Some(Path::new(DEFAULT_RUN_DIR)),
+    )?;
+    settings.run_dir = run_dir.expect("has a default");
+    let own_socket = settings
+        .run_dir
+        .join(DOCKERD_SOCKET_DIR)
+        .join("docker.sock");
+    let dockerd_socket = pin.path(
+        "dockerd_socket",
+        "dockerd's raw socket",
+        settings.dockerd_socket.take(),
+        pins.dockerd_socket.as_ref(),
+        Some(&own_socket),
+    )?;
+    let data_root = pin.path(
+        "data_root",
+        "dockerd's data root",
+        Some(std::mem::take(&mut settings.data_root)),
+        pins.data_root.as_ref(),
+        Some(Path::new(DEFAULT_DATA_ROOT)),
+    )?;
+    settings.data_root = data_root.expect("has a default");
+    let program = pin.path(
+        "dockerd",
+        "the dockerd program",
+        Some(std::mem::take(&mut settings.dockerd)),
+        pins.dockerd.as_ref(),
+        Some(Path::new(DEFAULT_DOCKERD)),
+    )?;
+    settings.dockerd = program.expect("has a default");
+    settings.audit_log = pin.path(
+        "audit_log",
+        "the audit log",
+        settings.audit_log.take(),
+        pins.audit_log.as_ref(),
+        None,
+    )?;
+    let shared = pin.shared(settings.dockerd_socket_shared, pins.dockerd_socket_shared)?;
+    Ok(PinnedPaths {
+        own_socket,
+        dockerd_socket,
+        shared,
+    })
+}
+
+/// The data root dockerd will use: its own flag, else ours, else (exact
+/// mode) dockerd's default.
+fn effective_data_root(dockerd_args: &[String], exact: bool, ours: &Path) -> PathBuf {
+    match flag_value(dockerd_args, "--data-root", None) {
+        Some(flag) => PathBuf::from(flag),
+        None if exact => PathBuf::from(DOCKERD_DEFAULT_DATA_ROOT),
+        None => ours.to_path_buf(),
+    }
+}
+
+/// Settings out of any sensible range, refused with the fix.
+fn check_bounds(settings: &Settings) -> anyhow::Result<()> {
+    if settings.max_connections == 0 {
+        bail!("DIND_MAX_CONNECTIONS=0 would refuse every client: set 1 or more");
+    }
+    // Only shorter: a longer wait has no honest use (the bodies read
+    // whole are a few KiB) and would let a job variable loosen a bound.
+    let body_timeout = settings.body_timeout;
+    if body_timeout < Duration::from_secs(1) || body_timeout > proxy::forward::BODY_TIMEOUT {
+        bail!(
+            "DIND_BODY_TIMEOUT={} is out of range: set 1s to {}",
+            humantime::format_duration(body_timeout),
+            humantime::format_duration(proxy::forward::BODY_TIMEOUT)
+        );
+    }
+    if settings.shutdown_timeout < Duration::from_secs(1) {
+        bail!(
+            "shutdown timeout {:?} is too short: set DIND_SHUTDOWN_TIMEOUT to 1s or more",
+            settings.shutdown_timeout
+        );
+    }
+    Ok(())
+}
+
+/// Where the proxy serves the API on a unix socket: DOCKER_HOST's path,
+/// else the default one (`true`: implicit), unless that is dockerd's own.
+fn public_socket_path(
+    env: &dyn Env,
+    locked: Option<&'static str>,
+    socket: &Path,
+    exact: bool,
+) -> anyhow::Result<Option<(PathBuf, bool)>> {
+    let docker_host = env.var(DOCKER_HOST);
+    let host_path = docker_host
+        .as_deref()
+        .and_then(|h| h.strip_prefix("unix://"))
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    if let (Some(file), Some(p), Some(h)) = (locked, &host_path, &docker_host) {
+        lock::check_docker_host(file, h, same_socket(p, socket))?;
+    }
+    Ok(match host_path {
+        Some(p) if !same_socket(&p, socket) => Some((p, false)),
+        _ if !same_socket(Path::new(DEFAULT_PUBLIC_SOCKET), socket) => {
+            Some((PathBuf::from(DEFAULT_PUBLIC_SOCKET), true))
+        }
+        _ => {
+            if !exact {
+                tracing::warn!(socket = %socket.display(), "dockerd's raw socket is where docker clients look first: whatever uses it bypasses the policy and the audit log");
+            }
+            None
+        }
+    })
+}
+
+/// The proxy's settings: its listeners (2376 with TLS, 2375 without, by
+/// default), the public socket, the bounds and the policy.
+fn proxy_settings(
+    settings: &Settings,
+    public_path: Option<(PathBuf, bool)>,
+    tls: bool,
+    policy: Policy,
+) -> Proxy {
+    Proxy {
+        listen: if settings.listen.is_empty() {
+            vec![SocketAddr::from((
+                [0, 0, 0, 0],
+                if tls { 2376 } else { 2375 },
+            ))]
+        } else {
+            settings.listen.clone()
+        },
+        socket: public_path.map(|(path, implicit)| {
+            let gid = group_id(Path::new(GROUP_FILE), &settings.socket_group);
+            PublicSocket {
+                path,
+                // Without the group, 0660 would lock the job out.
+                mode: if gid.is_some() {
+                    settings.socket_mode
+                } else {
+                    0o666
+                },
+                gid,
+                implicit,
+            }
+        }),
+        listen_when: match settings.listen_when {
+            ListenWhenArg::Start => proxy::ListenWhen::Start,
+            ListenWhenArg::Ready => proxy::ListenWhen::Ready,
+        },
+        hold: settings.hold_timeout,
+        ping_cache: settings.ping_cache,
+        max_connections: settings.max_connections,
+        body_timeout: settings.body_timeout,
+        policy,
+        audit_log: settings.audit_log.clone(),
+    }
 }
 
 #[cfg(test)]
