@@ -365,6 +365,8 @@ fn find(matches: impl Fn(&Flag) -> bool) -> Found {
 /// `--name value`, `-H value`, `-Hvalue`, `-H=value` and shorthand
 /// clusters (`-DH value`). `data_root` and `run_dir` are the ones the
 /// image keeps.
+// long: one pass over pflag's grammar, where long flags and shorthand
+// clusters both move the same index; split, the index would be shared state.
 pub fn check_dockerd_args(
     file: &str,
     args: &[String],

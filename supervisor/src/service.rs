@@ -68,37 +68,7 @@ pub fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
         tokio::spawn(proxy::health::serve(health_listener, Arc::new(health)));
         let proxy_task = match config.proxy {
             Some(p) => {
-                let audit = match &p.audit_log {
-                    Some(path) => proxy::audit::Audit::file(path)
-                        .with_context(|| format!("cannot open audit log {}: fix DIND_AUDIT_LOG", path.display()))?,
-                    None => proxy::audit::Audit::stderr(),
-                };
-                tracing::info!(
-                    policy = p.policy.name(),
-                    locked = config.locked_by.is_some(),
-                    lock_file = config.locked_by.unwrap_or("none"),
-                    "request policy"
-                );
-                check_fd_budget(p.max_connections);
-                // Bind sources the allowlist confines are pinned so that no
-                // symlink can redirect them (proxy::pin).
-                let confines = [proxy::policy::Rule::BindMounts, proxy::policy::Rule::VolumeMounts]
-                    .into_iter()
-                    .any(|r| p.policy.denies(r));
-                let proxy_config = proxy::Config {
-                    pins_dir: confines.then(|| config.dockerd.run_dir.join("pins")),
-                    open,
-                    upstream: prepared.socket.clone(),
-                    limits: proxy::forward::Limits {
-                        hold: p.hold,
-                        body_timeout: p.body_timeout,
-                        max_connections: p.max_connections,
-                        ..Default::default()
-                    },
-                    policy: p.policy,
-                    audit,
-                    ping_ttl: p.ping_cache,
-                };
+                let proxy_config = proxy_config(p, open, &config.dockerd.run_dir, &prepared.socket, config.locked_by)?;
                 Some(tokio::spawn(proxy::serve(proxy_config, readiness.clone(), metrics.clone())))
             }
             None => None,
@@ -107,6 +77,55 @@ pub fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
             .run(signals)
             .await;
         Ok(code)
+    })
+}
+
+/// The proxy's configuration: the audit log opened, the fd budget
+/// checked, and pins on when the policy confines bind sources.
+fn proxy_config(
+    p: crate::config::Proxy,
+    open: proxy::Open,
+    run_dir: &std::path::Path,
+    upstream: &std::path::Path,
+    locked_by: Option<&str>,
+) -> anyhow::Result<proxy::Config> {
+    let audit = match &p.audit_log {
+        Some(path) => proxy::audit::Audit::file(path).with_context(|| {
+            format!(
+                "cannot open audit log {}: fix DIND_AUDIT_LOG",
+                path.display()
+            )
+        })?,
+        None => proxy::audit::Audit::stderr(),
+    };
+    tracing::info!(
+        policy = p.policy.name(),
+        locked = locked_by.is_some(),
+        lock_file = locked_by.unwrap_or("none"),
+        "request policy"
+    );
+    check_fd_budget(p.max_connections);
+    // Bind sources the allowlist confines are pinned so that no
+    // symlink can redirect them (proxy::pin).
+    let confines = [
+        proxy::policy::Rule::BindMounts,
+        proxy::policy::Rule::VolumeMounts,
+    ]
+    .into_iter()
+    .any(|r| p.policy.denies(r));
+    Ok(proxy::Config {
+        pins_dir: confines.then(|| run_dir.join("pins")),
+        open,
+        upstream: upstream.to_path_buf(),
+        limits: proxy::forward::Limits {
+            hold: p.hold,
+            body_timeout: p.body_timeout,
+            max_connections: p.max_connections,
+            ..Default::default()
+        },
+        policy: p.policy,
+        audit,
+        ping_ttl: p.ping_cache,
     })
 }
 

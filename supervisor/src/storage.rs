@@ -177,6 +177,8 @@ pub fn fallbacks(path_env: &str, dev_root: &Path) -> Fallbacks {
 
 /// Picks the driver. `probe` is `None` when the filesystem could not be checked; then we keep
 /// the wanted driver and let dockerd speak for itself.
+// long: one decision table (explicit, requested, overlay-on-overlay and
+// its fallbacks), each row with the reason logged; read top to bottom.
 pub fn decide(
     req: &Request<'_>,
     data_root: &Path,
