@@ -2,7 +2,7 @@
 """Lists functions longer than a limit (default 80 lines) outside tests, by
 brace matching on rustfmt-formatted code: a `fn` line at any indent, to the
 line that closes it at the same indent. Exits 1 if any is found without a
-`// long:` comment on the line above its signature saying why."""
+`// long:` comment just above its signature saying why."""
 import os
 import re
 import sys
@@ -27,7 +27,10 @@ for crate in ("supervisor/src", "proxy/src"):
                     if lines[j] == indent + "}":
                         n = j - i + 1
                         if n > LIMIT:
-                            why = i > 0 and "// long:" in lines[i - 1]
+                            k = i - 1
+                            while k >= 0 and lines[k].strip().startswith("//") and "// long:" not in lines[k]:
+                                k -= 1
+                            why = k >= 0 and "// long:" in lines[k]
                             rel = os.path.relpath(path, root)
                             found.append((n, f"{rel}:{i + 1} {m.group(6)} ({n} lines)", why))
                         break
