@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, RootCertStore, ServerConfig};
@@ -19,6 +20,12 @@ pub enum TlsSetupError {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+    #[error("{} is not valid PEM: {source}; re-create the certificate set (dind-supervisor certs)", path.display())]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
     },
     #[error("{} holds no {what}; re-create the certificate set (dind-supervisor certs)", path.display())]
     Empty { path: PathBuf, what: &'static str },
@@ -86,9 +93,9 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let pem = read(path)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsSetupError::Read {
+        .map_err(|source| TlsSetupError::Pem {
             path: path.to_owned(),
             source,
         })?;
@@ -103,15 +110,16 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
 
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
     let pem = read(path)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|source| TlsSetupError::Read {
-            path: path.to_owned(),
-            source,
-        })?
-        .ok_or_else(|| TlsSetupError::Empty {
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|source| match source {
+        pem::Error::NoItemsFound => TlsSetupError::Empty {
             path: path.to_owned(),
             what: "private key",
-        })
+        },
+        source => TlsSetupError::Pem {
+            path: path.to_owned(),
+            source,
+        },
+    })
 }
 
 /// The subject of a client certificate (`CN=docker-client`), for the audit

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use super::*;
 use time::OffsetDateTime;
-use x509_parser::error::{PEMError, X509Error};
+use x509_parser::error::X509Error;
 
 /// Why a PEM file could not be used; the `#[source]` of [`CertError::Malformed`].
 #[derive(Debug, thiserror::Error)]
 pub enum Malformed {
     #[error("bad PEM encoding")]
-    Pem(#[source] PEMError),
+    Pem(#[source] rustls::pki_types::pem::Error),
     #[error("no {0} PEM block")]
     NoBlock(&'static str),
     #[error("bad X.509 certificate")]

@@ -101,36 +101,21 @@ impl rsa::rand_core::RngCore for RingRng {
 
 impl rsa::rand_core::CryptoRng for RingRng {}
 
-/// DER of the namedCurve OIDs prime256v1 and secp384r1.
-pub(super) const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-
-pub(super) const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
-
-/// DER of id-ecPublicKey.
-pub(super) const OID_EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-
-/// Wraps a SEC1 ECPrivateKey in a PKCS#8 PrivateKeyInfo for `curve` (RFC 5915
-/// section 2); ring then checks the curve and the embedded public key.
-pub(super) fn sec1_to_pkcs8(sec1: &[u8], curve: &[u8]) -> Option<Vec<u8>> {
-    let algorithm = der_tlv(0x30, &[OID_EC_PUBLIC_KEY, curve].concat())?;
-    let private_key = der_tlv(0x04, sec1)?;
-    der_tlv(
-        0x30,
-        &[&[0x02, 0x01, 0x00][..], &algorithm, &private_key].concat(),
-    )
-}
-
-/// One DER element; `None` past 64 KiB, which no key comes near.
-pub(super) fn der_tlv(tag: u8, content: &[u8]) -> Option<Vec<u8>> {
-    let len = u16::try_from(content.len()).ok()?;
-    let mut out = vec![tag];
-    match len {
-        0..=0x7f => out.push(len as u8),
-        0x80..=0xff => out.extend([0x81, len as u8]),
-        _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
-    }
-    out.extend_from_slice(content);
-    Some(out)
+/// Wraps a SEC1 ECPrivateKey (RFC 5915) in a PKCS#8 PrivateKeyInfo, the
+/// only form ring reads; ring then checks the curve and the public key. The
+/// curve comes from the key's own parameters, which OpenSSL always writes.
+pub(super) fn sec1_to_pkcs8(sec1_der: &[u8]) -> Option<Vec<u8>> {
+    use pkcs8::der::{Decode, Encode};
+    let key = sec1::EcPrivateKey::from_der(sec1_der).ok()?;
+    let curve = key.parameters?.named_curve()?;
+    let info = pkcs8::PrivateKeyInfo::new(
+        pkcs8::AlgorithmIdentifierRef {
+            oid: sec1::ALGORITHM_OID,
+            parameters: Some((&curve).into()),
+        },
+        sec1_der,
+    );
+    info.to_der().ok()
 }
 
 pub(super) fn is_rsa(key: &KeyPair) -> bool {

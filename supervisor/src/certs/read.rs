@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use rcgen::{KeyPair, PublicKeyData};
+use rustls::pki_types::pem::{PemObject, SectionKind};
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::error::X509Error;
 use x509_parser::extensions::GeneralName;
-use x509_parser::pem::Pem;
 
 /// A PEM file of one or more certificates, as read from disk.
 pub(super) struct CertFile {
@@ -96,18 +96,21 @@ pub(super) fn read_opt(path: &Path, fix: &str) -> Result<Option<Vec<u8>>, CertEr
     }
 }
 
-pub(super) fn pem_blocks(pem: &[u8]) -> impl Iterator<Item = Result<Pem, Malformed>> + '_ {
-    Pem::iter_from_buffer(pem).map(|block| block.map_err(Malformed::Pem))
+/// Every PEM section of a kind we know, in order; others (`EC PARAMETERS`
+/// before an `openssl ecparam` key) are skipped.
+pub(super) fn pem_sections(
+    pem: &[u8],
+) -> impl Iterator<Item = Result<(SectionKind, Vec<u8>), Malformed>> + '_ {
+    <(SectionKind, Vec<u8>)>::pem_slice_iter(pem).map(|section| section.map_err(Malformed::Pem))
 }
 
 /// The DER of every CERTIFICATE block, each checked to parse.
 pub(super) fn parse_cert_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, Malformed> {
     let mut ders = Vec::new();
-    for block in pem_blocks(pem) {
-        let block = block?;
-        if block.label == "CERTIFICATE" {
-            parse_x509(&block.contents)?;
-            ders.push(block.contents);
+    for section in pem_sections(pem) {
+        if let (SectionKind::Certificate, der) = section? {
+            parse_x509(&der)?;
+            ders.push(der);
         }
     }
     if ders.is_empty() {
@@ -127,34 +130,34 @@ pub(super) fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, Malformed> {
         })
 }
 
+const ENCRYPTED: &[u8] = b"-----BEGIN ENCRYPTED PRIVATE KEY-----";
+
 /// Loads the first private key block. Besides PKCS#8 (what we and OpenSSL 3
 /// write) it takes PKCS#1 `RSA PRIVATE KEY` (docker:dind volumes made with
 /// OpenSSL 1.1) and SEC1 `EC PRIVATE KEY` (`openssl ecparam -genkey`), which
 /// ring cannot read directly, by converting them to PKCS#8 in memory.
 pub(super) fn parse_key_pem(pem: &[u8]) -> Result<KeyPair, Malformed> {
-    for block in pem_blocks(pem) {
-        let block = block?;
-        match block.label.as_str() {
-            "PRIVATE KEY" => {
-                return KeyPair::try_from(block.contents.as_slice()).map_err(Malformed::Key)
+    // Not a section kind the PEM reader knows, so it would be skipped and
+    // reported as no key at all; say what it is instead.
+    if pem.windows(ENCRYPTED.len()).any(|w| w == ENCRYPTED) {
+        return Err(Malformed::Encrypted);
+    }
+    for section in pem_sections(pem) {
+        match section? {
+            (SectionKind::PrivateKey, der) => {
+                return KeyPair::try_from(der.as_slice()).map_err(Malformed::Key)
             }
-            "RSA PRIVATE KEY" => {
+            (SectionKind::RsaPrivateKey, der) => {
                 use rsa::pkcs1::DecodeRsaPrivateKey;
                 use rsa::pkcs8::EncodePrivateKey;
-                let key = rsa::RsaPrivateKey::from_pkcs1_der(&block.contents)
-                    .map_err(Malformed::Pkcs1)?;
+                let key = rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(Malformed::Pkcs1)?;
                 let der = key.to_pkcs8_der().map_err(Malformed::Pkcs8)?;
                 return KeyPair::try_from(der.as_bytes()).map_err(Malformed::Key);
             }
-            "EC PRIVATE KEY" => {
-                return [OID_P256, OID_P384]
-                    .iter()
-                    .filter_map(|curve| sec1_to_pkcs8(&block.contents, curve))
-                    .find_map(|der| KeyPair::try_from(der.as_slice()).ok())
-                    .ok_or(Malformed::Sec1);
+            (SectionKind::EcPrivateKey, der) => {
+                let der = sec1_to_pkcs8(&der).ok_or(Malformed::Sec1)?;
+                return KeyPair::try_from(der.as_slice()).map_err(|_| Malformed::Sec1);
             }
-            "ENCRYPTED PRIVATE KEY" => return Err(Malformed::Encrypted),
-            // `EC PARAMETERS` precedes the key in `openssl ecparam` output.
             _ => continue,
         }
     }

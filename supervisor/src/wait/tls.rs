@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -74,7 +75,7 @@ pub(super) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Ca
         path: path.to_owned(),
         reason,
     };
-    let certs = rustls_pemfile::certs(&mut data.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| unusable(e.to_string()))?;
     if certs.is_empty() {
@@ -89,9 +90,10 @@ pub(super) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Cause> {
         path: path.to_owned(),
         reason,
     };
-    rustls_pemfile::private_key(&mut data.as_slice())
-        .map_err(|e| unusable(e.to_string()))?
-        .ok_or_else(|| unusable("no PEM private key in it".into()))
+    PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
+        pem::Error::NoItemsFound => unusable("no PEM private key in it".into()),
+        e => unusable(e.to_string()),
+    })
 }
 
 /// `DOCKER_TLS` without `DOCKER_TLS_VERIFY`: encrypt, but accept any server
