@@ -48,7 +48,8 @@ pub struct Prepared {
 /// A started dockerd. Its exit status is collected by the reaper, never here.
 pub struct Running {
     pub pid: Pid,
-    pub started: Instant,
+    /// On tokio's clock, which the supervisor's tests pause.
+    pub started: tokio::time::Instant,
     tail: Arc<Mutex<VecDeque<String>>>,
     /// The readiness probe; aborted when this dockerd is gone.
     probe: tokio::task::JoinHandle<()>,
@@ -246,7 +247,7 @@ pub fn spawn(p: &Prepared) -> io::Result<(Running, oneshot::Receiver<Pong>)> {
     Ok((
         Running {
             pid,
-            started: Instant::now(),
+            started: tokio::time::Instant::now(),
             tail,
             probe,
         },

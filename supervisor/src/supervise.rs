@@ -1,20 +1,24 @@
 //! The run loop: owns dockerd's process and the readiness latch, reaps,
 //! forwards signals, restarts on a crash and stops inside the deadline.
+//!
+//! Everything it does to the machine goes through [`System`] and every
+//! signal comes through [`Incoming`]; its time is tokio's clock.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use proxy::readiness::{Latch, State};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::sleep_until;
+use tokio::time::{sleep_until, Instant};
 
 use crate::cli::RestartPolicy;
 use crate::config::Supervise;
 use crate::dockerd::{self, Prepared, Running};
-use crate::reap::{self, Exit};
-use crate::signals::{self, Event, Signals};
+use crate::exit::{self, Ended};
+use crate::reap::Exit;
+use crate::signals::Event;
+use crate::system::{Incoming, System};
 
 /// A run that held Ready this long was healthy: its crash starts a new count.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
@@ -47,7 +51,9 @@ struct Stopping {
 }
 
 /// The one owner of dockerd's pid, the latch, and the restart count.
-pub struct Supervisor {
+pub struct Supervisor<S> {
+    /// Processes, signals, the reaper, /proc and dockerd's API.
+    sys: S,
     policy: Supervise,
     prepared: Prepared,
     latch: Latch,
@@ -65,12 +71,14 @@ pub struct Supervisor {
     pre_stop: Option<JoinHandle<()>>,
     /// The public proxy; its early end (a port it cannot bind) stops us.
     proxy: Option<JoinHandle<Result<(), proxy::ServeError>>>,
-    /// Exit code decided by a fatal error, overriding dockerd's status.
-    failed: Option<i32>,
+    /// A fatal error of our own (the proxy) ended the service: exit 1,
+    /// whatever dockerd's status.
+    failed: bool,
 }
 
-impl Supervisor {
+impl<S: System> Supervisor<S> {
     pub fn new(
+        sys: S,
         policy: Supervise,
         prepared: Prepared,
         latch: Latch,
@@ -78,6 +86,7 @@ impl Supervisor {
         proxy: Option<JoinHandle<Result<(), proxy::ServeError>>>,
     ) -> Self {
         Supervisor {
+            sys,
             policy,
             prepared,
             latch,
@@ -90,15 +99,15 @@ impl Supervisor {
             stopping: None,
             pre_stop: None,
             proxy,
-            failed: None,
+            failed: false,
         }
     }
 
     /// Runs until dockerd is gone for good; returns the process exit code.
-    pub async fn run(mut self, mut signals: Signals) -> i32 {
+    pub async fn run(mut self, mut signals: impl Incoming) -> i32 {
         self.launch();
         if self.gave_up() {
-            return self.finish(127).await;
+            return self.finish(Ended::CannotStart).await;
         }
         loop {
             let stop_deadline = self
@@ -121,8 +130,8 @@ impl Supervisor {
                 // wake-up must not flash Ready for a dead dockerd.
                 biased;
                 ev = signals.recv() => {
-                    if let Some(code) = self.on_signal(ev) {
-                        return self.finish(code).await;
+                    if let Some(ended) = self.on_signal(ev) {
+                        return self.finish(ended).await;
                     }
                 }
                 pong = async { self.ready.as_mut().expect("guarded").await }, if self.ready.is_some() => {
@@ -131,11 +140,11 @@ impl Supervisor {
                         self.on_ready(pong);
                     }
                 }
-                _ = sleep_until(self.restart_at.unwrap_or_else(Instant::now).into()), if self.restart_at.is_some() => {
+                _ = sleep_until(self.restart_at.unwrap_or_else(Instant::now)), if self.restart_at.is_some() => {
                     self.restart_at = None;
                     self.launch();
                     if self.gave_up() {
-                        return self.finish(1).await;
+                        return self.finish(Ended::CannotRestart).await;
                     }
                 }
                 ended = async { self.proxy.as_mut().expect("guarded").await }, if self.proxy.is_some() => {
@@ -147,11 +156,11 @@ impl Supervisor {
                     };
                     if let Some(error) = error {
                         tracing::error!("{error}");
-                        self.failed = Some(1);
+                        self.failed = true;
                         // During a stop this is no reason to escalate.
                         if self.stopping.is_none() {
-                            if let Some(code) = self.on_stop(Signal::SIGTERM) {
-                                return self.finish(code).await;
+                            if let Some(ended) = self.on_stop(Signal::SIGTERM) {
+                                return self.finish(ended).await;
                             }
                         }
                     }
@@ -160,19 +169,19 @@ impl Supervisor {
                     self.pre_stop = None;
                     self.signal_dockerd_to_stop();
                 }
-                _ = sleep_until(pre_stop_cutoff.unwrap_or_else(Instant::now).into()), if pre_stop_cutoff.is_some() => {
+                _ = sleep_until(pre_stop_cutoff.unwrap_or_else(Instant::now)), if pre_stop_cutoff.is_some() => {
                     tracing::warn!("containers are still stopping; stopping dockerd now to keep the deadline");
                     if let Some(p) = self.pre_stop.take() {
                         p.abort();
                     }
                     self.signal_dockerd_to_stop();
                 }
-                _ = sleep_until(stop_deadline.unwrap_or_else(Instant::now).into()), if stop_deadline.is_some() => {
+                _ = sleep_until(stop_deadline.unwrap_or_else(Instant::now)), if stop_deadline.is_some() => {
                     self.kill_everything("dockerd did not stop before the shutdown deadline");
                 }
-                _ = sleep_until(last_call.unwrap_or_else(Instant::now).into()), if last_call.is_some() => {
+                _ = sleep_until(last_call.unwrap_or_else(Instant::now)), if last_call.is_some() => {
                     tracing::error!("dockerd survives SIGKILL; exiting without it");
-                    return self.finish(137).await;
+                    return self.finish(Ended::Unkillable).await;
                 }
             }
         }
@@ -184,7 +193,7 @@ impl Supervisor {
     }
 
     fn launch(&mut self) {
-        match dockerd::spawn(&self.prepared) {
+        match self.sys.spawn(&self.prepared) {
             Ok((running, ready)) => {
                 tracing::info!(pid = %running.pid, socket = %self.prepared.socket.display(), "dockerd started");
                 let pid = running.pid.as_raw() as u32;
@@ -197,7 +206,7 @@ impl Supervisor {
                 let why = format!("cannot start {}: {e}", self.prepared.program.display());
                 self.latch.engine(|engine| engine.last_error = Some(why));
                 if self.policy.restart != RestartPolicy::Never {
-                    self.schedule_restart(Exit::Code(127));
+                    self.schedule_restart(Exit::Code(exit::NOT_FOUND.into()));
                 }
             }
         }
@@ -225,15 +234,15 @@ impl Supervisor {
         self.latch.set(State::Ready);
     }
 
-    /// Returns Some(exit code) when the supervisor is done.
-    fn on_signal(&mut self, ev: Event) -> Option<i32> {
+    /// Returns Some(how it ended) when the supervisor is done.
+    fn on_signal(&mut self, ev: Event) -> Option<Ended> {
         match ev {
             Event::Child => {
                 let dockerd_pid = self.dockerd.as_ref().map(|d| d.pid);
-                for (pid, exit) in reap::reap_all() {
+                for (pid, exit) in self.sys.reap() {
                     if Some(pid) == dockerd_pid {
-                        if let Some(code) = self.on_dockerd_exit(exit) {
-                            return Some(code);
+                        if let Some(ended) = self.on_dockerd_exit(exit) {
+                            return Some(ended);
                         }
                     } else {
                         tracing::debug!(%pid, %exit, "reaped orphan");
@@ -244,7 +253,7 @@ impl Supervisor {
             Event::Forward(sig) => {
                 if let Some(d) = &self.dockerd {
                     tracing::info!(signal = %sig, pid = %d.pid, "forwarding signal to dockerd");
-                    signals::send(d.pid, sig);
+                    self.sys.signal(d.pid, sig);
                 }
                 None
             }
@@ -252,7 +261,7 @@ impl Supervisor {
         }
     }
 
-    fn on_stop(&mut self, sig: Signal) -> Option<i32> {
+    fn on_stop(&mut self, sig: Signal) -> Option<Ended> {
         if let Some(stopping) = &self.stopping {
             if stopping.since.elapsed() < REPEAT_DEBOUNCE {
                 // The same stop delivered twice (GNU timeout signals the
@@ -277,10 +286,10 @@ impl Supervisor {
         });
         if self.dockerd.is_none() {
             // Nothing runs (between restarts): the stop is already complete.
-            return Some(if sig == Signal::SIGQUIT {
-                128 + sig as i32
-            } else {
-                0
+            return Some(Ended::Stopped {
+                signal: sig,
+                killed: false,
+                exit: None,
             });
         }
         // SIGQUIT asks dockerd for a stack dump on the way out: no pre-stop.
@@ -290,10 +299,10 @@ impl Supervisor {
                 .shutdown_timeout
                 .saturating_sub(CONTAINER_STOP_RESERVE)
                 .max(Duration::from_secs(1));
-            let socket = self.prepared.socket.clone();
             tracing::info!(?grace, "stopping containers before dockerd");
+            let stopped = self.sys.stop_containers(&self.prepared.socket, grace);
             self.pre_stop = Some(tokio::spawn(async move {
-                match proxy::upstream::stop_containers(&socket, grace).await {
+                match stopped.await {
                     Ok(n) => tracing::info!(stopped = n, "containers stopped"),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot stop containers first; dockerd will")
@@ -306,27 +315,25 @@ impl Supervisor {
         None
     }
 
-    fn signal_dockerd_to_stop(&self) {
+    fn signal_dockerd_to_stop(&mut self) {
         if let (Some(d), Some(s)) = (&self.dockerd, &self.stopping) {
             let left = s.deadline.saturating_duration_since(Instant::now());
             tracing::info!(signal = %s.signal, pid = %d.pid, time_left_ms = left.as_millis() as u64, "stopping dockerd");
-            signals::send(d.pid, s.signal);
+            self.sys.signal(d.pid, s.signal);
         }
     }
 
-    /// Decides what a dockerd exit means. Some(code) ends the supervisor.
-    fn on_dockerd_exit(&mut self, exit: Exit) -> Option<i32> {
+    /// Decides what a dockerd exit means. Some(how) ends the supervisor.
+    fn on_dockerd_exit(&mut self, exit: Exit) -> Option<Ended> {
         let running = self.dockerd.take().expect("dockerd was running");
         self.ready = None;
         if let Some(stopping) = &self.stopping {
             tracing::info!(%exit, "dockerd stopped");
-            // Exited on our signal inside the deadline: a clean stop is 0 even
-            // when dockerd reports the signal it died of.
-            let code = match exit {
-                Exit::Signal(s) if s == stopping.signal && !stopping.killed => 0,
-                other => other.code(),
-            };
-            return Some(code);
+            return Some(Ended::Stopped {
+                signal: stopping.signal,
+                killed: stopping.killed,
+                exit: Some(exit),
+            });
         }
         let tail = running.stderr_tail();
         let why = match running.last_error() {
@@ -355,14 +362,16 @@ impl Supervisor {
         };
         if !restart {
             tracing::info!(policy = ?self.policy.restart, "not restarting dockerd");
-            return Some(exit.code());
+            return Some(Ended::Exited {
+                exit,
+                gave_up: false,
+            });
         }
         self.schedule_restart(exit);
-        if self.restart_at.is_none() {
-            Some(if exit.success() { 1 } else { exit.code() })
-        } else {
-            None
-        }
+        self.restart_at.is_none().then_some(Ended::Exited {
+            exit,
+            gave_up: true,
+        })
     }
 
     fn schedule_restart(&mut self, exit: Exit) {
@@ -402,25 +411,25 @@ impl Supervisor {
         }
         if let Some(d) = &self.dockerd {
             tracing::warn!(reason = why, pid = %d.pid, "killing dockerd and everything it left");
-            signals::send(d.pid, Signal::SIGKILL);
+            self.sys.signal(d.pid, Signal::SIGKILL);
         }
-        signals::kill_descendants(Pid::this());
+        self.sys.kill_descendants();
     }
 
     /// Kills and reaps whatever is left, then reports how long the stop took.
-    async fn finish(mut self, code: i32) -> i32 {
-        let code = self.failed.unwrap_or(code);
+    async fn finish(mut self, ended: Ended) -> i32 {
+        let code = exit::supervised(ended, self.failed);
         self.latch.set(State::ShuttingDown);
         // The proxy closes its doors and answers what it holds (bounded on
         // its side); only then may the process end.
         if let Some(proxy) = self.proxy.take() {
             let _ = tokio::time::timeout(PROXY_DRAIN, proxy).await;
         }
-        let left = signals::kill_descendants(Pid::this());
+        let left = self.sys.kill_descendants();
         let until = Instant::now() + LEFTOVER_GRACE;
         loop {
-            reap::reap_all();
-            if crate::procfs::descendants(Pid::this()).is_empty() || Instant::now() >= until {
+            self.sys.reap();
+            if self.sys.descendants().is_empty() || Instant::now() >= until {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
