@@ -56,6 +56,17 @@ pub struct Running {
 }
 
 impl Running {
+    /// A dockerd that only a test's fake system (`system/fake.rs`) runs.
+    #[cfg(test)]
+    pub(crate) fn fake(pid: Pid) -> Running {
+        Running {
+            pid,
+            started: tokio::time::Instant::now(),
+            tail: Default::default(),
+            probe: tokio::spawn(async {}),
+        }
+    }
+
     pub fn stderr_tail(&self) -> Vec<String> {
         self.tail
             .lock()

@@ -1,8 +1,8 @@
 //! The seam between the PID-1 loop (`supervise.rs`) and the machine: every
 //! process it starts, signals, reaps or finds in /proc, and the one call it
 //! makes to dockerd's API, go through [`System`], so the loop's decisions can
-//! be tested against a fake without root, processes or wall-clock time.
-//! Shaped after youki's `Syscall` trait and its test double
+//! be tested against a fake (`system/fake.rs`) without root, processes or
+//! wall-clock time. Shaped after youki's `Syscall` trait and its test double
 //! (`crates/libcontainer/src/syscall/{syscall,test}.rs`).
 //!
 //! The clock is not part of the trait: the loop reads and sleeps on tokio's
@@ -25,6 +25,9 @@ use tokio::sync::oneshot;
 use crate::dockerd::{self, Pong, Prepared, Running};
 use crate::reap::{self, Exit};
 use crate::signals::{self, Event, Signals};
+
+#[cfg(test)]
+pub mod fake;
 
 /// What the run loop asks of the machine.
 pub trait System {
