@@ -607,7 +607,14 @@ mod tests {
     async fn restarts_back_off_from_1s_doubling_to_30s() {
         let (fake, events) = Fake::new();
         fake.otherwise(Plan::Run(crashes(Duration::ZERO, Exit::Code(3))));
-        let out = unattended(&fake, events, policy(RestartPolicy::OnFailure, 7)).await;
+        // Between a crash and its restart the gate holds requests.
+        let between = |readiness: Readiness| async move {
+            sleep(ms(500)).await;
+            assert_eq!(readiness.state(), State::Restarting);
+            assert_eq!(readiness.engine_pid(), None);
+        };
+        let policy = policy(RestartPolicy::OnFailure, 7);
+        let out = supervise(&fake, events, policy, None, between).await;
         // Backoffs 1, 2, 4, 8, 16, 30, 30 s after each crash.
         let expected: Vec<Duration> = [0, 1, 3, 7, 15, 31, 61, 91].map(secs).into();
         assert_eq!(start_times(&fake), expected);
