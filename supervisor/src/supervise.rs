@@ -39,6 +39,9 @@ const REPEAT_DEBOUNCE: Duration = Duration::from_millis(250);
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Bound on the wait for the proxy to answer held requests at the end.
 const PROXY_DRAIN: Duration = Duration::from_millis(1500);
+/// Bound on the wait for a crashed dockerd's last stderr lines, the reason
+/// held clients are given; containerd may keep the pipe open.
+const TAIL_DRAIN: Duration = Duration::from_millis(100);
 /// Bound on the wait for descendants after dockerd is gone.
 const LEFTOVER_GRACE: Duration = Duration::from_millis(500);
 
@@ -131,7 +134,7 @@ impl<S: System> Supervisor<S> {
                 // wake-up must not flash Ready for a dead dockerd.
                 biased;
                 ev = signals.recv() => {
-                    if let Some(ended) = self.on_signal(ev) {
+                    if let Some(ended) = self.on_signal(ev).await {
                         return self.finish(ended).await;
                     }
                 }
@@ -236,13 +239,13 @@ impl<S: System> Supervisor<S> {
     }
 
     /// Returns Some(how it ended) when the supervisor is done.
-    fn on_signal(&mut self, ev: Event) -> Option<Ended> {
+    async fn on_signal(&mut self, ev: Event) -> Option<Ended> {
         match ev {
             Event::Child => {
                 let dockerd_pid = self.dockerd.as_ref().map(|d| d.pid);
                 for (pid, exit) in self.sys.reap() {
                     if Some(pid) == dockerd_pid {
-                        if let Some(ended) = self.on_dockerd_exit(exit) {
+                        if let Some(ended) = self.on_dockerd_exit(exit).await {
                             return Some(ended);
                         }
                     } else {
@@ -325,8 +328,8 @@ impl<S: System> Supervisor<S> {
     }
 
     /// Decides what a dockerd exit means. Some(how) ends the supervisor.
-    fn on_dockerd_exit(&mut self, exit: Exit) -> Option<Ended> {
-        let running = self.dockerd.take().expect("dockerd was running");
+    async fn on_dockerd_exit(&mut self, exit: Exit) -> Option<Ended> {
+        let mut running = self.dockerd.take().expect("dockerd was running");
         self.ready = None;
         if let Some(stopping) = &self.stopping {
             tracing::info!(%exit, "dockerd stopped");
@@ -336,6 +339,7 @@ impl<S: System> Supervisor<S> {
                 exit: Some(exit),
             });
         }
+        running.stderr_drained(TAIL_DRAIN).await;
         let tail = running.stderr_tail();
         let why = match running.last_error() {
             Some(line) => format!("{line} (dockerd {exit})"),
