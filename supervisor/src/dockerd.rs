@@ -49,13 +49,39 @@ pub struct Prepared {
 /// A started dockerd. Its exit status is collected by the reaper, never here.
 pub struct Running {
     pub pid: Pid,
-    pub started: Instant,
+    /// On tokio's clock, which the supervisor's tests pause.
+    pub started: tokio::time::Instant,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// Resolves when the stderr relay has read to the end of the pipe.
+    stderr_closed: Option<oneshot::Receiver<()>>,
     /// The readiness probe; aborted when this dockerd is gone.
     probe: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
+    /// A dockerd that only a test's fake system (`system/fake.rs`) runs.
+    #[cfg(test)]
+    pub(crate) fn fake(pid: Pid) -> Running {
+        Running {
+            pid,
+            started: tokio::time::Instant::now(),
+            tail: Default::default(),
+            stderr_closed: None,
+            probe: tokio::spawn(async {}),
+        }
+    }
+
+    /// Waits, at most `limit`, until the relay has read dockerd's stderr to
+    /// its end, so that the tail holds its last words: the reaper can see
+    /// dockerd's exit before the relay has read what it wrote just before
+    /// (on a loaded machine). A process that inherited the pipe
+    /// (containerd) may hold it open, hence the limit.
+    pub async fn stderr_drained(&mut self, limit: Duration) {
+        if let Some(closed) = self.stderr_closed.take() {
+            let _ = tokio::time::timeout(limit, closed).await;
+        }
+    }
+
     pub fn stderr_tail(&self) -> Vec<String> {
         self.tail
             .lock()
@@ -236,17 +262,21 @@ pub fn spawn(p: &Prepared) -> io::Result<(Running, oneshot::Receiver<Pong>)> {
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     // dockerd runs from here on: a relay that cannot be set up costs its
     // log lines, never a second dockerd.
+    // The stderr relay drops `closed_tx` at the pipe's end; so does a relay
+    // that cannot be set up, at once.
+    let (closed_tx, closed_rx) = oneshot::channel();
     let streams = [
-        (child.stdout.take().map(OwnedFd::from), "stdout", None),
+        (child.stdout.take().map(OwnedFd::from), "stdout", None, None),
         (
             child.stderr.take().map(OwnedFd::from),
             "stderr",
             Some(tail.clone()),
+            Some(closed_tx),
         ),
     ];
-    for (fd, name, tail) in streams {
+    for (fd, name, tail, closed) in streams {
         match fd.map(pipe::Receiver::from_owned_fd) {
-            Some(Ok(rx)) => relay(rx, tail),
+            Some(Ok(rx)) => relay(rx, tail, closed),
             Some(Err(e)) => {
                 tracing::warn!(stream = name, error = %e, "cannot relay dockerd's output")
             }
@@ -258,8 +288,9 @@ pub fn spawn(p: &Prepared) -> io::Result<(Running, oneshot::Receiver<Pong>)> {
     Ok((
         Running {
             pid,
-            started: Instant::now(),
+            started: tokio::time::Instant::now(),
             tail,
+            stderr_closed: Some(closed_rx),
             probe,
         },
         rx,
@@ -291,9 +322,15 @@ async fn probe(socket: PathBuf, tx: oneshot::Sender<Pong>) {
 }
 
 /// Re-emits one of dockerd's output streams line by line, marked as
-/// dockerd's, at the level dockerd gave the line. The task ends at EOF.
-fn relay(rx: pipe::Receiver, tail: Option<Arc<Mutex<VecDeque<String>>>>) {
+/// dockerd's, at the level dockerd gave the line. The task ends at EOF,
+/// and drops `closed` then.
+fn relay(
+    rx: pipe::Receiver,
+    tail: Option<Arc<Mutex<VecDeque<String>>>>,
+    closed: Option<oneshot::Sender<()>>,
+) {
     tokio::spawn(async move {
+        let _closed = closed;
         let mut lines = BufReader::new(rx).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let (level, text) = parse_logrus(&line);
@@ -411,6 +448,31 @@ mod tests {
             last_error(&tail(&[&long])).map(|l| l.len()),
             Some(LAST_ERROR_MAX)
         );
+    }
+
+    /// Regression: under load the reaper saw a failing dockerd's exit before
+    /// the relay had read its last line, and held clients were told only
+    /// "dockerd exit status 1" instead of why.
+    #[tokio::test]
+    async fn a_dead_dockerds_last_words_are_read_before_its_tail_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Prepared {
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                r#"echo 'level=fatal msg="disk quota exceeded"' >&2; exit 1"#.into(),
+            ],
+            path_env: None,
+            socket: dir.path().join("docker.sock"),
+            stale_pid_dirs: Vec::new(),
+        };
+        let (mut running, _ready) = spawn(&p).unwrap();
+        // Blocks this runtime's only thread: the relay has not run yet, as
+        // when the exit and the last write reach the loop in one wake-up.
+        let status = nix::sys::wait::waitpid(running.pid, None).unwrap();
+        assert!(matches!(status, nix::sys::wait::WaitStatus::Exited(_, 1)));
+        running.stderr_drained(Duration::from_secs(5)).await;
+        assert_eq!(running.last_error().as_deref(), Some("disk quota exceeded"));
     }
 
     #[test]

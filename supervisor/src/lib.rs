@@ -19,6 +19,8 @@
 //! - [`dockerd`]: dockerd's command line, start, output and ready probe.
 //! - [`supervise`]: the run loop that owns dockerd and the readiness latch.
 //! - [`signals`], [`reap`], [`procfs`]: PID 1 duties.
+//! - [`system`]: the seam between the run loop and the machine (processes,
+//!   signals, the reaper, /proc, dockerd's API), with a fake for tests.
 //! - [`wait`]: the client side: `wait` and `health` for job scripts and probes.
 //! - [`exit`]: every outcome's exit code, in one place.
 
@@ -44,4 +46,5 @@ pub mod signals;
 pub mod status;
 pub mod storage;
 pub mod supervise;
+pub mod system;
 pub mod wait;

@@ -13,7 +13,8 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-/// How a process ended.
+/// How a process ended. Its exit code as a shell reads it is
+/// [`crate::exit::status`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     Code(i32),
@@ -21,14 +22,6 @@ pub enum Exit {
 }
 
 impl Exit {
-    /// The shell convention: the exit code, or 128 + the signal number.
-    pub fn code(self) -> i32 {
-        match self {
-            Exit::Code(c) => c,
-            Exit::Signal(s) => 128 + s as i32,
-        }
-    }
-
     pub fn success(self) -> bool {
         self == Exit::Code(0)
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::{certs, cgroup, dockerd, endpoints, signals, status, supervise};
+use crate::{certs, cgroup, dockerd, endpoints, signals, status, supervise, system};
 
 /// Certificates, host preparation, dockerd, supervision; returns the exit code.
 pub fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
@@ -73,7 +73,8 @@ pub fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
             }
             None => None,
         };
-        let code = supervise::Supervisor::new(config.supervise, prepared, latch, started, proxy_task)
+        let started = tokio::time::Instant::from_std(started);
+        let code = supervise::Supervisor::new(system::Real, config.supervise, prepared, latch, started, proxy_task)
             .run(signals)
             .await;
         Ok(code)

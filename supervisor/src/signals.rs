@@ -76,16 +76,6 @@ pub fn send(pid: Pid, sig: Signal) {
     }
 }
 
-/// Sends SIGKILL to every descendant of `root` (not `root` itself). Works the
-/// same as PID 1 and as a subreaper, where `kill(-1)` would hit the host.
-pub fn kill_descendants(root: Pid) -> usize {
-    let tree = crate::procfs::descendants(root);
-    for &pid in &tree {
-        send(pid, Signal::SIGKILL);
-    }
-    tree.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

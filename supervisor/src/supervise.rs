@@ -1,20 +1,25 @@
 //! The run loop: owns dockerd's process and the readiness latch, reaps,
 //! forwards signals, restarts on a crash and stops inside the deadline.
+//!
+//! Everything it does to the machine goes through [`System`] and every
+//! signal comes through [`Incoming`]; its time is tokio's clock. The tests
+//! at the bottom run it against `system::fake` under paused time.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use proxy::readiness::{Latch, State};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::sleep_until;
+use tokio::time::{sleep_until, Instant};
 
 use crate::cli::RestartPolicy;
 use crate::config::Supervise;
 use crate::dockerd::{self, Prepared, Running};
-use crate::reap::{self, Exit};
-use crate::signals::{self, Event, Signals};
+use crate::exit::{self, Ended};
+use crate::reap::Exit;
+use crate::signals::Event;
+use crate::system::{Incoming, System};
 
 /// A run that held Ready this long was healthy: its crash starts a new count.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
@@ -34,6 +39,9 @@ const REPEAT_DEBOUNCE: Duration = Duration::from_millis(250);
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Bound on the wait for the proxy to answer held requests at the end.
 const PROXY_DRAIN: Duration = Duration::from_millis(1500);
+/// Bound on the wait for a crashed dockerd's last stderr lines, the reason
+/// held clients are given; containerd may keep the pipe open.
+const TAIL_DRAIN: Duration = Duration::from_millis(100);
 /// Bound on the wait for descendants after dockerd is gone.
 const LEFTOVER_GRACE: Duration = Duration::from_millis(500);
 
@@ -47,7 +55,9 @@ struct Stopping {
 }
 
 /// The one owner of dockerd's pid, the latch, and the restart count.
-pub struct Supervisor {
+pub struct Supervisor<S> {
+    /// Processes, signals, the reaper, /proc and dockerd's API.
+    sys: S,
     policy: Supervise,
     prepared: Prepared,
     latch: Latch,
@@ -65,12 +75,14 @@ pub struct Supervisor {
     pre_stop: Option<JoinHandle<()>>,
     /// The public proxy; its early end (a port it cannot bind) stops us.
     proxy: Option<JoinHandle<Result<(), proxy::ServeError>>>,
-    /// Exit code decided by a fatal error, overriding dockerd's status.
-    failed: Option<i32>,
+    /// A fatal error of our own (the proxy) ended the service: exit 1,
+    /// whatever dockerd's status.
+    failed: bool,
 }
 
-impl Supervisor {
+impl<S: System> Supervisor<S> {
     pub fn new(
+        sys: S,
         policy: Supervise,
         prepared: Prepared,
         latch: Latch,
@@ -78,6 +90,7 @@ impl Supervisor {
         proxy: Option<JoinHandle<Result<(), proxy::ServeError>>>,
     ) -> Self {
         Supervisor {
+            sys,
             policy,
             prepared,
             latch,
@@ -90,15 +103,15 @@ impl Supervisor {
             stopping: None,
             pre_stop: None,
             proxy,
-            failed: None,
+            failed: false,
         }
     }
 
     /// Runs until dockerd is gone for good; returns the process exit code.
-    pub async fn run(mut self, mut signals: Signals) -> i32 {
+    pub async fn run(mut self, mut signals: impl Incoming) -> i32 {
         self.launch();
         if self.gave_up() {
-            return self.finish(127).await;
+            return self.finish(Ended::CannotStart).await;
         }
         loop {
             let stop_deadline = self
@@ -121,8 +134,8 @@ impl Supervisor {
                 // wake-up must not flash Ready for a dead dockerd.
                 biased;
                 ev = signals.recv() => {
-                    if let Some(code) = self.on_signal(ev) {
-                        return self.finish(code).await;
+                    if let Some(ended) = self.on_signal(ev).await {
+                        return self.finish(ended).await;
                     }
                 }
                 pong = async { self.ready.as_mut().expect("guarded").await }, if self.ready.is_some() => {
@@ -131,11 +144,11 @@ impl Supervisor {
                         self.on_ready(pong);
                     }
                 }
-                _ = sleep_until(self.restart_at.unwrap_or_else(Instant::now).into()), if self.restart_at.is_some() => {
+                _ = sleep_until(self.restart_at.unwrap_or_else(Instant::now)), if self.restart_at.is_some() => {
                     self.restart_at = None;
                     self.launch();
                     if self.gave_up() {
-                        return self.finish(1).await;
+                        return self.finish(Ended::CannotRestart).await;
                     }
                 }
                 ended = async { self.proxy.as_mut().expect("guarded").await }, if self.proxy.is_some() => {
@@ -147,11 +160,11 @@ impl Supervisor {
                     };
                     if let Some(error) = error {
                         tracing::error!("{error}");
-                        self.failed = Some(1);
+                        self.failed = true;
                         // During a stop this is no reason to escalate.
                         if self.stopping.is_none() {
-                            if let Some(code) = self.on_stop(Signal::SIGTERM) {
-                                return self.finish(code).await;
+                            if let Some(ended) = self.on_stop(Signal::SIGTERM) {
+                                return self.finish(ended).await;
                             }
                         }
                     }
@@ -160,19 +173,19 @@ impl Supervisor {
                     self.pre_stop = None;
                     self.signal_dockerd_to_stop();
                 }
-                _ = sleep_until(pre_stop_cutoff.unwrap_or_else(Instant::now).into()), if pre_stop_cutoff.is_some() => {
+                _ = sleep_until(pre_stop_cutoff.unwrap_or_else(Instant::now)), if pre_stop_cutoff.is_some() => {
                     tracing::warn!("containers are still stopping; stopping dockerd now to keep the deadline");
                     if let Some(p) = self.pre_stop.take() {
                         p.abort();
                     }
                     self.signal_dockerd_to_stop();
                 }
-                _ = sleep_until(stop_deadline.unwrap_or_else(Instant::now).into()), if stop_deadline.is_some() => {
+                _ = sleep_until(stop_deadline.unwrap_or_else(Instant::now)), if stop_deadline.is_some() => {
                     self.kill_everything("dockerd did not stop before the shutdown deadline");
                 }
-                _ = sleep_until(last_call.unwrap_or_else(Instant::now).into()), if last_call.is_some() => {
+                _ = sleep_until(last_call.unwrap_or_else(Instant::now)), if last_call.is_some() => {
                     tracing::error!("dockerd survives SIGKILL; exiting without it");
-                    return self.finish(137).await;
+                    return self.finish(Ended::Unkillable).await;
                 }
             }
         }
@@ -184,7 +197,7 @@ impl Supervisor {
     }
 
     fn launch(&mut self) {
-        match dockerd::spawn(&self.prepared) {
+        match self.sys.spawn(&self.prepared) {
             Ok((running, ready)) => {
                 tracing::info!(pid = %running.pid, socket = %self.prepared.socket.display(), "dockerd started");
                 let pid = running.pid.as_raw() as u32;
@@ -197,7 +210,7 @@ impl Supervisor {
                 let why = format!("cannot start {}: {e}", self.prepared.program.display());
                 self.latch.engine(|engine| engine.last_error = Some(why));
                 if self.policy.restart != RestartPolicy::Never {
-                    self.schedule_restart(Exit::Code(127));
+                    self.schedule_restart(Exit::Code(exit::NOT_FOUND.into()));
                 }
             }
         }
@@ -225,15 +238,15 @@ impl Supervisor {
         self.latch.set(State::Ready);
     }
 
-    /// Returns Some(exit code) when the supervisor is done.
-    fn on_signal(&mut self, ev: Event) -> Option<i32> {
+    /// Returns Some(how it ended) when the supervisor is done.
+    async fn on_signal(&mut self, ev: Event) -> Option<Ended> {
         match ev {
             Event::Child => {
                 let dockerd_pid = self.dockerd.as_ref().map(|d| d.pid);
-                for (pid, exit) in reap::reap_all() {
+                for (pid, exit) in self.sys.reap() {
                     if Some(pid) == dockerd_pid {
-                        if let Some(code) = self.on_dockerd_exit(exit) {
-                            return Some(code);
+                        if let Some(ended) = self.on_dockerd_exit(exit).await {
+                            return Some(ended);
                         }
                     } else {
                         tracing::debug!(%pid, %exit, "reaped orphan");
@@ -244,7 +257,7 @@ impl Supervisor {
             Event::Forward(sig) => {
                 if let Some(d) = &self.dockerd {
                     tracing::info!(signal = %sig, pid = %d.pid, "forwarding signal to dockerd");
-                    signals::send(d.pid, sig);
+                    self.sys.signal(d.pid, sig);
                 }
                 None
             }
@@ -252,7 +265,7 @@ impl Supervisor {
         }
     }
 
-    fn on_stop(&mut self, sig: Signal) -> Option<i32> {
+    fn on_stop(&mut self, sig: Signal) -> Option<Ended> {
         if let Some(stopping) = &self.stopping {
             if stopping.since.elapsed() < REPEAT_DEBOUNCE {
                 // The same stop delivered twice (GNU timeout signals the
@@ -277,10 +290,10 @@ impl Supervisor {
         });
         if self.dockerd.is_none() {
             // Nothing runs (between restarts): the stop is already complete.
-            return Some(if sig == Signal::SIGQUIT {
-                128 + sig as i32
-            } else {
-                0
+            return Some(Ended::Stopped {
+                signal: sig,
+                killed: false,
+                exit: None,
             });
         }
         // SIGQUIT asks dockerd for a stack dump on the way out: no pre-stop.
@@ -290,10 +303,10 @@ impl Supervisor {
                 .shutdown_timeout
                 .saturating_sub(CONTAINER_STOP_RESERVE)
                 .max(Duration::from_secs(1));
-            let socket = self.prepared.socket.clone();
             tracing::info!(?grace, "stopping containers before dockerd");
+            let stopped = self.sys.stop_containers(&self.prepared.socket, grace);
             self.pre_stop = Some(tokio::spawn(async move {
-                match proxy::upstream::stop_containers(&socket, grace).await {
+                match stopped.await {
                     Ok(n) => tracing::info!(stopped = n, "containers stopped"),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot stop containers first; dockerd will")
@@ -306,28 +319,27 @@ impl Supervisor {
         None
     }
 
-    fn signal_dockerd_to_stop(&self) {
+    fn signal_dockerd_to_stop(&mut self) {
         if let (Some(d), Some(s)) = (&self.dockerd, &self.stopping) {
             let left = s.deadline.saturating_duration_since(Instant::now());
             tracing::info!(signal = %s.signal, pid = %d.pid, time_left_ms = left.as_millis() as u64, "stopping dockerd");
-            signals::send(d.pid, s.signal);
+            self.sys.signal(d.pid, s.signal);
         }
     }
 
-    /// Decides what a dockerd exit means. Some(code) ends the supervisor.
-    fn on_dockerd_exit(&mut self, exit: Exit) -> Option<i32> {
-        let running = self.dockerd.take().expect("dockerd was running");
+    /// Decides what a dockerd exit means. Some(how) ends the supervisor.
+    async fn on_dockerd_exit(&mut self, exit: Exit) -> Option<Ended> {
+        let mut running = self.dockerd.take().expect("dockerd was running");
         self.ready = None;
         if let Some(stopping) = &self.stopping {
             tracing::info!(%exit, "dockerd stopped");
-            // Exited on our signal inside the deadline: a clean stop is 0 even
-            // when dockerd reports the signal it died of.
-            let code = match exit {
-                Exit::Signal(s) if s == stopping.signal && !stopping.killed => 0,
-                other => other.code(),
-            };
-            return Some(code);
+            return Some(Ended::Stopped {
+                signal: stopping.signal,
+                killed: stopping.killed,
+                exit: Some(exit),
+            });
         }
+        running.stderr_drained(TAIL_DRAIN).await;
         let tail = running.stderr_tail();
         let why = match running.last_error() {
             Some(line) => format!("{line} (dockerd {exit})"),
@@ -355,14 +367,16 @@ impl Supervisor {
         };
         if !restart {
             tracing::info!(policy = ?self.policy.restart, "not restarting dockerd");
-            return Some(exit.code());
+            return Some(Ended::Exited {
+                exit,
+                gave_up: false,
+            });
         }
         self.schedule_restart(exit);
-        if self.restart_at.is_none() {
-            Some(if exit.success() { 1 } else { exit.code() })
-        } else {
-            None
-        }
+        self.restart_at.is_none().then_some(Ended::Exited {
+            exit,
+            gave_up: true,
+        })
     }
 
     fn schedule_restart(&mut self, exit: Exit) {
@@ -402,25 +416,25 @@ impl Supervisor {
         }
         if let Some(d) = &self.dockerd {
             tracing::warn!(reason = why, pid = %d.pid, "killing dockerd and everything it left");
-            signals::send(d.pid, Signal::SIGKILL);
+            self.sys.signal(d.pid, Signal::SIGKILL);
         }
-        signals::kill_descendants(Pid::this());
+        self.sys.kill_descendants();
     }
 
     /// Kills and reaps whatever is left, then reports how long the stop took.
-    async fn finish(mut self, code: i32) -> i32 {
-        let code = self.failed.unwrap_or(code);
+    async fn finish(mut self, ended: Ended) -> i32 {
+        let code = exit::supervised(ended, self.failed);
         self.latch.set(State::ShuttingDown);
         // The proxy closes its doors and answers what it holds (bounded on
         // its side); only then may the process end.
         if let Some(proxy) = self.proxy.take() {
             let _ = tokio::time::timeout(PROXY_DRAIN, proxy).await;
         }
-        let left = signals::kill_descendants(Pid::this());
+        let left = self.sys.kill_descendants();
         let until = Instant::now() + LEFTOVER_GRACE;
         loop {
-            reap::reap_all();
-            if crate::procfs::descendants(Pid::this()).is_empty() || Instant::now() >= until {
+            self.sys.reap();
+            if self.sys.descendants().is_empty() || Instant::now() >= until {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -439,5 +453,451 @@ impl Supervisor {
             ),
         }
         code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop against `system::fake` under paused time: every instant
+    //! below is exact, measured from the fake's creation (the test's start).
+
+    use std::future::Future;
+    use std::path::PathBuf;
+
+    use nix::unistd::Pid;
+    use proxy::readiness::Readiness;
+    use tokio::time::sleep;
+
+    use super::*;
+    use crate::system::fake::{Dockerd, Events, Fake, Plan, FIRST_PID};
+
+    use Signal::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGSEGV, SIGTERM};
+
+    const DOCKERD: Pid = Pid::from_raw(FIRST_PID);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn policy(restart: RestartPolicy, restart_max: u32) -> Supervise {
+        Supervise {
+            shutdown_timeout: secs(10),
+            restart,
+            restart_max,
+        }
+    }
+
+    /// The default restart policy: on failure, 5 in a row.
+    fn on_failure() -> Supervise {
+        policy(RestartPolicy::OnFailure, 5)
+    }
+
+    /// A dockerd that stops cleanly 1 s after SIGTERM, as a real one does.
+    fn obedient() -> Dockerd {
+        Dockerd {
+            on_signal: vec![(SIGTERM, secs(1), Exit::Code(0))],
+            ..Dockerd::default()
+        }
+    }
+
+    fn crashes(after: Duration, exit: Exit) -> Dockerd {
+        Dockerd {
+            exits_after: Some((after, exit)),
+            ..Dockerd::default()
+        }
+    }
+
+    /// What a run ended with.
+    struct Outcome {
+        code: i32,
+        /// When `run` returned, since the start.
+        at: Duration,
+        readiness: Readiness,
+    }
+
+    /// Runs the supervisor on `fake` beside `script`, which plays the
+    /// outside world and may watch the latch; fails if the loop is still
+    /// running after an hour.
+    async fn supervise<F: Future<Output = ()>>(
+        fake: &Fake,
+        events: Events,
+        policy: Supervise,
+        proxy: Option<JoinHandle<Result<(), proxy::ServeError>>>,
+        script: impl FnOnce(Readiness) -> F,
+    ) -> Outcome {
+        let started = Instant::now();
+        let (latch, readiness) = proxy::readiness::channel();
+        let prepared = Prepared {
+            program: PathBuf::from("/fake/dockerd"),
+            args: Vec::new(),
+            path_env: None,
+            socket: PathBuf::from("/fake/docker.sock"),
+            stale_pid_dirs: Vec::new(),
+        };
+        let script = script(readiness.clone());
+        let supervisor = Supervisor::new(fake.clone(), policy, prepared, latch, started, proxy);
+        let run = async {
+            let code = supervisor.run(events).await;
+            (code, started.elapsed())
+        };
+        let ((code, at), ()) =
+            tokio::time::timeout(secs(3600), async { tokio::join!(run, script) })
+                .await
+                .expect("the supervisor ends");
+        Outcome {
+            code,
+            at,
+            readiness,
+        }
+    }
+
+    /// A script: one stop signal at `at`.
+    fn stop_at<'a>(
+        fake: &'a Fake,
+        at: Duration,
+        sig: Signal,
+    ) -> impl FnOnce(Readiness) -> BoxScript<'a> + 'a {
+        move |_| {
+            Box::pin(async move {
+                sleep(at).await;
+                fake.deliver(Event::Stop(sig));
+            })
+        }
+    }
+
+    /// A script: SIGTERM at 5 s, then `second` `gap` later.
+    fn two_stops<'a>(
+        fake: &'a Fake,
+        gap: Duration,
+        second: Signal,
+    ) -> impl FnOnce(Readiness) -> BoxScript<'a> + 'a {
+        move |_| {
+            Box::pin(async move {
+                sleep(secs(5)).await;
+                fake.deliver(Event::Stop(SIGTERM));
+                sleep(gap).await;
+                fake.deliver(Event::Stop(second));
+            })
+        }
+    }
+
+    /// Runs with nobody outside: no signal, no proxy.
+    async fn unattended(fake: &Fake, events: Events, policy: Supervise) -> Outcome {
+        supervise(fake, events, policy, None, idle).await
+    }
+
+    /// Runs with the default policy and one SIGTERM at 5 s.
+    async fn sigterm_at_5s(fake: &Fake, events: Events) -> Outcome {
+        let script = stop_at(fake, secs(5), SIGTERM);
+        supervise(fake, events, on_failure(), None, script).await
+    }
+
+    type BoxScript<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+    /// A script that does nothing.
+    fn idle(_: Readiness) -> BoxScript<'static> {
+        Box::pin(async {})
+    }
+
+    fn start_times(fake: &Fake) -> Vec<Duration> {
+        fake.starts().into_iter().map(|(at, _)| at).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restarts_back_off_from_1s_doubling_to_30s() {
+        let (fake, events) = Fake::new();
+        fake.otherwise(Plan::Run(crashes(Duration::ZERO, Exit::Code(3))));
+        // Between a crash and its restart the gate holds requests.
+        let between = |readiness: Readiness| async move {
+            sleep(ms(500)).await;
+            assert_eq!(readiness.state(), State::Restarting);
+            assert_eq!(readiness.engine_pid(), None);
+        };
+        let policy = policy(RestartPolicy::OnFailure, 7);
+        let out = supervise(&fake, events, policy, None, between).await;
+        // Backoffs 1, 2, 4, 8, 16, 30, 30 s after each crash.
+        let expected: Vec<Duration> = [0, 1, 3, 7, 15, 31, 61, 91].map(secs).into();
+        assert_eq!(start_times(&fake), expected);
+        assert_eq!(out.readiness.engine().restarts, 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_restart_max_with_the_last_status() {
+        let (fake, events) = Fake::new();
+        fake.otherwise(Plan::Run(crashes(secs(5), Exit::Code(3))));
+        let out = unattended(&fake, events, policy(RestartPolicy::OnFailure, 2)).await;
+        assert_eq!(start_times(&fake), [0, 6, 13].map(secs));
+        assert_eq!((out.code, out.at), (3, secs(18)));
+        assert_eq!(out.readiness.state(), State::ShuttingDown);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_exit_we_would_restart_ends_in_1_when_restarts_run_out() {
+        let (fake, events) = Fake::new();
+        fake.otherwise(Plan::Run(crashes(secs(5), Exit::Code(0))));
+        let out = unattended(&fake, events, policy(RestartPolicy::Always, 1)).await;
+        assert_eq!(start_times(&fake), [0, 6].map(secs));
+        assert_eq!(out.code, 1);
+    }
+
+    /// One crash, a restart that answers at once, then a second crash
+    /// `ready_for` after it answered. restart_max is 1.
+    async fn second_crash_after_ready_for(ready_for: Duration) -> (Fake, Outcome) {
+        let (fake, events) = Fake::new();
+        fake.plan(Plan::Run(crashes(Duration::ZERO, Exit::Code(1))))
+            .plan(Plan::Run(Dockerd {
+                ready_after: Some(secs(1)),
+                exits_after: Some((secs(1) + ready_for, Exit::Code(1))),
+                ..obedient()
+            }))
+            .otherwise(Plan::Run(obedient()));
+        let out = supervise(
+            &fake,
+            events,
+            policy(RestartPolicy::OnFailure, 1),
+            None,
+            stop_at(&fake, secs(100), SIGTERM),
+        )
+        .await;
+        (fake, out)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_ready_for_60s_resets_the_restart_count() {
+        let (fake, out) = second_crash_after_ready_for(secs(60)).await;
+        // Ready at 2 s, crashed at 62 s: a fresh count, so a restart after
+        // the first backoff (1 s), not a give-up.
+        assert_eq!(start_times(&fake), [0, 1, 63].map(secs));
+        assert_eq!(out.code, 0);
+        assert_eq!(out.readiness.engine().restarts, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_ready_for_less_than_60s_counts_toward_restart_max() {
+        let (fake, out) = second_crash_after_ready_for(secs(60) - ms(1)).await;
+        assert_eq!(start_times(&fake), [0, 1].map(secs));
+        assert_eq!(out.code, 1, "dockerd's own status after the give-up");
+        assert_eq!(out.at, secs(62) - ms(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_duplicate_stop_signal_within_250ms_is_ignored() {
+        let (fake, events) = Fake::new();
+        fake.plan(Plan::Run(obedient()));
+        let script = two_stops(&fake, ms(249), SIGTERM);
+        let out = supervise(&fake, events, on_failure(), None, script).await;
+        assert_eq!(fake.signals(), [(secs(5), DOCKERD, SIGTERM)]);
+        assert_eq!((out.code, out.at), (0, secs(6)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_stop_signal_after_250ms_kills_everything_at_once() {
+        let (fake, events) = Fake::new();
+        fake.plan(Plan::Run(Dockerd::default()));
+        fake.orphan(500);
+        let script = two_stops(&fake, ms(250), SIGINT);
+        let out = supervise(&fake, events, on_failure(), None, script).await;
+        let killed_at = secs(5) + ms(250);
+        assert_eq!(
+            fake.signals(),
+            [
+                (secs(5), DOCKERD, SIGTERM),
+                (killed_at, DOCKERD, SIGKILL),
+                // Then every descendant, dockerd included again.
+                (killed_at, DOCKERD, SIGKILL),
+                (killed_at, Pid::from_raw(500), SIGKILL),
+            ]
+        );
+        assert_eq!((out.code, out.at), (137, killed_at));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stop_splits_the_deadline_between_containers_dockerd_and_kill() {
+        let (fake, events) = Fake::new();
+        // Answers at 1 s; stopping its containers never ends; it ignores
+        // SIGTERM.
+        fake.plan(Plan::Run(Dockerd {
+            ready_after: Some(secs(1)),
+            ..Dockerd::default()
+        }))
+        .containers_take(None);
+        let f = &fake;
+        let script = move |readiness: Readiness| async move {
+            sleep(secs(5) - ms(1)).await;
+            assert_eq!(readiness.state(), State::Ready);
+            sleep(ms(1)).await;
+            f.deliver(Event::Stop(SIGTERM));
+            sleep(ms(1)).await;
+            assert_eq!(readiness.state(), State::ShuttingDown);
+        };
+        let out = supervise(&fake, events, on_failure(), None, script).await;
+        // Deadline 15 s: the containers get until 11 s (deadline - 4 s),
+        // dockerd its signal at 13 s (deadline - 2 s), SIGKILL at 15 s.
+        assert_eq!(fake.container_stops(), [(secs(5), secs(6))]);
+        let sent: Vec<_> = fake.signals().into_iter().take(2).collect();
+        assert_eq!(
+            sent,
+            [(secs(13), DOCKERD, SIGTERM), (secs(15), DOCKERD, SIGKILL)]
+        );
+        assert_eq!((out.code, out.at), (137, secs(15)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dockerd_is_signalled_once_its_containers_are_stopped_and_a_clean_stop_is_0() {
+        let (fake, events) = Fake::new();
+        fake.plan(Plan::Run(Dockerd {
+            ready_after: Some(secs(1)),
+            // Dies of the signal, as Go programs without a handler do.
+            on_signal: vec![(SIGTERM, secs(1), Exit::Signal(SIGTERM))],
+            ..Dockerd::default()
+        }))
+        .containers_take(Some(secs(3)));
+        let out = sigterm_at_5s(&fake, events).await;
+        assert_eq!(fake.container_stops(), [(secs(5), secs(6))]);
+        assert_eq!(fake.signals(), [(secs(8), DOCKERD, SIGTERM)]);
+        assert_eq!((out.code, out.at), (0, secs(9)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dockerd_that_outlives_sigkill_is_left_behind_with_137() {
+        let (fake, events) = Fake::new();
+        fake.plan(Plan::Run(Dockerd {
+            survives_kill: true,
+            ..Dockerd::default()
+        }));
+        let out = sigterm_at_5s(&fake, events).await;
+        let to_dockerd: Vec<_> = fake
+            .signals()
+            .into_iter()
+            .filter(|&(_, pid, _)| pid == DOCKERD)
+            .collect();
+        // Not ready, so no containers to stop first: SIGTERM at once,
+        // SIGKILL at the deadline (15 s), given up 2 s later, and what is
+        // left is killed once more for 500 ms on the way out.
+        assert_eq!(
+            to_dockerd,
+            [
+                (secs(5), DOCKERD, SIGTERM),
+                (secs(15), DOCKERD, SIGKILL),
+                (secs(15), DOCKERD, SIGKILL),
+                (secs(17), DOCKERD, SIGKILL),
+            ]
+        );
+        assert!(fake.container_stops().is_empty());
+        assert_eq!((out.code, out.at), (137, secs(17) + ms(500)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dockerd_that_cannot_start_exits_127() {
+        for (restart, restart_max) in [(RestartPolicy::Never, 5), (RestartPolicy::OnFailure, 0)] {
+            let (fake, events) = Fake::new();
+            fake.otherwise(Plan::Fail);
+            let out = unattended(&fake, events, policy(restart, restart_max)).await;
+            assert_eq!(fake.starts(), [(Duration::ZERO, None)], "{restart:?}");
+            assert_eq!(out.code, 127, "{restart:?}");
+            assert!(out.readiness.engine().last_error.is_some());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_that_cannot_start_dockerd_ends_in_1_when_restarts_run_out() {
+        let (fake, events) = Fake::new();
+        fake.plan(Plan::Run(crashes(secs(5), Exit::Code(2))))
+            .otherwise(Plan::Fail);
+        let out = unattended(&fake, events, policy(RestartPolicy::OnFailure, 2)).await;
+        // Crash at 5 s; failed starts at 6 s and 8 s (backoff 1 s, 2 s).
+        assert_eq!(
+            fake.starts(),
+            [
+                (Duration::ZERO, Some(DOCKERD)),
+                (secs(6), None),
+                (secs(8), None)
+            ]
+        );
+        assert_eq!((out.code, out.at), (1, secs(8)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dockerd_dying_of_signal_n_exits_128_plus_n() {
+        let (fake, events) = Fake::new();
+        fake.plan(Plan::Run(crashes(secs(5), Exit::Signal(SIGSEGV))));
+        let out = unattended(&fake, events, policy(RestartPolicy::Never, 5)).await;
+        assert_eq!((out.code, out.at), (128 + 11, secs(5)));
+        assert!(fake.signals().is_empty(), "nothing left to kill");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_signal_not_ours_during_a_stop_is_reported_as_128_plus_n() {
+        let (fake, events) = Fake::new();
+        fake.plan(Plan::Run(Dockerd {
+            on_signal: vec![(SIGTERM, secs(1), Exit::Signal(Signal::SIGABRT))],
+            ..Dockerd::default()
+        }));
+        let out = sigterm_at_5s(&fake, events).await;
+        assert_eq!((out.code, out.at), (128 + 6, secs(6)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_proxy_that_cannot_serve_stops_dockerd_and_exits_1() {
+        let (fake, events) = Fake::new();
+        fake.plan(Plan::Run(obedient()));
+        let proxy = tokio::spawn(async {
+            sleep(secs(3)).await;
+            Err(proxy::ServeError::InUse {
+                path: PathBuf::from("/run/docker.sock"),
+            })
+        });
+        let out = supervise(&fake, events, on_failure(), Some(proxy), idle).await;
+        // dockerd stopped cleanly (0), but the service failed.
+        assert_eq!(fake.signals(), [(secs(3), DOCKERD, SIGTERM)]);
+        assert_eq!((out.code, out.at), (1, secs(4)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_between_restarts_ends_at_once() {
+        for (sig, code) in [(SIGTERM, 0), (SIGQUIT, 128 + 3)] {
+            let (fake, events) = Fake::new();
+            fake.plan(Plan::Run(crashes(secs(1), Exit::Code(1))));
+            let out = supervise(
+                &fake,
+                events,
+                on_failure(),
+                None,
+                stop_at(&fake, ms(1500), sig),
+            )
+            .await;
+            assert_eq!(
+                start_times(&fake),
+                [Duration::ZERO],
+                "no restart after {sig}"
+            );
+            assert_eq!((out.code, out.at), (code, ms(1500)), "{sig}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_signals_go_to_dockerd_and_orphans_are_reaped_quietly() {
+        let (fake, events) = Fake::new();
+        fake.plan(Plan::Run(obedient()));
+        fake.orphan(500);
+        let f = &fake;
+        let script = move |readiness: Readiness| async move {
+            sleep(secs(2)).await;
+            f.deliver(Event::Forward(SIGHUP));
+            f.end(500, Exit::Code(0));
+            sleep(secs(1)).await;
+            assert_eq!(readiness.engine_pid(), Some(FIRST_PID as u32));
+            f.deliver(Event::Stop(SIGTERM));
+        };
+        let out = supervise(&fake, events, on_failure(), None, script).await;
+        assert_eq!(
+            fake.signals(),
+            [(secs(2), DOCKERD, SIGHUP), (secs(3), DOCKERD, SIGTERM)]
+        );
+        assert_eq!((out.code, out.at), (0, secs(4)));
     }
 }
