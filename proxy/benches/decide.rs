@@ -28,7 +28,7 @@ fn decide_once(policy: &Policy) -> Decision {
         .body(())
         .expect("a valid request")
         .into_parts();
-    let head = decide::parse(&parts).expect("a valid head");
+    let head = proxy::head::parse(&parts).expect("a valid head");
     let ct = Some(&b"application/json"[..]);
     match decide::decide(&head, policy, ct) {
         Decision::InspectBody { .. } => decide::decide_body(&head, policy, ct, CREATE.as_bytes()),

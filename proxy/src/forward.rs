@@ -22,9 +22,10 @@ use tokio::net::UnixStream;
 
 use crate::archive;
 use crate::audit::Audit;
+use crate::cap::Slot;
 use crate::decide::{self, Decision};
 use crate::gate::{self, HoldBudget};
-use crate::listener::Slot;
+pub use crate::limits::{Limits, BODY_MEMORY, BODY_TIMEOUT, MAX_CONNECTIONS, MAX_HELD};
 use crate::metrics::Metrics;
 use crate::park;
 use crate::pin::{self, Pins};
@@ -129,72 +130,6 @@ impl Shared {
             ping,
             bodies,
             pins,
-        }
-    }
-}
-
-/// What one client may hold of the proxy, and for how long.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// How long a client connection waits for the engine to be Ready.
-    pub hold: Duration,
-    /// Time to read one request head (slowloris guard).
-    pub head_timeout: Duration,
-    /// Time to read a whole body the policy must see (at most its
-    /// `body_cap`, 4 MiB): one that trickles in gets 408 instead of holding
-    /// its buffer for ever. Nothing else times out: builds and `logs -f`
-    /// run for hours.
-    pub body_timeout: Duration,
-    /// Largest request head; larger ones get 431.
-    pub max_head: usize,
-    /// Client connections open at once across every public endpoint, an
-    /// upgraded session included for as long as it lives; more are closed
-    /// at once (`DIND_MAX_CONNECTIONS`).
-    pub max_connections: usize,
-    /// Requests held in the readiness gate at once; more get 503
-    /// ([`crate::gate`]).
-    pub max_held: usize,
-    /// Bytes of decided bodies held at once, all connections together,
-    /// while they are read, decided, held and forwarded; a body that would
-    /// go past it gets 503. The time limit alone bounds how long, not how
-    /// much: 1024 connections sending 4 MiB in 60 s each would hold 4 GiB.
-    pub body_memory: usize,
-}
-
-/// The default [`Limits::body_timeout`], and the longest one allowed: the
-/// bodies read whole are create, exec, update, volume and network requests
-/// of a few KiB, and 4 MiB in 60 s is 70 KB/s, slower than any link a CI
-/// job runs on.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The default [`Limits::max_connections`]. A CI job opens a handful at a
-/// time (the CLI, compose, BuildKit sessions), so 1024 is far above honest
-/// use, while what they cost stays small: about 12 KiB each idle (parked),
-/// tens of KiB busy, and two descriptors (client and dockerd) against an
-/// open-file limit raised to the hard limit at start, seldom below 4096.
-pub const MAX_CONNECTIONS: usize = 1024;
-
-/// The default [`Limits::max_held`]: below [`MAX_CONNECTIONS`], or it could
-/// never be reached (a connection holds one request at a time). A held
-/// request is the costliest kind (busy buffers, and a decided body of up to
-/// 4 MiB already read), and a job has a few in flight at a restart.
-pub const MAX_HELD: usize = 256;
-
-/// The default [`Limits::body_memory`]: thousands of the create bodies a
-/// job sends (a few KiB), or sixteen at the 4 MiB cap.
-pub const BODY_MEMORY: usize = 64 << 20;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            hold: Duration::from_secs(30),
-            head_timeout: Duration::from_secs(30),
-            body_timeout: BODY_TIMEOUT,
-            // dockerd (Go net/http) accepts 1 MiB of headers; so do we.
-            max_head: 1 << 20,
-            max_connections: MAX_CONNECTIONS,
-            max_held: MAX_HELD,
-            body_memory: BODY_MEMORY,
         }
     }
 }
@@ -421,7 +356,7 @@ async fn forward(
     client: &Arc<Client>,
 ) -> Result<Response<Body>, Refusal> {
     let peer = &client.peer;
-    let head = match decide::parse(&parts) {
+    let head = match crate::head::parse(&parts) {
         Ok(head) => head,
         Err(refusal) => {
             // Malformed mutating requests are what bypass attempts look like.
@@ -833,7 +768,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use crate::listener::ConnectionCap;
+    use crate::cap::ConnectionCap;
 
     /// Serves one in-memory client connection under ci-safe, with dockerd
     /// nowhere: these tests end before anything would be forwarded.

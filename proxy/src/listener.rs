@@ -9,20 +9,21 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::auth;
-use crate::forward::{self, Limits, Shared};
-use crate::metrics::{HandshakeFailure, Metrics, OpenConnection};
+use crate::cap::{ConnectionCap, Slot};
+use crate::forward::{self, Shared};
+use crate::limits::Limits;
+use crate::metrics::{HandshakeFailure, Metrics};
 use crate::pin::Pins;
 use crate::readiness::{Readiness, State};
 
@@ -346,66 +347,6 @@ fn remove_socket(path: &Path) {
         Ok(()) => tracing::debug!(path = %path.display(), "removed socket"),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove socket"),
-    }
-}
-
-/// The cap on client connections open at once, across every endpoint
-/// (`DIND_MAX_CONNECTIONS`, issue 10): a job must not exhaust the
-/// service's memory or descriptors, nor starve the next job.
-///
-/// Above it a connection is closed at once, unanswered. Answering costs
-/// what the cap protects: on the TLS port a 503 needs a whole handshake,
-/// and on any port an answer that is sure to be read needs the request
-/// drained first (closing with unread bytes sends a reset, which may
-/// destroy the answer). The refusal is counted in `/metrics` and logged
-/// once per spell at the cap.
-pub struct ConnectionCap {
-    permits: Arc<Semaphore>,
-    max: usize,
-    /// Whether the last connection was refused: one warning per spell.
-    at_cap: AtomicBool,
-}
-
-/// One client connection's place under the cap, and its count in the
-/// open-connections gauge. Held for as long as anything of the connection
-/// lives: its task, then the splice of an upgraded session (attach, exec,
-/// BuildKit), which outlives the HTTP connection that asked for it.
-pub struct Slot {
-    _permit: OwnedSemaphorePermit,
-    _open: OpenConnection,
-}
-
-impl ConnectionCap {
-    pub fn new(max: usize) -> ConnectionCap {
-        ConnectionCap {
-            permits: Arc::new(Semaphore::new(max)),
-            max,
-            at_cap: AtomicBool::new(false),
-        }
-    }
-
-    /// A place for a connection just accepted, or None (counted) when
-    /// `max` are open.
-    pub fn admit(&self, metrics: &Arc<Metrics>) -> Option<Slot> {
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                self.at_cap.store(false, Ordering::Relaxed);
-                Some(Slot {
-                    _permit: permit,
-                    _open: metrics.connection_opened(),
-                })
-            }
-            Err(_) => {
-                metrics.connection_refused();
-                if !self.at_cap.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        max = self.max,
-                        "connection cap reached: new client connections are closed until some end (DIND_MAX_CONNECTIONS)"
-                    );
-                }
-                None
-            }
-        }
     }
 }
 

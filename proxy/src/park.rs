@@ -30,7 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
-use crate::forward::Limits;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 
 /// How long a keep-alive connection stays idle before it is parked: a
