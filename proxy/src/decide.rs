@@ -32,20 +32,22 @@ pub fn decide(head: &RequestHead, policy: &Policy, content_type: Option<&[u8]>) 
     verdict(policy.on_head(head, content_type), policy)
 }
 
-/// The decision point, on a body read whole after [`Decision::InspectBody`].
+/// The decision point, on a body read whole after [`Decision::InspectBody`]:
+/// the last word, so there is no third answer to handle. Ok: forward.
 pub fn decide_body(
     head: &RequestHead,
     policy: &Policy,
     content_type: Option<&[u8]>,
     body: &[u8],
-) -> Decision {
+) -> Result<(), Refusal> {
     match policy.on_body(head, content_type, body) {
+        Verdict::Allow => Ok(()),
+        Verdict::Deny(d) => Err(denied(d)),
         // A policy that asks twice is broken; fail closed.
-        Verdict::NeedBody => Decision::Refuse(Refusal::Denied {
+        Verdict::NeedBody => Err(Refusal::Denied {
             rule: "internal",
             reason: format!("policy {}: the request could not be decided", policy.name()),
         }),
-        v => verdict(v, policy),
     }
 }
 
@@ -55,10 +57,14 @@ fn verdict(v: Verdict, policy: &Policy) -> Decision {
         Verdict::NeedBody => Decision::InspectBody {
             cap: policy.body_cap(),
         },
-        Verdict::Deny(d) => Decision::Refuse(Refusal::Denied {
-            rule: d.rule,
-            reason: d.reason,
-        }),
+        Verdict::Deny(d) => Decision::Refuse(denied(d)),
+    }
+}
+
+fn denied(d: crate::policy::Denial) -> Refusal {
+    Refusal::Denied {
+        rule: d.rule,
+        reason: d.reason,
     }
 }
 
@@ -98,6 +104,31 @@ fn hijacks(head: &RequestHead) -> bool {
 mod tests {
     use super::*;
     use crate::head::tests::head;
+
+    /// The body's answer is the last word: allow or refuse, never "ask
+    /// again", so the relay has no case it must call unreachable.
+    #[test]
+    fn a_body_is_decided_for_good() {
+        let ci_safe = Policy::ci_safe();
+        let ct = Some(&b"application/json"[..]);
+        let create = head("POST", "/v1.41/containers/create", &[]).unwrap();
+        let Decision::InspectBody { .. } = decide(&create, &ci_safe, ct) else {
+            panic!("ci-safe reads create bodies");
+        };
+        assert_eq!(
+            decide_body(&create, &ci_safe, ct, br#"{"Image":"x"}"#),
+            Ok(())
+        );
+        assert!(matches!(
+            decide_body(
+                &create,
+                &ci_safe,
+                ct,
+                br#"{"Image":"x","HostConfig":{"Privileged":true}}"#
+            ),
+            Err(Refusal::Denied { .. })
+        ));
+    }
 
     /// dockerd answers `/debug/vars` and `/%64ebug/vars`; the spellings its
     /// router cleans (and redirects) are refused before the policy.

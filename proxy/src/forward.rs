@@ -386,7 +386,11 @@ async fn forward(
     // Its place in the body memory lasts until this request is answered:
     // through the readiness gate and the forwarding.
     let mut _body_memory = None;
-    let decision = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
+    // Decided on the head, or on the body when the policy must see it: the
+    // body's answer is final, so there is nothing else to handle here.
+    let decided = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
+        Decision::Forward => Ok(()),
+        Decision::Refuse(refusal) => Err(refusal),
         Decision::InspectBody { cap } => match read_whole(
             &mut parts,
             unread.take().expect("the body is unread until here"),
@@ -399,7 +403,7 @@ async fn forward(
                 _body_memory = Some(memory);
                 let mut d =
                     decide::decide_body(&head, &shared.policy, content_type.as_deref(), &bytes);
-                if let (Decision::Forward, Some(pins)) = (&d, &shared.pins) {
+                if let (Ok(()), Some(pins)) = (&d, &shared.pins) {
                     match pin::pin_body(pins, &shared.policy, &head, &bytes) {
                         Ok(Some(p)) => {
                             bytes = p.body;
@@ -410,21 +414,15 @@ async fn forward(
                             );
                         }
                         Ok(None) => {}
-                        Err(refusal) => d = Decision::Refuse(refusal),
+                        Err(refusal) => d = Err(refusal),
                     }
                 }
                 // The checked bytes are what dockerd gets, framed afresh.
                 *unread = Some(crate::respond::full(bytes));
                 d
             }
-            Err(refusal) => Decision::Refuse(refusal),
+            Err(refusal) => Err(refusal),
         },
-        d => d,
-    };
-    let outcome = match &decision {
-        Decision::Forward => Ok(()),
-        Decision::Refuse(refusal) => Err(refusal),
-        Decision::InspectBody { .. } => unreachable!("decide_body never asks again"),
     };
     audit(
         shared,
@@ -432,11 +430,9 @@ async fn forward(
         &head.method,
         &head.path,
         head.version.as_deref(),
-        outcome,
+        decided.as_ref().map(|_| ()),
     );
-    if let Decision::Refuse(refusal) = decision {
-        return Err(refusal);
-    }
+    decided?;
     gate::pass(
         &shared.readiness,
         &shared.metrics,
