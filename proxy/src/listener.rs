@@ -165,15 +165,19 @@ impl Listeners {
     }
 }
 
-/// Serves every endpoint until ShuttingDown, then closes the listeners
-/// (open connections go on until dockerd ends them). With
+/// Serves every endpoint until `shutdown` completes, then closes the
+/// listeners (open connections go on until dockerd ends them). With
 /// [`Open::WhenReady`], binds at the first Ready, and returns early,
-/// binding nothing, if shutdown comes first.
+/// binding nothing, if shutdown or ShuttingDown comes first.
+///
+/// The supervisor passes [`Readiness::shutting_down`] as `shutdown`.
 pub async fn serve(
     config: Config,
-    mut readiness: Readiness,
+    readiness: Readiness,
     metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    tokio::pin!(shutdown);
     let listeners = match config.open {
         Open::Now(listeners) => listeners,
         Open::WhenReady(endpoints) => {
@@ -184,14 +188,12 @@ pub async fn serve(
                     clear_stale_socket(path)?;
                 }
             }
-            loop {
-                match readiness.state() {
-                    State::Ready => break,
-                    State::ShuttingDown => return Ok(()),
-                    State::Starting | State::Restarting => {
-                        readiness.changed().await;
-                    }
-                }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                ready = first_ready(readiness.clone()) => if !ready {
+                    return Ok(());
+                },
             }
             Listeners::bind(&endpoints).await?
         }
@@ -228,11 +230,7 @@ pub async fn serve(
         accepting.spawn(accept_loop(bound, shared.clone(), cap.clone()));
     }
     metrics.listeners_bound.store(true, Ordering::Release);
-    while readiness.state() != State::ShuttingDown {
-        if readiness.changed().await == State::ShuttingDown {
-            break;
-        }
-    }
+    shutdown.await;
     // Close the doors first: new connects are refused from here on.
     accepting.shutdown().await;
     metrics.listeners_bound.store(false, Ordering::Release);
@@ -248,6 +246,22 @@ pub async fn serve(
         pins.release_all();
     }
     Ok(())
+}
+
+/// Waits for the engine's first Ready: true, or false once it is shutting
+/// down (the latch dropped included). Follows what each change says: the
+/// state read again after the latch is gone would still say Starting, and
+/// a watch whose sender is gone returns at once, so looping on the state
+/// alone would spin (issue 11).
+async fn first_ready(mut readiness: Readiness) -> bool {
+    let mut state = readiness.state();
+    loop {
+        match state {
+            State::Ready => return true,
+            State::ShuttingDown => return false,
+            State::Starting | State::Restarting => state = readiness.changed().await,
+        }
+    }
 }
 
 /// Bound on the wait for held requests to be answered at shutdown.
@@ -552,6 +566,83 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "{what}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// What [`serve`] needs, with dockerd nowhere.
+    fn config(open: Open) -> Config {
+        Config {
+            open,
+            upstream: PathBuf::from("/nonexistent/docker.sock"),
+            limits: Limits::default(),
+            policy: crate::policy::Policy::permissive(),
+            audit: crate::audit::Audit::file(Path::new("/dev/null")).unwrap(),
+            ping_ttl: Duration::ZERO,
+            pins_dir: None,
+        }
+    }
+
+    /// The supervisor gone (its latch dropped) before the engine was ever
+    /// Ready: a serve waiting to bind ends, binding nothing. It used to read
+    /// the state again after each change, still Starting, and spin.
+    #[tokio::test(start_paused = true)]
+    async fn a_latch_dropped_before_ready_ends_a_serve_waiting_to_bind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let endpoint = Endpoint::Unix {
+            path: path.clone(),
+            mode: 0o660,
+            gid: None,
+        };
+        let (latch, readiness) = crate::readiness::channel();
+        let serving = tokio::spawn(serve(
+            config(Open::WhenReady(vec![endpoint])),
+            readiness,
+            Arc::new(Metrics::default()),
+            std::future::pending(),
+        ));
+        tokio::task::yield_now().await;
+        latch.set(State::Restarting);
+        tokio::task::yield_now().await;
+        assert!(!serving.is_finished(), "waits for Ready");
+        drop(latch);
+        let ended = tokio::time::timeout(Duration::from_secs(1), serving).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+        assert!(!path.exists(), "nothing was bound");
+    }
+
+    /// `shutdown` alone stops a serve: the socket file goes, and new
+    /// connects are refused.
+    #[tokio::test]
+    async fn shutdown_closes_the_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listeners = Listeners::bind(&[Endpoint::Unix {
+            path: path.clone(),
+            mode: 0o660,
+            gid: None,
+        }])
+        .await
+        .unwrap();
+        let (_latch, readiness) = crate::readiness::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = Arc::new(Metrics::default());
+        let serving = tokio::spawn(serve(
+            config(Open::Now(listeners)),
+            readiness,
+            metrics.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        until("listening", || {
+            metrics.listeners_bound.load(Ordering::Acquire)
+        })
+        .await;
+        tokio::net::UnixStream::connect(&path).await.unwrap();
+        stop.send(()).unwrap();
+        serving.await.unwrap().unwrap();
+        assert!(!path.exists(), "the socket file is removed");
+        assert!(!metrics.listeners_bound.load(Ordering::Acquire));
     }
 
     #[tokio::test]

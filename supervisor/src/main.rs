@@ -209,7 +209,8 @@ fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
                     audit,
                     ping_ttl: p.ping_cache,
                 };
-                Some(tokio::spawn(proxy::serve(proxy_config, readiness.clone(), metrics.clone())))
+                let shutdown = readiness.clone().shutting_down();
+                Some(tokio::spawn(proxy::serve(proxy_config, readiness.clone(), metrics.clone(), shutdown)))
             }
             None => None,
         };
