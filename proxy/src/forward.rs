@@ -33,6 +33,7 @@ use crate::ping::PingCache;
 use crate::policy::Policy;
 use crate::readiness::Readiness;
 use crate::respond::{Body, Refusal};
+use crate::tasks::Tasks;
 
 /// Answers with a Content-Length up to this are read whole before the head
 /// is sent, so they leave in one write; larger or unsized ones stream.
@@ -68,6 +69,10 @@ pub struct Shared {
     /// Where confined bind sources are pinned; None when the policy
     /// confines no binds.
     pub pins: Option<Arc<Pins>>,
+    /// Every task spawned for a client: its connection, an upgraded
+    /// session's splice, the dockerd connection of an exchange. `serve`
+    /// drains them when it stops.
+    pub tasks: Tasks,
 }
 
 /// The pins made for one request: released when dropped, unless dockerd
@@ -130,6 +135,7 @@ impl Shared {
             ping,
             bodies,
             pins,
+            tasks: Tasks::new(),
         }
     }
 }
@@ -145,12 +151,16 @@ const POOL_IDLE_MAX: usize = 128;
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<client::SendRequest<Body>>>,
+    /// Set when the proxy stops: nothing is kept idle from then on, so
+    /// each dockerd connection's task ends with its last exchange.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
     async fn checkout(
         &self,
         socket: &std::path::Path,
+        tasks: &Tasks,
     ) -> Result<client::SendRequest<Body>, Refusal> {
         loop {
             let candidate = self.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
@@ -162,19 +172,31 @@ impl Pool {
                     }
                 }
                 Some(_) => {}
-                None => return connect(socket).await,
+                None => return connect(socket, tasks).await,
             }
         }
     }
 
     fn checkin(&self, sender: client::SendRequest<Body>) {
-        if sender.is_closed() {
+        if sender.is_closed() || self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < POOL_IDLE_MAX {
                 idle.push(sender);
             }
+        }
+    }
+}
+
+impl Pool {
+    /// Closes every idle dockerd connection and keeps none from now on:
+    /// their tasks end, and the drain need not wait for them.
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
         }
     }
 }
@@ -273,7 +295,15 @@ where
             Ok::<_, Infallible>(resp.map(|body| park::Tracked::new(body, busy)))
         }
     });
-    let served = park::drive(io, svc, activity, &shared.limits, shared.metrics.clone()).await;
+    let served = park::drive(
+        io,
+        svc,
+        activity,
+        &shared.limits,
+        shared.metrics.clone(),
+        &shared.tasks,
+    )
+    .await;
     if let Err(e) = served {
         // A client hanging up or a slow head is the client's business.
         if e.is_incomplete_message() || e.is_timeout() || is_hangup(&e) {
@@ -433,13 +463,17 @@ async fn forward(
         decided.as_ref().map(|_| ()),
     );
     decided?;
-    gate::pass(
-        &shared.readiness,
-        &shared.metrics,
-        &shared.limits,
-        &client.hold,
-    )
-    .await?;
+    // A request still held when the proxy stops gets its 503 now, whatever
+    // the state says: the drain waits for its answer, not for the engine.
+    tokio::select! {
+        biased;
+        passed = gate::pass(&shared.readiness, &shared.metrics, &shared.limits, &client.hold) => passed?,
+        () = shared.tasks.stopping() => {
+            return Err(Refusal::ShuttingDown {
+                last_error: shared.readiness.engine().last_error,
+            })
+        }
+    }
     // Needs dockerd's answer about the container, so it comes after the gate.
     if let Err(refusal) = archive::check(&shared.upstream, &shared.policy, &head).await {
         audit(
@@ -469,7 +503,10 @@ async fn forward(
     let mut req = Request::from_parts(parts, unread.take().expect("a body is taken once"));
     let client_upgrade = head.upgrade.map(|_| hyper::upgrade::on(&mut req));
 
-    let mut sender = shared.pool.checkout(&shared.upstream).await?;
+    let mut sender = shared
+        .pool
+        .checkout(&shared.upstream, &shared.tasks)
+        .await?;
     let mut resp = sender.send_request(req).await.map_err(|e| {
         tracing::warn!(error = %e, "dockerd did not answer");
         Refusal::Upstream
@@ -483,7 +520,7 @@ async fn forward(
         // The connection becomes the session; it never returns to the pool.
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(splice(
+            shared.tasks.spawn(splice(
                 client_upgrade,
                 upstream_upgrade,
                 shared.metrics.clone(),
@@ -679,7 +716,10 @@ fn audit(
     });
 }
 
-async fn connect(socket: &std::path::Path) -> Result<client::SendRequest<Body>, Refusal> {
+async fn connect(
+    socket: &std::path::Path,
+    tasks: &Tasks,
+) -> Result<client::SendRequest<Body>, Refusal> {
     let stream = UnixStream::connect(socket).await.map_err(|e| {
         tracing::warn!(socket = %socket.display(), error = %e, "cannot connect to dockerd");
         Refusal::Upstream
@@ -691,9 +731,10 @@ async fn connect(socket: &std::path::Path) -> Result<client::SendRequest<Body>, 
             tracing::warn!(error = %e, "HTTP handshake with dockerd failed");
             Refusal::Upstream
         })?;
-    // Owned by its sender (in the pool or lent out): ends when that is
-    // dropped or dockerd closes; an upgrade hands its socket to `splice`.
-    tokio::spawn(async move {
+    // Driven while its sender (in the pool or lent out) lives: ends when
+    // that is dropped or dockerd closes; an upgrade hands its socket to
+    // `splice`.
+    tasks.spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "dockerd connection ended");
         }
@@ -923,14 +964,20 @@ mod tests {
         );
     }
 
-    /// An attach session outlives the HTTP connection that asked for it;
-    /// its place under the connection cap and in the gauge lasts as long.
-    #[tokio::test]
-    async fn an_upgraded_session_keeps_its_place_until_it_ends() {
+    /// Connections' shared state, the engine Ready, in front of a dockerd
+    /// that answers one attach; the directory holds its socket.
+    fn ready_behind_attach_dockerd() -> (tempfile::TempDir, Arc<Shared>, crate::readiness::Latch) {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("dockerd.sock");
-        let dockerd = tokio::net::UnixListener::bind(&sock).unwrap();
-        // dockerd's side of attach: switch protocols, then echo.
+        echoing_attach_dockerd(&sock);
+        let (shared, latch) = test_shared(Limits::default(), Policy::permissive(), sock);
+        latch.set(crate::readiness::State::Ready);
+        (dir, shared, latch)
+    }
+
+    /// dockerd's side of one attach at `sock`: switch protocols, then echo.
+    fn echoing_attach_dockerd(sock: &std::path::Path) {
+        let dockerd = tokio::net::UnixListener::bind(sock).unwrap();
         tokio::spawn(async move {
             let (mut s, _) = dockerd.accept().await.unwrap();
             let mut head = Vec::new();
@@ -947,17 +994,10 @@ mod tests {
             let (mut r, mut w) = s.split();
             let _ = tokio::io::copy(&mut r, &mut w).await;
         });
-        let (shared, latch) = test_shared(Limits::default(), Policy::permissive(), sock);
-        latch.set(crate::readiness::State::Ready);
-        let cap = ConnectionCap::new(1);
-        let slot = cap.admit(&shared.metrics).unwrap();
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        let conn = tokio::spawn(serve_connection(
-            server,
-            Peer::default(),
-            shared.clone(),
-            slot,
-        ));
+    }
+
+    /// Asks for an attach session on `client`; returns once it is switched.
+    async fn attach(client: &mut tokio::io::DuplexStream) {
         client
             .write_all(b"POST /v1.41/containers/x/attach?stream=1 HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
             .await
@@ -969,6 +1009,23 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&answer[..n])
         );
+    }
+
+    /// An attach session outlives the HTTP connection that asked for it;
+    /// its place under the connection cap and in the gauge lasts as long.
+    #[tokio::test]
+    async fn an_upgraded_session_keeps_its_place_until_it_ends() {
+        let (_dir, shared, _latch) = ready_behind_attach_dockerd();
+        let cap = ConnectionCap::new(1);
+        let slot = cap.admit(&shared.metrics).unwrap();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let conn = tokio::spawn(serve_connection(
+            server,
+            Peer::default(),
+            shared.clone(),
+            slot,
+        ));
+        attach(&mut client).await;
         conn.await.unwrap();
         // The HTTP connection has ended; the session goes on, and counts.
         client.write_all(b"hi").await.unwrap();
@@ -989,6 +1046,73 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        assert!(cap.admit(&shared.metrics).is_some());
+    }
+
+    /// At stop, a parked keep-alive connection closes at once and a request
+    /// held for the engine gets its 503, then its connection closes: the
+    /// drain ends when they have, cutting nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_answers_the_held_request_and_closes_the_idle_connection() {
+        let (shared, _latch) = test_shared(
+            Limits::default(),
+            Policy::permissive(),
+            PathBuf::from("/nonexistent/docker.sock"),
+        );
+        let cap = ConnectionCap::new(2);
+        let open = || {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let slot = cap.admit(&shared.metrics).unwrap();
+            shared.tasks.spawn(serve_connection(
+                server,
+                Peer::default(),
+                shared.clone(),
+                slot,
+            ));
+            client
+        };
+        let mut idle = open();
+        let mut held = open();
+        held.write_all(b"GET /v1.41/info HTTP/1.1\r\nHost: d\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(shared.metrics.held_now(), 1, "held while Starting");
+
+        let started = tokio::time::Instant::now();
+        assert_eq!(shared.tasks.drain(Duration::from_secs(1)).await, 0);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let mut answer = Vec::new();
+        held.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        let mut nothing = Vec::new();
+        idle.read_to_end(&mut nothing).await.unwrap();
+        assert!(nothing.is_empty());
+        assert_eq!(shared.metrics.open_connections(), 0);
+    }
+
+    /// An attach session does not end because the proxy stops: it is cut
+    /// at the drain bound, and its place under the cap is given back.
+    #[tokio::test]
+    async fn a_session_still_open_at_the_drain_bound_is_cut() {
+        let (_dir, shared, _latch) = ready_behind_attach_dockerd();
+        let cap = ConnectionCap::new(1);
+        let slot = cap.admit(&shared.metrics).unwrap();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        shared.tasks.spawn(serve_connection(
+            server,
+            Peer::default(),
+            shared.clone(),
+            slot,
+        ));
+        attach(&mut client).await;
+
+        assert_eq!(shared.tasks.drain(Duration::from_millis(100)).await, 1);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "closed, nothing more");
+        assert_eq!(shared.metrics.open_connections(), 0);
         assert!(cap.admit(&shared.metrics).is_some());
     }
 }

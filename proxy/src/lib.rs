@@ -11,6 +11,8 @@
 //! - [`limits`]: the bounds every connection is served under.
 //! - [`gate`]: where a request waits until the engine answers.
 //! - [`auth`]: mutual TLS against the service's CA.
+//! - [`tasks`]: every connection, session and dockerd-connection task,
+//!   owned, and drained within a bound when the proxy stops.
 //! - [`forward`]: relaying one client connection to dockerd, upgrades included.
 //! - `park`: idle keep-alive connections without hyper's buffers.
 //! - [`head`]: a request head parsed once, canonical, as it is forwarded.
@@ -44,6 +46,7 @@ pub mod ping;
 pub mod policy;
 pub mod readiness;
 pub mod respond;
+pub mod tasks;
 pub mod upstream;
 
 pub use limits::Limits;

@@ -166,7 +166,9 @@ impl Listeners {
 }
 
 /// Serves every endpoint until `shutdown` completes, then closes the
-/// listeners (open connections go on until dockerd ends them). With
+/// listeners and drains every connection, session and dockerd connection
+/// it started within [`DRAIN`] ([`crate::tasks`]); returns once all have
+/// ended. With
 /// [`Open::WhenReady`], binds at the first Ready, and returns early,
 /// binding nothing, if shutdown or ShuttingDown comes first.
 ///
@@ -204,13 +206,6 @@ pub async fn serve(
         )),
         None => None,
     };
-    let sweeper = pins.clone().map(|p| {
-        tokio::spawn(crate::pin::sweep_loop(
-            p,
-            config.upstream.clone(),
-            readiness.clone(),
-        ))
-    });
     let shared = Arc::new(Shared::new(
         config.upstream,
         readiness.clone(),
@@ -221,6 +216,18 @@ pub async fn serve(
         crate::ping::PingCache::new(config.ping_ttl),
         pins.clone(),
     ));
+    if let Some(p) = pins.clone() {
+        let (tasks, sweep) = (
+            shared.tasks.clone(),
+            crate::pin::sweep_loop(p, shared.upstream.clone(), readiness.clone()),
+        );
+        shared.tasks.spawn(async move {
+            tokio::select! {
+                () = tasks.stopping() => {}
+                () = sweep => {}
+            }
+        });
+    }
     let Listeners { bound, sockets } = listeners;
     // One cap for every endpoint: a job reaches all of them alike.
     let cap = Arc::new(ConnectionCap::new(shared.limits.max_connections));
@@ -236,9 +243,17 @@ pub async fn serve(
     metrics.listeners_bound.store(false, Ordering::Release);
     drop(sockets);
     tracing::info!("public listeners closed");
-    answer_held(&metrics).await;
-    if let Some(sweeper) = sweeper {
-        sweeper.abort();
+    // Idle dockerd connections go now; every client connection closes
+    // once its exchange in flight is answered (held ones get their 503);
+    // what still runs at the bound is cut.
+    shared.pool.close();
+    let cut = shared.tasks.drain(DRAIN).await;
+    if cut > 0 {
+        tracing::info!(
+            cut,
+            bound_ms = DRAIN.as_millis() as u64,
+            "connections and sessions still open at the drain bound were closed"
+        );
     }
     if let Some(pins) = pins {
         // The containers have their own mounts; the pins only kept them
@@ -264,20 +279,11 @@ async fn first_ready(mut readiness: Readiness) -> bool {
     }
 }
 
-/// Bound on the wait for held requests to be answered at shutdown.
-const HELD_DRAIN: Duration = Duration::from_secs(1);
-
-/// Lets every request held in the gate take its 503 before the process
-/// ends: a job must read why, not a connection reset. A held request
-/// leaves the gauge in the same poll that writes its small answer, so an
-/// empty gauge means the answers are on their way.
-async fn answer_held(metrics: &Metrics) {
-    let until = tokio::time::Instant::now() + HELD_DRAIN;
-    while metrics.held_now() > 0 && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tokio::task::yield_now().await;
-}
+/// How long the connections and sessions left at shutdown have to end
+/// before they are cut. Within the supervisor's wait for the proxy (1.5 s):
+/// enough for a held request's 503 and an exchange in flight, not for a
+/// `logs -f` stream or an attach session, which end with the engine anyway.
+pub const DRAIN: Duration = Duration::from_secs(1);
 
 /// A bound listener and how to treat its connections.
 enum Bound {
@@ -376,9 +382,10 @@ async fn accept_loop(bound: Bound, shared: Arc<Shared>, cap: Arc<ConnectionCap>)
                     };
                     let _ = stream.set_nodelay(true);
                     let span = tracing::debug_span!("conn", %peer);
-                    let (tls, shared) = (tls.clone(), shared.clone());
-                    tokio::spawn(
+                    let (tls, conn_shared) = (tls.clone(), shared.clone());
+                    shared.tasks.spawn(
                         async move {
+                            let shared = conn_shared;
                             match tls {
                                 Some(acceptor) => {
                                     serve_tls(stream, peer, acceptor, shared, slot).await
@@ -406,7 +413,7 @@ async fn accept_loop(bound: Bound, shared: Arc<Shared>, cap: Arc<ConnectionCap>)
                         addr: "unix".into(),
                         subject: None,
                     };
-                    tokio::spawn(forward::serve_connection(
+                    shared.tasks.spawn(forward::serve_connection(
                         stream,
                         peer,
                         shared.clone(),

@@ -1,0 +1,181 @@
+//! Every task the proxy spawns for its clients, owned, and how they end.
+//!
+//! A client connection, the splice of an upgraded session (attach, exec,
+//! BuildKit) and the connection to dockerd that serves an exchange are all
+//! spawned through [`Tasks`], so [`crate::serve`] returns only once every
+//! one of them has ended, and within a bound (issue 11). The shape is
+//! hyper-util's graceful shutdown (`server/graceful.rs`): watch every
+//! connection, close the listeners, then drain under a deadline.
+//!
+//! On stop ([`Tasks::drain`]) each connection is told to close once its
+//! current exchange is answered: a parked or idle one closes at once, a
+//! held request gets its 503 first ([`crate::gate`]). Whatever still runs
+//! at the bound (a `logs -f` stream, an attach session) is dropped, which
+//! closes its sockets.
+//!
+//! A panic in one task ends that task alone: tokio catches it where the
+//! task is polled, and unwinding drops the task's guards (its place under
+//! the connection cap, a held request's count, its body memory). That
+//! needs `panic = "unwind"`, which the crate root enforces.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// The proxy's client tasks and the two signals that end them. Cheap to
+/// clone: every clone names the same tasks.
+#[derive(Clone, Debug, Default)]
+pub struct Tasks {
+    /// Every task spawned here, until it ends.
+    tracker: TaskTracker,
+    /// Cancelled when the proxy stops: connections finish the exchange in
+    /// flight, then close; background loops end.
+    stop: CancellationToken,
+    /// Cancelled at the drain bound: what is still running is dropped.
+    cut: CancellationToken,
+}
+
+impl Tasks {
+    pub fn new() -> Tasks {
+        Tasks::default()
+    }
+
+    /// Runs `task` until it ends or the drain bound cuts it, in the
+    /// current tracing span (a connection's peer).
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let cut = self.cut.clone();
+        self.tracker.spawn(
+            async move {
+                tokio::select! {
+                    biased;
+                    () = cut.cancelled() => {}
+                    () = task => {}
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Completes when the proxy stops: a connection then closes once its
+    /// current exchange is answered.
+    pub fn stopping(&self) -> WaitForCancellationFuture<'_> {
+        self.stop.cancelled()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Tasks running now.
+    pub fn len(&self) -> usize {
+        self.tracker.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tracker.is_empty()
+    }
+
+    /// Stops every task: asks them to end, waits for them up to `bound`,
+    /// then drops whatever is left. Returns how many had to be dropped.
+    /// Tasks spawned during the drain (a dockerd connection for a request
+    /// already in flight) are drained with the rest.
+    pub async fn drain(&self, bound: Duration) -> usize {
+        self.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(bound, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let left = self.tracker.len();
+        self.cut.cancel();
+        // Each remaining task ends at its next poll: it is only dropped.
+        self.tracker.wait().await;
+        left
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::time::Instant;
+
+    /// A task that honours the stop ends at once; one that ignores it (a
+    /// session, a stream) is dropped at the bound, and no earlier.
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_the_willing_and_cuts_the_rest_at_the_bound() {
+        let tasks = Tasks::new();
+        let (polite, stuck) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let t = tasks.clone();
+        let done = polite.clone();
+        tasks.spawn(async move {
+            t.stopping().await;
+            done.store(true, Ordering::SeqCst);
+        });
+        /// Set when dropped: the task was cut, not finished.
+        struct Dropped(Arc<AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let guard = Dropped(stuck.clone());
+        tasks.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(tasks.len(), 2);
+
+        let started = Instant::now();
+        assert_eq!(tasks.drain(Duration::from_secs(1)).await, 1, "one cut");
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert!(polite.load(Ordering::SeqCst), "the willing one finished");
+        assert!(stuck.load(Ordering::SeqCst), "the stuck one was dropped");
+        assert!(tasks.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_returns_as_soon_as_everything_has_ended() {
+        let tasks = Tasks::new();
+        tasks.spawn(tokio::time::sleep(Duration::from_millis(300)));
+        let started = Instant::now();
+        assert_eq!(tasks.drain(Duration::from_secs(1)).await, 0);
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+    }
+
+    /// A panicking task ends alone: its neighbours and later tasks run on,
+    /// and the drain does not wait for it.
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_ends_its_own_task_only() {
+        let tasks = Tasks::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let t = tasks.clone();
+        tasks.spawn(async move {
+            t.stopping().await;
+            let _ = tx.send(());
+        });
+        tasks.spawn(async { panic!("injected by a test") });
+        tokio::task::yield_now().await;
+        assert_eq!(tasks.len(), 1, "the panicked task is gone");
+        let (later_tx, later_rx) = tokio::sync::oneshot::channel();
+        tasks.spawn(async move {
+            let _ = later_tx.send(());
+        });
+        later_rx.await.expect("a task spawned after the panic runs");
+        assert_eq!(tasks.drain(Duration::from_secs(1)).await, 0);
+        rx.await.expect("the neighbour ran to its end");
+    }
+}
