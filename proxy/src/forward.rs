@@ -48,6 +48,13 @@ const SPLICE_BUFFER: usize = 64 * 1024;
 const DRAIN_BYTES: usize = 16 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(4);
 
+/// Test-only fault hook, compiled into debug builds alone: a request with
+/// `X-Dind-Fault: panic` makes the task serving its connection panic, so
+/// that tests can show a panic closes that connection and nothing else
+/// (issue 11). Release builds have no such header.
+#[cfg(debug_assertions)]
+pub const FAULT_HEADER: &str = "x-dind-fault";
+
 /// A client's request body, watched so the connection parks only once it
 /// has been read to its end.
 type ClientBody = park::Watched<Incoming>;
@@ -335,6 +342,14 @@ async fn handle(
     shared: &Arc<Shared>,
     client: &Arc<Client>,
 ) -> Response<Body> {
+    #[cfg(debug_assertions)]
+    if req
+        .headers()
+        .get(FAULT_HEADER)
+        .is_some_and(|v| v == "panic")
+    {
+        panic!("fault injected with {FAULT_HEADER}: panic (debug builds only)");
+    }
     let method = req.method().clone();
     let peer = &client.peer;
     let (parts, body) = req.into_parts();
@@ -1049,6 +1064,20 @@ mod tests {
         assert!(cap.admit(&shared.metrics).is_some());
     }
 
+    /// A client connection served as the listener serves it: under `cap`,
+    /// its task owned by `shared.tasks`.
+    fn open_on(shared: &Arc<Shared>, cap: &ConnectionCap) -> tokio::io::DuplexStream {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let slot = cap.admit(&shared.metrics).unwrap();
+        shared.tasks.spawn(serve_connection(
+            server,
+            Peer::default(),
+            shared.clone(),
+            slot,
+        ));
+        client
+    }
+
     /// At stop, a parked keep-alive connection closes at once and a request
     /// held for the engine gets its 503, then its connection closes: the
     /// drain ends when they have, cutting nothing.
@@ -1060,17 +1089,7 @@ mod tests {
             PathBuf::from("/nonexistent/docker.sock"),
         );
         let cap = ConnectionCap::new(2);
-        let open = || {
-            let (client, server) = tokio::io::duplex(1 << 16);
-            let slot = cap.admit(&shared.metrics).unwrap();
-            shared.tasks.spawn(serve_connection(
-                server,
-                Peer::default(),
-                shared.clone(),
-                slot,
-            ));
-            client
-        };
+        let open = || open_on(&shared, &cap);
         let mut idle = open();
         let mut held = open();
         held.write_all(b"GET /v1.41/info HTTP/1.1\r\nHost: d\r\n\r\n")
@@ -1114,5 +1133,46 @@ mod tests {
         assert!(rest.is_empty(), "closed, nothing more");
         assert_eq!(shared.metrics.open_connections(), 0);
         assert!(cap.admit(&shared.metrics).is_some());
+    }
+
+    /// A panic while serving one connection (injected with the debug-only
+    /// fault header) closes that connection, unanswered, and nothing else:
+    /// a neighbour open at the time and the next connection are served,
+    /// and the panicked one's place under the cap is given back.
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_closes_its_own_connection_only() {
+        let (shared, _latch) = test_shared(
+            Limits::default(),
+            Policy::ci_safe(),
+            PathBuf::from("/nonexistent/docker.sock"),
+        );
+        let cap = ConnectionCap::new(2);
+        let open = || open_on(&shared, &cap);
+        // Refused by ci-safe before the gate: answered whatever the engine.
+        let refused = b"GET /debug/vars HTTP/1.1\r\nHost: d\r\n\r\n";
+        async fn answer(c: &mut tokio::io::DuplexStream) -> String {
+            let mut buf = vec![0u8; 4096];
+            let n = c.read(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+        let mut neighbour = open();
+        neighbour.write_all(refused).await.unwrap();
+        assert!(answer(&mut neighbour).await.starts_with("HTTP/1.1 403"));
+
+        let mut faulty = open();
+        faulty
+            .write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\nX-Dind-Fault: panic\r\n\r\n")
+            .await
+            .unwrap();
+        let mut said = Vec::new();
+        faulty.read_to_end(&mut said).await.unwrap();
+        assert!(said.is_empty(), "{}", String::from_utf8_lossy(&said));
+        assert_eq!(shared.metrics.open_connections(), 1, "its place is free");
+
+        neighbour.write_all(refused).await.unwrap();
+        assert!(answer(&mut neighbour).await.starts_with("HTTP/1.1 403"));
+        let mut next = open();
+        next.write_all(refused).await.unwrap();
+        assert!(answer(&mut next).await.starts_with("HTTP/1.1 403"));
     }
 }

@@ -28,6 +28,13 @@
 //! - [`health`], [`metrics`]: `/livez`, `/readyz`, `/metrics`, `/status`.
 #![forbid(unsafe_code)]
 
+// A panic in one client's task must end that task only, not PID 1 and the
+// CI job with it ([`tasks`], issue 11); tokio contains it only if it unwinds.
+#[cfg(panic = "abort")]
+compile_error!(
+    "proxy needs panic = \"unwind\": with abort, a panic in one client connection kills the whole supervisor"
+);
+
 pub mod archive;
 pub mod audit;
 pub mod auth;

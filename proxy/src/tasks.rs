@@ -16,8 +16,12 @@
 //! A panic in one task ends that task alone: tokio catches it where the
 //! task is polled, and unwinding drops the task's guards (its place under
 //! the connection cap, a held request's count, its body memory). That
-//! needs `panic = "unwind"`, which the crate root enforces.
+//! needs `panic = "unwind"`, which the crate root enforces. Everywhere
+//! else a panic still ends the process, as `panic = "abort"` did, once
+//! [`abort_on_panic_outside_client_tasks`] is installed: a supervisor task
+//! that died quietly would leave PID 1 running without its duties.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::time::Duration;
 
@@ -50,13 +54,21 @@ impl Tasks {
         F: Future<Output = ()> + Send + 'static,
     {
         let cut = self.cut.clone();
+        let task = async move {
+            tokio::select! {
+                biased;
+                () = cut.cancelled() => {}
+                () = task => {}
+            }
+        };
         self.tracker.spawn(
             async move {
-                tokio::select! {
-                    biased;
-                    () = cut.cancelled() => {}
-                    () = task => {}
-                }
+                let mut task = std::pin::pin!(task);
+                std::future::poll_fn(|cx| {
+                    let _inside = ClientTask::enter();
+                    task.as_mut().poll(cx)
+                })
+                .await
             }
             .in_current_span(),
         );
@@ -100,6 +112,52 @@ impl Tasks {
         self.tracker.wait().await;
         left
     }
+}
+
+thread_local! {
+    /// Whether this thread is polling one of the proxy's client tasks now.
+    static IN_CLIENT_TASK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the thread as inside a client task while one is polled. Still set
+/// when a panic hook runs, which is before unwinding drops this.
+struct ClientTask(bool);
+
+impl ClientTask {
+    fn enter() -> ClientTask {
+        ClientTask(IN_CLIENT_TASK.with(|f| f.replace(true)))
+    }
+}
+
+impl Drop for ClientTask {
+    fn drop(&mut self) {
+        IN_CLIENT_TASK.with(|f| f.set(self.0));
+    }
+}
+
+/// Whether the code running now is one of the proxy's client tasks.
+pub fn in_client_task() -> bool {
+    IN_CLIENT_TASK.with(Cell::get)
+}
+
+/// Installs a panic hook for the process: a panic in a client task
+/// ([`Tasks::spawn`]) is logged and unwinds, closing that task alone; any
+/// other panic aborts the process, as `panic = "abort"` did. The previous
+/// hook still prints the message first. For the binary's start-up, not
+/// for tests: a test's failed assertion is a panic too.
+pub fn abort_on_panic_outside_client_tasks() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        if in_client_task() {
+            tracing::error!(
+                panic = %info,
+                "a client task panicked: its connection is closed, the rest go on"
+            );
+        } else {
+            std::process::abort();
+        }
+    }));
 }
 
 #[cfg(test)]
@@ -154,6 +212,19 @@ mod tests {
         let started = Instant::now();
         assert_eq!(tasks.drain(Duration::from_secs(1)).await, 0);
         assert_eq!(started.elapsed(), Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn only_client_tasks_count_as_client_tasks() {
+        assert!(!in_client_task());
+        let tasks = Tasks::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tasks.spawn(async move {
+            tokio::task::yield_now().await;
+            let _ = tx.send(in_client_task());
+        });
+        assert!(rx.await.unwrap(), "inside, across a yield");
+        assert!(!in_client_task(), "not after");
     }
 
     /// A panicking task ends alone: its neighbours and later tasks run on,

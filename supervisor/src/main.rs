@@ -122,6 +122,9 @@ fn main() -> ExitCode {
 
 /// Certificates, host preparation, dockerd, supervision; returns the exit code.
 fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
+    // A panic aborts, as before, except in a proxy client task, which it
+    // closes alone (issue 11: the release profile unwinds for that).
+    proxy::tasks::abort_on_panic_outside_client_tasks();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
