@@ -9,7 +9,8 @@
 //!
 //! On stop ([`Tasks::drain`]) each connection is told to close once its
 //! current exchange is answered: a parked or idle one closes at once, a
-//! held request gets its 503 first ([`crate::gate`]). Whatever still runs
+//! request held in the gate gets its 503 at once ([`crate::forward`]).
+//! Whatever still runs
 //! at the bound (a `logs -f` stream, an attach session) is dropped, which
 //! closes its sockets.
 //!
@@ -78,10 +79,6 @@ impl Tasks {
     /// current exchange is answered.
     pub fn stopping(&self) -> WaitForCancellationFuture<'_> {
         self.stop.cancelled()
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        self.stop.is_cancelled()
     }
 
     /// Tasks running now.
