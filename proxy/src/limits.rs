@@ -2,7 +2,7 @@
 //! every connection is served under, set once by the supervisor
 //! (`DIND_HOLD_TIMEOUT`, `DIND_BODY_TIMEOUT`, `DIND_MAX_CONNECTIONS`).
 //!
-//! Its own module because the connection driver ([`crate::park`]), the
+//! Its own module because the connection driver (`park`), the
 //! gate ([`crate::gate`]) and the relay ([`crate::forward`]) all read it,
 //! and none of them should import another to get it (issue 11).
 
