@@ -519,3 +519,56 @@ fn idle_connections_park_and_resume_at_message_boundaries() {
     assert_eq!(read_answer(&mut r), (200, "OK".into()));
     assert_eq!(read_answer(&mut r), (200, "OK".into()));
 }
+
+/// A panic in one client connection closes that connection and nothing
+/// else (issue 11): the supervisor, PID 1 of the service, lives on, and a
+/// connection open at the time and the next one are served. The panic is
+/// injected with `X-Dind-Fault: panic`, a hook only debug builds have; the
+/// release profile unwinds too (`panic = "unwind"`, which `proxy` checks
+/// when it is compiled).
+#[test]
+fn a_panic_in_one_connection_closes_that_connection_only() {
+    let mut svc = Service::start(ServiceOptions {
+        env: vec![("DOCKER_TLS_CERTDIR".into(), String::new())],
+        ..Default::default()
+    });
+    svc.wait_ready();
+    svc.wait_log("listening", 1, Duration::from_secs(5));
+    let open = || {
+        let s = TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    };
+    let neighbour = open();
+    let mut w = neighbour.try_clone().unwrap();
+    let mut r = BufReader::new(neighbour);
+    let version = "GET /version HTTP/1.1\r\nHost: d\r\n\r\n";
+    w.write_all(version.as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut r).0, 200);
+
+    let mut faulty = open();
+    faulty
+        .write_all(b"GET /version HTTP/1.1\r\nHost: d\r\nX-Dind-Fault: panic\r\n\r\n")
+        .unwrap();
+    let mut said = Vec::new();
+    let _ = faulty.read_to_end(&mut said);
+    assert!(
+        !said.starts_with(b"HTTP/"),
+        "the panicking connection answered: {}",
+        String::from_utf8_lossy(&said)
+    );
+
+    let alive = svc.child.as_mut().unwrap().try_wait().unwrap();
+    assert!(alive.is_none(), "the supervisor exited: {alive:?}");
+    w.write_all(version.as_bytes()).unwrap();
+    let (code, body) = read_answer(&mut r);
+    assert_eq!(code, 200, "the neighbour is still served: {body}");
+    let (code, body) = support::exchange(open(), "GET", "/version");
+    assert_eq!(code, 200, "a new connection is served: {body}");
+    support::until(
+        &svc,
+        "the panicked connection's place freed",
+        Duration::from_secs(5),
+        || support::metric(&svc, "dind_proxy_open_connections") == 1,
+    );
+}

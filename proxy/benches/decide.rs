@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use proxy::decide::{self, Decision};
 use proxy::policy::Policy;
+use proxy::respond::Refusal;
 
 const BUDGET: Duration = Duration::from_micros(50);
 const BATCH: u32 = 100;
@@ -21,18 +22,19 @@ const BATCH: u32 = 100;
 const CREATE: &str = r#"{"Hostname":"","Domainname":"","User":"","AttachStdin":false,"AttachStdout":true,"AttachStderr":true,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":["CI=1"],"Cmd":["sh","-c","make test"],"Image":"registry.example/ci/build:latest","Volumes":{},"WorkingDir":"/src","Entrypoint":null,"OnBuild":null,"Labels":{},"HostConfig":{"Binds":["/builds/p:/src"],"ContainerIDFile":"","LogConfig":{"Type":"","Config":{}},"NetworkMode":"default","PortBindings":{},"RestartPolicy":{"Name":"no","MaximumRetryCount":0},"AutoRemove":true,"VolumeDriver":"","VolumesFrom":null,"ConsoleSize":[0,0],"Annotations":null,"CapAdd":null,"CapDrop":null,"CgroupnsMode":"","Dns":[],"DnsOptions":[],"DnsSearch":[],"ExtraHosts":null,"GroupAdd":null,"IpcMode":"","Cgroup":"","Links":null,"OomScoreAdj":0,"PidMode":"","Privileged":false,"PublishAllPorts":false,"ReadonlyRootfs":false,"SecurityOpt":null,"UTSMode":"","UsernsMode":"","ShmSize":0,"Isolation":"","CpuShares":0,"Memory":0,"NanoCpus":0,"CgroupParent":"","BlkioWeight":0,"BlkioWeightDevice":[],"BlkioDeviceReadBps":[],"BlkioDeviceWriteBps":[],"BlkioDeviceReadIOps":[],"BlkioDeviceWriteIOps":[],"CpuPeriod":0,"CpuQuota":0,"CpuRealtimePeriod":0,"CpuRealtimeRuntime":0,"CpusetCpus":"","CpusetMems":"","Devices":[],"DeviceCgroupRules":null,"DeviceRequests":null,"MemoryReservation":0,"MemorySwap":0,"MemorySwappiness":null,"OomKillDisable":false,"PidsLimit":null,"Ulimits":[],"CpuCount":0,"CpuPercent":0,"IOMaximumIOps":0,"IOMaximumBandwidth":0,"MaskedPaths":null,"ReadonlyPaths":null},"NetworkingConfig":{"EndpointsConfig":{"default":{"IPAMConfig":null,"Links":null,"Aliases":null,"MacAddress":"","DriverOpts":null,"GwPriority":0,"NetworkID":"","EndpointID":"","Gateway":"","IPAddress":"","IPPrefixLen":0,"IPv6Gateway":"","GlobalIPv6Address":"","GlobalIPv6PrefixLen":0,"DNSNames":null}}}}"#;
 
 /// One whole decision, as the proxy makes it for this request.
-fn decide_once(policy: &Policy) -> Decision {
+fn decide_once(policy: &Policy) -> Result<(), Refusal> {
     let (parts, ()) = hyper::Request::post("/v1.41/containers/create?name=")
         .header("content-type", "application/json")
         .header("content-length", CREATE.len())
         .body(())
         .expect("a valid request")
         .into_parts();
-    let head = decide::parse(&parts).expect("a valid head");
+    let head = proxy::head::parse(&parts).expect("a valid head");
     let ct = Some(&b"application/json"[..]);
     match decide::decide(&head, policy, ct) {
         Decision::InspectBody { .. } => decide::decide_body(&head, policy, ct, CREATE.as_bytes()),
-        other => other,
+        Decision::Forward => Ok(()),
+        Decision::Refuse(refusal) => Err(refusal),
     }
 }
 
@@ -41,20 +43,20 @@ fn main() -> ExitCode {
     let policy = Policy::load("ci-safe", None).expect("ci-safe loads");
     assert_eq!(
         decide_once(&policy),
-        Decision::Forward,
+        Ok(()),
         "the ordinary create must be allowed"
     );
     if !bench {
         return ExitCode::SUCCESS;
     }
     for _ in 0..1000 {
-        std::hint::black_box(decide_once(&policy));
+        let _ = std::hint::black_box(decide_once(&policy));
     }
     let mut per: Vec<Duration> = (0..200)
         .map(|_| {
             let started = Instant::now();
             for _ in 0..BATCH {
-                std::hint::black_box(decide_once(std::hint::black_box(&policy)));
+                let _ = std::hint::black_box(decide_once(std::hint::black_box(&policy)));
             }
             started.elapsed() / BATCH
         })

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::decide::RequestHead;
+use crate::head::RequestHead;
 use crate::policy::{Policy, Rule};
 use crate::respond::Refusal;
 use crate::upstream::{self, UpstreamError};

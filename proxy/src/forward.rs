@@ -22,9 +22,10 @@ use tokio::net::UnixStream;
 
 use crate::archive;
 use crate::audit::Audit;
+use crate::cap::Slot;
 use crate::decide::{self, Decision};
 use crate::gate::{self, HoldBudget};
-use crate::listener::Slot;
+pub use crate::limits::{Limits, BODY_MEMORY, BODY_TIMEOUT, MAX_CONNECTIONS, MAX_HELD};
 use crate::metrics::Metrics;
 use crate::park;
 use crate::pin::{self, Pins};
@@ -32,6 +33,7 @@ use crate::ping::PingCache;
 use crate::policy::Policy;
 use crate::readiness::Readiness;
 use crate::respond::{Body, Refusal};
+use crate::tasks::Tasks;
 
 /// Answers with a Content-Length up to this are read whole before the head
 /// is sent, so they leave in one write; larger or unsized ones stream.
@@ -45,6 +47,13 @@ const SPLICE_BUFFER: usize = 64 * 1024;
 /// `docker build`) then reports "broken pipe" instead of the refusal.
 const DRAIN_BYTES: usize = 16 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(4);
+
+/// Test-only fault hook, compiled into debug builds alone: a request with
+/// `X-Dind-Fault: panic` makes the task serving its connection panic, so
+/// that tests can show a panic closes that connection and nothing else
+/// (issue 11). Release builds have no such header.
+#[cfg(debug_assertions)]
+pub const FAULT_HEADER: &str = "x-dind-fault";
 
 /// A client's request body, watched so the connection parks only once it
 /// has been read to its end.
@@ -67,6 +76,10 @@ pub struct Shared {
     /// Where confined bind sources are pinned; None when the policy
     /// confines no binds.
     pub pins: Option<Arc<Pins>>,
+    /// Every task spawned for a client: its connection, an upgraded
+    /// session's splice, the dockerd connection of an exchange. `serve`
+    /// drains them when it stops.
+    pub tasks: Tasks,
 }
 
 /// The pins made for one request: released when dropped, unless dockerd
@@ -129,72 +142,7 @@ impl Shared {
             ping,
             bodies,
             pins,
-        }
-    }
-}
-
-/// What one client may hold of the proxy, and for how long.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// How long a client connection waits for the engine to be Ready.
-    pub hold: Duration,
-    /// Time to read one request head (slowloris guard).
-    pub head_timeout: Duration,
-    /// Time to read a whole body the policy must see (at most its
-    /// `body_cap`, 4 MiB): one that trickles in gets 408 instead of holding
-    /// its buffer for ever. Nothing else times out: builds and `logs -f`
-    /// run for hours.
-    pub body_timeout: Duration,
-    /// Largest request head; larger ones get 431.
-    pub max_head: usize,
-    /// Client connections open at once across every public endpoint, an
-    /// upgraded session included for as long as it lives; more are closed
-    /// at once (`DIND_MAX_CONNECTIONS`).
-    pub max_connections: usize,
-    /// Requests held in the readiness gate at once; more get 503
-    /// ([`crate::gate`]).
-    pub max_held: usize,
-    /// Bytes of decided bodies held at once, all connections together,
-    /// while they are read, decided, held and forwarded; a body that would
-    /// go past it gets 503. The time limit alone bounds how long, not how
-    /// much: 1024 connections sending 4 MiB in 60 s each would hold 4 GiB.
-    pub body_memory: usize,
-}
-
-/// The default [`Limits::body_timeout`], and the longest one allowed: the
-/// bodies read whole are create, exec, update, volume and network requests
-/// of a few KiB, and 4 MiB in 60 s is 70 KB/s, slower than any link a CI
-/// job runs on.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The default [`Limits::max_connections`]. A CI job opens a handful at a
-/// time (the CLI, compose, BuildKit sessions), so 1024 is far above honest
-/// use, while what they cost stays small: about 12 KiB each idle (parked),
-/// tens of KiB busy, and two descriptors (client and dockerd) against an
-/// open-file limit raised to the hard limit at start, seldom below 4096.
-pub const MAX_CONNECTIONS: usize = 1024;
-
-/// The default [`Limits::max_held`]: below [`MAX_CONNECTIONS`], or it could
-/// never be reached (a connection holds one request at a time). A held
-/// request is the costliest kind (busy buffers, and a decided body of up to
-/// 4 MiB already read), and a job has a few in flight at a restart.
-pub const MAX_HELD: usize = 256;
-
-/// The default [`Limits::body_memory`]: thousands of the create bodies a
-/// job sends (a few KiB), or sixteen at the 4 MiB cap.
-pub const BODY_MEMORY: usize = 64 << 20;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            hold: Duration::from_secs(30),
-            head_timeout: Duration::from_secs(30),
-            body_timeout: BODY_TIMEOUT,
-            // dockerd (Go net/http) accepts 1 MiB of headers; so do we.
-            max_head: 1 << 20,
-            max_connections: MAX_CONNECTIONS,
-            max_held: MAX_HELD,
-            body_memory: BODY_MEMORY,
+            tasks: Tasks::new(),
         }
     }
 }
@@ -210,12 +158,16 @@ const POOL_IDLE_MAX: usize = 128;
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<client::SendRequest<Body>>>,
+    /// Set when the proxy stops: nothing is kept idle from then on, so
+    /// each dockerd connection's task ends with its last exchange.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
     async fn checkout(
         &self,
         socket: &std::path::Path,
+        tasks: &Tasks,
     ) -> Result<client::SendRequest<Body>, Refusal> {
         loop {
             let candidate = self.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
@@ -227,19 +179,31 @@ impl Pool {
                     }
                 }
                 Some(_) => {}
-                None => return connect(socket).await,
+                None => return connect(socket, tasks).await,
             }
         }
     }
 
     fn checkin(&self, sender: client::SendRequest<Body>) {
-        if sender.is_closed() {
+        if sender.is_closed() || self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < POOL_IDLE_MAX {
                 idle.push(sender);
             }
+        }
+    }
+}
+
+impl Pool {
+    /// Closes every idle dockerd connection and keeps none from now on:
+    /// their tasks end, and the drain need not wait for them.
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
         }
     }
 }
@@ -338,7 +302,15 @@ where
             Ok::<_, Infallible>(resp.map(|body| park::Tracked::new(body, busy)))
         }
     });
-    let served = park::drive(io, svc, activity, &shared.limits, shared.metrics.clone()).await;
+    let served = park::drive(
+        io,
+        svc,
+        activity,
+        &shared.limits,
+        shared.metrics.clone(),
+        &shared.tasks,
+    )
+    .await;
     if let Err(e) = served {
         // A client hanging up or a slow head is the client's business.
         if e.is_incomplete_message() || e.is_timeout() || is_hangup(&e) {
@@ -370,6 +342,14 @@ async fn handle(
     shared: &Arc<Shared>,
     client: &Arc<Client>,
 ) -> Response<Body> {
+    #[cfg(debug_assertions)]
+    if req
+        .headers()
+        .get(FAULT_HEADER)
+        .is_some_and(|v| v == "panic")
+    {
+        panic!("fault injected with {FAULT_HEADER}: panic (debug builds only)");
+    }
     let method = req.method().clone();
     let peer = &client.peer;
     let (parts, body) = req.into_parts();
@@ -421,7 +401,7 @@ async fn forward(
     client: &Arc<Client>,
 ) -> Result<Response<Body>, Refusal> {
     let peer = &client.peer;
-    let head = match decide::parse(&parts) {
+    let head = match crate::head::parse(&parts) {
         Ok(head) => head,
         Err(refusal) => {
             // Malformed mutating requests are what bypass attempts look like.
@@ -451,7 +431,11 @@ async fn forward(
     // Its place in the body memory lasts until this request is answered:
     // through the readiness gate and the forwarding.
     let mut _body_memory = None;
-    let decision = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
+    // Decided on the head, or on the body when the policy must see it: the
+    // body's answer is final, so there is nothing else to handle here.
+    let decided = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
+        Decision::Forward => Ok(()),
+        Decision::Refuse(refusal) => Err(refusal),
         Decision::InspectBody { cap } => match read_whole(
             &mut parts,
             unread.take().expect("the body is unread until here"),
@@ -464,7 +448,7 @@ async fn forward(
                 _body_memory = Some(memory);
                 let mut d =
                     decide::decide_body(&head, &shared.policy, content_type.as_deref(), &bytes);
-                if let (Decision::Forward, Some(pins)) = (&d, &shared.pins) {
+                if let (Ok(()), Some(pins)) = (&d, &shared.pins) {
                     match pin::pin_body(pins, &shared.policy, &head, &bytes) {
                         Ok(Some(p)) => {
                             bytes = p.body;
@@ -475,21 +459,15 @@ async fn forward(
                             );
                         }
                         Ok(None) => {}
-                        Err(refusal) => d = Decision::Refuse(refusal),
+                        Err(refusal) => d = Err(refusal),
                     }
                 }
                 // The checked bytes are what dockerd gets, framed afresh.
                 *unread = Some(crate::respond::full(bytes));
                 d
             }
-            Err(refusal) => Decision::Refuse(refusal),
+            Err(refusal) => Err(refusal),
         },
-        d => d,
-    };
-    let outcome = match &decision {
-        Decision::Forward => Ok(()),
-        Decision::Refuse(refusal) => Err(refusal),
-        Decision::InspectBody { .. } => unreachable!("decide_body never asks again"),
     };
     audit(
         shared,
@@ -497,18 +475,20 @@ async fn forward(
         &head.method,
         &head.path,
         head.version.as_deref(),
-        outcome,
+        decided.as_ref().map(|_| ()),
     );
-    if let Decision::Refuse(refusal) = decision {
-        return Err(refusal);
+    decided?;
+    // A request still held when the proxy stops gets its 503 now, whatever
+    // the state says: the drain waits for its answer, not for the engine.
+    tokio::select! {
+        biased;
+        passed = gate::pass(&shared.readiness, &shared.metrics, &shared.limits, &client.hold) => passed?,
+        () = shared.tasks.stopping() => {
+            return Err(Refusal::ShuttingDown {
+                last_error: shared.readiness.engine().last_error,
+            })
+        }
     }
-    gate::pass(
-        &shared.readiness,
-        &shared.metrics,
-        &shared.limits,
-        &client.hold,
-    )
-    .await?;
     // Needs dockerd's answer about the container, so it comes after the gate.
     if let Err(refusal) = archive::check(&shared.upstream, &shared.policy, &head).await {
         audit(
@@ -538,7 +518,10 @@ async fn forward(
     let mut req = Request::from_parts(parts, unread.take().expect("a body is taken once"));
     let client_upgrade = head.upgrade.map(|_| hyper::upgrade::on(&mut req));
 
-    let mut sender = shared.pool.checkout(&shared.upstream).await?;
+    let mut sender = shared
+        .pool
+        .checkout(&shared.upstream, &shared.tasks)
+        .await?;
     let mut resp = sender.send_request(req).await.map_err(|e| {
         tracing::warn!(error = %e, "dockerd did not answer");
         Refusal::Upstream
@@ -552,7 +535,7 @@ async fn forward(
         // The connection becomes the session; it never returns to the pool.
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(splice(
+            shared.tasks.spawn(splice(
                 client_upgrade,
                 upstream_upgrade,
                 shared.metrics.clone(),
@@ -748,7 +731,10 @@ fn audit(
     });
 }
 
-async fn connect(socket: &std::path::Path) -> Result<client::SendRequest<Body>, Refusal> {
+async fn connect(
+    socket: &std::path::Path,
+    tasks: &Tasks,
+) -> Result<client::SendRequest<Body>, Refusal> {
     let stream = UnixStream::connect(socket).await.map_err(|e| {
         tracing::warn!(socket = %socket.display(), error = %e, "cannot connect to dockerd");
         Refusal::Upstream
@@ -760,9 +746,10 @@ async fn connect(socket: &std::path::Path) -> Result<client::SendRequest<Body>, 
             tracing::warn!(error = %e, "HTTP handshake with dockerd failed");
             Refusal::Upstream
         })?;
-    // Owned by its sender (in the pool or lent out): ends when that is
-    // dropped or dockerd closes; an upgrade hands its socket to `splice`.
-    tokio::spawn(async move {
+    // Driven while its sender (in the pool or lent out) lives: ends when
+    // that is dropped or dockerd closes; an upgrade hands its socket to
+    // `splice`.
+    tasks.spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "dockerd connection ended");
         }
@@ -833,7 +820,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use crate::listener::ConnectionCap;
+    use crate::cap::ConnectionCap;
 
     /// Serves one in-memory client connection under ci-safe, with dockerd
     /// nowhere: these tests end before anything would be forwarded.
@@ -992,14 +979,20 @@ mod tests {
         );
     }
 
-    /// An attach session outlives the HTTP connection that asked for it;
-    /// its place under the connection cap and in the gauge lasts as long.
-    #[tokio::test]
-    async fn an_upgraded_session_keeps_its_place_until_it_ends() {
+    /// Connections' shared state, the engine Ready, in front of a dockerd
+    /// that answers one attach; the directory holds its socket.
+    fn ready_behind_attach_dockerd() -> (tempfile::TempDir, Arc<Shared>, crate::readiness::Latch) {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("dockerd.sock");
-        let dockerd = tokio::net::UnixListener::bind(&sock).unwrap();
-        // dockerd's side of attach: switch protocols, then echo.
+        echoing_attach_dockerd(&sock);
+        let (shared, latch) = test_shared(Limits::default(), Policy::permissive(), sock);
+        latch.set(crate::readiness::State::Ready);
+        (dir, shared, latch)
+    }
+
+    /// dockerd's side of one attach at `sock`: switch protocols, then echo.
+    fn echoing_attach_dockerd(sock: &std::path::Path) {
+        let dockerd = tokio::net::UnixListener::bind(sock).unwrap();
         tokio::spawn(async move {
             let (mut s, _) = dockerd.accept().await.unwrap();
             let mut head = Vec::new();
@@ -1016,17 +1009,10 @@ mod tests {
             let (mut r, mut w) = s.split();
             let _ = tokio::io::copy(&mut r, &mut w).await;
         });
-        let (shared, latch) = test_shared(Limits::default(), Policy::permissive(), sock);
-        latch.set(crate::readiness::State::Ready);
-        let cap = ConnectionCap::new(1);
-        let slot = cap.admit(&shared.metrics).unwrap();
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        let conn = tokio::spawn(serve_connection(
-            server,
-            Peer::default(),
-            shared.clone(),
-            slot,
-        ));
+    }
+
+    /// Asks for an attach session on `client`; returns once it is switched.
+    async fn attach(client: &mut tokio::io::DuplexStream) {
         client
             .write_all(b"POST /v1.41/containers/x/attach?stream=1 HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
             .await
@@ -1038,6 +1024,23 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&answer[..n])
         );
+    }
+
+    /// An attach session outlives the HTTP connection that asked for it;
+    /// its place under the connection cap and in the gauge lasts as long.
+    #[tokio::test]
+    async fn an_upgraded_session_keeps_its_place_until_it_ends() {
+        let (_dir, shared, _latch) = ready_behind_attach_dockerd();
+        let cap = ConnectionCap::new(1);
+        let slot = cap.admit(&shared.metrics).unwrap();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let conn = tokio::spawn(serve_connection(
+            server,
+            Peer::default(),
+            shared.clone(),
+            slot,
+        ));
+        attach(&mut client).await;
         conn.await.unwrap();
         // The HTTP connection has ended; the session goes on, and counts.
         client.write_all(b"hi").await.unwrap();
@@ -1059,5 +1062,117 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(cap.admit(&shared.metrics).is_some());
+    }
+
+    /// A client connection served as the listener serves it: under `cap`,
+    /// its task owned by `shared.tasks`.
+    fn open_on(shared: &Arc<Shared>, cap: &ConnectionCap) -> tokio::io::DuplexStream {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let slot = cap.admit(&shared.metrics).unwrap();
+        shared.tasks.spawn(serve_connection(
+            server,
+            Peer::default(),
+            shared.clone(),
+            slot,
+        ));
+        client
+    }
+
+    /// At stop, a parked keep-alive connection closes at once and a request
+    /// held for the engine gets its 503, then its connection closes: the
+    /// drain ends when they have, cutting nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_answers_the_held_request_and_closes_the_idle_connection() {
+        let (shared, _latch) = test_shared(
+            Limits::default(),
+            Policy::permissive(),
+            PathBuf::from("/nonexistent/docker.sock"),
+        );
+        let cap = ConnectionCap::new(2);
+        let open = || open_on(&shared, &cap);
+        let mut idle = open();
+        let mut held = open();
+        held.write_all(b"GET /v1.41/info HTTP/1.1\r\nHost: d\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(shared.metrics.held_now(), 1, "held while Starting");
+
+        let started = tokio::time::Instant::now();
+        assert_eq!(shared.tasks.drain(Duration::from_secs(1)).await, 0);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let mut answer = Vec::new();
+        held.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        let mut nothing = Vec::new();
+        idle.read_to_end(&mut nothing).await.unwrap();
+        assert!(nothing.is_empty());
+        assert_eq!(shared.metrics.open_connections(), 0);
+    }
+
+    /// An attach session does not end because the proxy stops: it is cut
+    /// at the drain bound, and its place under the cap is given back.
+    #[tokio::test]
+    async fn a_session_still_open_at_the_drain_bound_is_cut() {
+        let (_dir, shared, _latch) = ready_behind_attach_dockerd();
+        let cap = ConnectionCap::new(1);
+        let slot = cap.admit(&shared.metrics).unwrap();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        shared.tasks.spawn(serve_connection(
+            server,
+            Peer::default(),
+            shared.clone(),
+            slot,
+        ));
+        attach(&mut client).await;
+
+        assert_eq!(shared.tasks.drain(Duration::from_millis(100)).await, 1);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "closed, nothing more");
+        assert_eq!(shared.metrics.open_connections(), 0);
+        assert!(cap.admit(&shared.metrics).is_some());
+    }
+
+    /// A panic while serving one connection (injected with the debug-only
+    /// fault header) closes that connection, unanswered, and nothing else:
+    /// a neighbour open at the time and the next connection are served,
+    /// and the panicked one's place under the cap is given back.
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_closes_its_own_connection_only() {
+        let (shared, _latch) = test_shared(
+            Limits::default(),
+            Policy::ci_safe(),
+            PathBuf::from("/nonexistent/docker.sock"),
+        );
+        let cap = ConnectionCap::new(2);
+        let open = || open_on(&shared, &cap);
+        // Refused by ci-safe before the gate: answered whatever the engine.
+        let refused = b"GET /debug/vars HTTP/1.1\r\nHost: d\r\n\r\n";
+        async fn answer(c: &mut tokio::io::DuplexStream) -> String {
+            let mut buf = vec![0u8; 4096];
+            let n = c.read(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+        let mut neighbour = open();
+        neighbour.write_all(refused).await.unwrap();
+        assert!(answer(&mut neighbour).await.starts_with("HTTP/1.1 403"));
+
+        let mut faulty = open();
+        faulty
+            .write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\nX-Dind-Fault: panic\r\n\r\n")
+            .await
+            .unwrap();
+        let mut said = Vec::new();
+        faulty.read_to_end(&mut said).await.unwrap();
+        assert!(said.is_empty(), "{}", String::from_utf8_lossy(&said));
+        assert_eq!(shared.metrics.open_connections(), 1, "its place is free");
+
+        neighbour.write_all(refused).await.unwrap();
+        assert!(answer(&mut neighbour).await.starts_with("HTTP/1.1 403"));
+        let mut next = open();
+        next.write_all(refused).await.unwrap();
+        assert!(answer(&mut next).await.starts_with("HTTP/1.1 403"));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::forward::Limits;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, State};
 use crate::respond::Refusal;

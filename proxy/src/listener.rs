@@ -9,20 +9,21 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::auth;
-use crate::forward::{self, Limits, Shared};
-use crate::metrics::{HandshakeFailure, Metrics, OpenConnection};
+use crate::cap::{ConnectionCap, Slot};
+use crate::forward::{self, Shared};
+use crate::limits::Limits;
+use crate::metrics::{HandshakeFailure, Metrics};
 use crate::pin::Pins;
 use crate::readiness::{Readiness, State};
 
@@ -164,15 +165,21 @@ impl Listeners {
     }
 }
 
-/// Serves every endpoint until ShuttingDown, then closes the listeners
-/// (open connections go on until dockerd ends them). With
+/// Serves every endpoint until `shutdown` completes, then closes the
+/// listeners and drains every connection, session and dockerd connection
+/// it started within [`DRAIN`] ([`crate::tasks`]); returns once all have
+/// ended. With
 /// [`Open::WhenReady`], binds at the first Ready, and returns early,
-/// binding nothing, if shutdown comes first.
+/// binding nothing, if shutdown or ShuttingDown comes first.
+///
+/// The supervisor passes [`Readiness::shutting_down`] as `shutdown`.
 pub async fn serve(
     config: Config,
-    mut readiness: Readiness,
+    readiness: Readiness,
     metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    tokio::pin!(shutdown);
     let listeners = match config.open {
         Open::Now(listeners) => listeners,
         Open::WhenReady(endpoints) => {
@@ -183,14 +190,12 @@ pub async fn serve(
                     clear_stale_socket(path)?;
                 }
             }
-            loop {
-                match readiness.state() {
-                    State::Ready => break,
-                    State::ShuttingDown => return Ok(()),
-                    State::Starting | State::Restarting => {
-                        readiness.changed().await;
-                    }
-                }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                ready = first_ready(readiness.clone()) => if !ready {
+                    return Ok(());
+                },
             }
             Listeners::bind(&endpoints).await?
         }
@@ -201,13 +206,6 @@ pub async fn serve(
         )),
         None => None,
     };
-    let sweeper = pins.clone().map(|p| {
-        tokio::spawn(crate::pin::sweep_loop(
-            p,
-            config.upstream.clone(),
-            readiness.clone(),
-        ))
-    });
     let shared = Arc::new(Shared::new(
         config.upstream,
         readiness.clone(),
@@ -218,6 +216,18 @@ pub async fn serve(
         crate::ping::PingCache::new(config.ping_ttl),
         pins.clone(),
     ));
+    if let Some(p) = pins.clone() {
+        let (tasks, sweep) = (
+            shared.tasks.clone(),
+            crate::pin::sweep_loop(p, shared.upstream.clone(), readiness.clone()),
+        );
+        shared.tasks.spawn(async move {
+            tokio::select! {
+                () = tasks.stopping() => {}
+                () = sweep => {}
+            }
+        });
+    }
     let Listeners { bound, sockets } = listeners;
     // One cap for every endpoint: a job reaches all of them alike.
     let cap = Arc::new(ConnectionCap::new(shared.limits.max_connections));
@@ -227,19 +237,23 @@ pub async fn serve(
         accepting.spawn(accept_loop(bound, shared.clone(), cap.clone()));
     }
     metrics.listeners_bound.store(true, Ordering::Release);
-    while readiness.state() != State::ShuttingDown {
-        if readiness.changed().await == State::ShuttingDown {
-            break;
-        }
-    }
+    shutdown.await;
     // Close the doors first: new connects are refused from here on.
     accepting.shutdown().await;
     metrics.listeners_bound.store(false, Ordering::Release);
     drop(sockets);
     tracing::info!("public listeners closed");
-    answer_held(&metrics).await;
-    if let Some(sweeper) = sweeper {
-        sweeper.abort();
+    // Idle dockerd connections go now; every client connection closes
+    // once its exchange in flight is answered (held ones get their 503);
+    // what still runs at the bound is cut.
+    shared.pool.close();
+    let cut = shared.tasks.drain(DRAIN).await;
+    if cut > 0 {
+        tracing::info!(
+            cut,
+            bound_ms = DRAIN.as_millis() as u64,
+            "connections and sessions still open at the drain bound were closed"
+        );
     }
     if let Some(pins) = pins {
         // The containers have their own mounts; the pins only kept them
@@ -249,20 +263,27 @@ pub async fn serve(
     Ok(())
 }
 
-/// Bound on the wait for held requests to be answered at shutdown.
-const HELD_DRAIN: Duration = Duration::from_secs(1);
-
-/// Lets every request held in the gate take its 503 before the process
-/// ends: a job must read why, not a connection reset. A held request
-/// leaves the gauge in the same poll that writes its small answer, so an
-/// empty gauge means the answers are on their way.
-async fn answer_held(metrics: &Metrics) {
-    let until = tokio::time::Instant::now() + HELD_DRAIN;
-    while metrics.held_now() > 0 && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+/// Waits for the engine's first Ready: true, or false once it is shutting
+/// down (the latch dropped included). Follows what each change says: the
+/// state read again after the latch is gone would still say Starting, and
+/// a watch whose sender is gone returns at once, so looping on the state
+/// alone would spin (issue 11).
+async fn first_ready(mut readiness: Readiness) -> bool {
+    let mut state = readiness.state();
+    loop {
+        match state {
+            State::Ready => return true,
+            State::ShuttingDown => return false,
+            State::Starting | State::Restarting => state = readiness.changed().await,
+        }
     }
-    tokio::task::yield_now().await;
 }
+
+/// How long the connections and sessions left at shutdown have to end
+/// before they are cut. Within the supervisor's wait for the proxy (1.5 s):
+/// enough for a held request's 503 and an exchange in flight, not for a
+/// `logs -f` stream or an attach session, which end with the engine anyway.
+pub const DRAIN: Duration = Duration::from_secs(1);
 
 /// A bound listener and how to treat its connections.
 enum Bound {
@@ -349,66 +370,6 @@ fn remove_socket(path: &Path) {
     }
 }
 
-/// The cap on client connections open at once, across every endpoint
-/// (`DIND_MAX_CONNECTIONS`, issue 10): a job must not exhaust the
-/// service's memory or descriptors, nor starve the next job.
-///
-/// Above it a connection is closed at once, unanswered. Answering costs
-/// what the cap protects: on the TLS port a 503 needs a whole handshake,
-/// and on any port an answer that is sure to be read needs the request
-/// drained first (closing with unread bytes sends a reset, which may
-/// destroy the answer). The refusal is counted in `/metrics` and logged
-/// once per spell at the cap.
-pub struct ConnectionCap {
-    permits: Arc<Semaphore>,
-    max: usize,
-    /// Whether the last connection was refused: one warning per spell.
-    at_cap: AtomicBool,
-}
-
-/// One client connection's place under the cap, and its count in the
-/// open-connections gauge. Held for as long as anything of the connection
-/// lives: its task, then the splice of an upgraded session (attach, exec,
-/// BuildKit), which outlives the HTTP connection that asked for it.
-pub struct Slot {
-    _permit: OwnedSemaphorePermit,
-    _open: OpenConnection,
-}
-
-impl ConnectionCap {
-    pub fn new(max: usize) -> ConnectionCap {
-        ConnectionCap {
-            permits: Arc::new(Semaphore::new(max)),
-            max,
-            at_cap: AtomicBool::new(false),
-        }
-    }
-
-    /// A place for a connection just accepted, or None (counted) when
-    /// `max` are open.
-    pub fn admit(&self, metrics: &Arc<Metrics>) -> Option<Slot> {
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                self.at_cap.store(false, Ordering::Relaxed);
-                Some(Slot {
-                    _permit: permit,
-                    _open: metrics.connection_opened(),
-                })
-            }
-            Err(_) => {
-                metrics.connection_refused();
-                if !self.at_cap.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        max = self.max,
-                        "connection cap reached: new client connections are closed until some end (DIND_MAX_CONNECTIONS)"
-                    );
-                }
-                None
-            }
-        }
-    }
-}
-
 /// Accepts until aborted. An accept error never ends the loop; a
 /// connection over the cap is dropped as soon as it is accepted.
 async fn accept_loop(bound: Bound, shared: Arc<Shared>, cap: Arc<ConnectionCap>) {
@@ -421,9 +382,10 @@ async fn accept_loop(bound: Bound, shared: Arc<Shared>, cap: Arc<ConnectionCap>)
                     };
                     let _ = stream.set_nodelay(true);
                     let span = tracing::debug_span!("conn", %peer);
-                    let (tls, shared) = (tls.clone(), shared.clone());
-                    tokio::spawn(
+                    let (tls, conn_shared) = (tls.clone(), shared.clone());
+                    shared.tasks.spawn(
                         async move {
+                            let shared = conn_shared;
                             match tls {
                                 Some(acceptor) => {
                                     serve_tls(stream, peer, acceptor, shared, slot).await
@@ -451,7 +413,7 @@ async fn accept_loop(bound: Bound, shared: Arc<Shared>, cap: Arc<ConnectionCap>)
                         addr: "unix".into(),
                         subject: None,
                     };
-                    tokio::spawn(forward::serve_connection(
+                    shared.tasks.spawn(forward::serve_connection(
                         stream,
                         peer,
                         shared.clone(),
@@ -611,6 +573,83 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "{what}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// What [`serve`] needs, with dockerd nowhere.
+    fn config(open: Open) -> Config {
+        Config {
+            open,
+            upstream: PathBuf::from("/nonexistent/docker.sock"),
+            limits: Limits::default(),
+            policy: crate::policy::Policy::permissive(),
+            audit: crate::audit::Audit::file(Path::new("/dev/null")).unwrap(),
+            ping_ttl: Duration::ZERO,
+            pins_dir: None,
+        }
+    }
+
+    /// The supervisor gone (its latch dropped) before the engine was ever
+    /// Ready: a serve waiting to bind ends, binding nothing. It used to read
+    /// the state again after each change, still Starting, and spin.
+    #[tokio::test(start_paused = true)]
+    async fn a_latch_dropped_before_ready_ends_a_serve_waiting_to_bind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let endpoint = Endpoint::Unix {
+            path: path.clone(),
+            mode: 0o660,
+            gid: None,
+        };
+        let (latch, readiness) = crate::readiness::channel();
+        let serving = tokio::spawn(serve(
+            config(Open::WhenReady(vec![endpoint])),
+            readiness,
+            Arc::new(Metrics::default()),
+            std::future::pending(),
+        ));
+        tokio::task::yield_now().await;
+        latch.set(State::Restarting);
+        tokio::task::yield_now().await;
+        assert!(!serving.is_finished(), "waits for Ready");
+        drop(latch);
+        let ended = tokio::time::timeout(Duration::from_secs(1), serving).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+        assert!(!path.exists(), "nothing was bound");
+    }
+
+    /// `shutdown` alone stops a serve: the socket file goes, and new
+    /// connects are refused.
+    #[tokio::test]
+    async fn shutdown_closes_the_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listeners = Listeners::bind(&[Endpoint::Unix {
+            path: path.clone(),
+            mode: 0o660,
+            gid: None,
+        }])
+        .await
+        .unwrap();
+        let (_latch, readiness) = crate::readiness::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = Arc::new(Metrics::default());
+        let serving = tokio::spawn(serve(
+            config(Open::Now(listeners)),
+            readiness,
+            metrics.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        until("listening", || {
+            metrics.listeners_bound.load(Ordering::Acquire)
+        })
+        .await;
+        tokio::net::UnixStream::connect(&path).await.unwrap();
+        stop.send(()).unwrap();
+        serving.await.unwrap().unwrap();
+        assert!(!path.exists(), "the socket file is removed");
+        assert!(!metrics.listeners_bound.load(Ordering::Acquire));
     }
 
     #[tokio::test]

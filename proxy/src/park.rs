@@ -30,8 +30,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
-use crate::forward::Limits;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::tasks::Tasks;
 
 /// How long a keep-alive connection stays idle before it is parked: a
 /// client sending request after request keeps its hyper state, and pays no
@@ -42,13 +43,16 @@ const PARK_AFTER: Duration = Duration::from_millis(250);
 /// traffic, parked (socket and TLS state only) while it idles. `svc` must
 /// wrap request bodies in [`Watched`] and response bodies in [`Tracked`]
 /// with the same `activity`, so that parking happens only between
-/// exchanges.
+/// exchanges. Once `tasks` stop, the connection closes: at once when
+/// parked, after the exchange in flight otherwise (hyper's graceful
+/// shutdown).
 pub async fn drive<I, S, B>(
     io: I,
     mut svc: S,
     activity: Arc<Activity>,
     limits: &Limits,
     metrics: Arc<Metrics>,
+    tasks: &Tasks,
 ) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -73,7 +77,16 @@ where
             let _parked = metrics.connection_parked();
             let parked_at = Instant::now();
             let mut first = [0u8; 64];
-            match tokio::time::timeout(head_timeout, io.inner.read(&mut first)).await {
+            let read = tokio::select! {
+                biased;
+                () = tasks.stopping() => {
+                    // Between exchanges: nothing to finish.
+                    let _ = io.inner.shutdown().await;
+                    return Ok(());
+                }
+                read = tokio::time::timeout(head_timeout, io.inner.read(&mut first)) => read,
+            };
+            match read {
                 Ok(Ok(0)) => {
                     // The client closed an idle connection, as hyper would.
                     let _ = io.inner.shutdown().await;
@@ -104,7 +117,16 @@ where
                 .serve_connection(TokioIo::new(io), svc)
                 .with_upgrades(),
         );
-        let served = until_idle(conn.as_mut(), &activity).await;
+        let served = tokio::select! {
+            biased;
+            served = until_idle(conn.as_mut(), &activity) => served,
+            () = tasks.stopping() => {
+                // Finish the exchange in flight (a held request's 503
+                // included), then close; an idle one closes at once.
+                conn.as_mut().graceful_shutdown();
+                return conn.await;
+            }
+        };
         let Some(served) = served else {
             // Idle at a message boundary: take hyper apart. None only after
             // an upgrade, which ends `conn` before it can idle.

@@ -35,7 +35,7 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
 
-use crate::decide::RequestHead;
+use crate::head::RequestHead;
 use crate::policy::json::{self, Json};
 use crate::policy::routes::{self, Route};
 use crate::policy::{Policy, Rule};

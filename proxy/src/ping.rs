@@ -24,7 +24,7 @@ use hyper::header::{CONNECTION, DATE};
 use hyper::http::response::Parts;
 use hyper::{HeaderMap, Method, Response, StatusCode};
 
-use crate::decide::RequestHead;
+use crate::head::RequestHead;
 use crate::respond::Body;
 
 /// Which cached answer a request can use: GET and HEAD differ in their
@@ -194,7 +194,7 @@ mod tests {
             .uri(target)
             .body(())
             .unwrap();
-        crate::decide::parse(&req.into_parts().0).unwrap()
+        crate::head::parse(&req.into_parts().0).unwrap()
     }
 
     fn slot_of(cache: &PingCache, method: Method, target: &str) -> Option<Slot> {

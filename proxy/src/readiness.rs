@@ -156,6 +156,15 @@ impl Readiness {
         }
     }
 
+    /// Completes once the engine is shutting down, or the latch is gone:
+    /// the stop signal the supervisor hands [`crate::serve`].
+    pub async fn shutting_down(mut self) {
+        let mut state = self.state();
+        while state != State::ShuttingDown {
+            state = self.changed().await;
+        }
+    }
+
     /// Waits for the next change; returns the new state, or ShuttingDown once
     /// the latch is dropped.
     pub async fn changed(&mut self) -> State {
@@ -195,6 +204,24 @@ mod tests {
         tokio::task::yield_now().await;
         latch.set(State::Ready);
         assert_eq!(waiter.await.unwrap(), Ok(State::Ready));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutting_down_completes_on_the_state_or_a_dropped_latch() {
+        let (latch, r) = channel();
+        let stop = tokio::spawn(r.clone().shutting_down());
+        latch.set(State::Ready);
+        latch.set(State::Restarting);
+        tokio::task::yield_now().await;
+        assert!(!stop.is_finished(), "only ShuttingDown stops");
+        latch.set(State::ShuttingDown);
+        stop.await.unwrap();
+        r.clone().shutting_down().await; // already there: at once
+
+        let (latch, r) = channel();
+        let stop = tokio::spawn(r.shutting_down());
+        drop(latch);
+        stop.await.unwrap();
     }
 
     #[tokio::test]

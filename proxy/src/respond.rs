@@ -24,7 +24,7 @@ pub enum Refusal {
         last_error: Option<String>,
     },
     /// The engine is not ready and the gate holds as many requests as it
-    /// may ([`crate::forward::Limits::max_held`]).
+    /// may ([`crate::limits::Limits::max_held`]).
     HoldFull { state: State, max: usize },
     /// The supervisor is stopping; `last_error` says why when dockerd failed.
     ShuttingDown { last_error: Option<String> },
@@ -39,7 +39,7 @@ pub enum Refusal {
     /// A body the policy must read did not arrive whole in time.
     BodyTimeout { limit: std::time::Duration },
     /// Bodies the policy reads already fill the memory set aside for them
-    /// ([`crate::forward::Limits::body_memory`]).
+    /// ([`crate::limits::Limits::body_memory`]).
     BodyMemory { total: usize },
 }
 

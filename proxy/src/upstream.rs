@@ -153,17 +153,26 @@ async fn call_once(
     let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(http_err)?;
-    // The connection task ends when the exchange does; nothing else owns it.
-    tokio::spawn(conn);
     let req = Request::builder()
         .method(method)
         .uri(uri)
         .header(hyper::header::HOST, "docker")
         .body(Empty::<Bytes>::new())
         .map_err(|_| UpstreamError::BadUri(uri.to_owned()))?;
-    let resp = sender.send_request(req).await.map_err(http_err)?;
-    let (head, body) = resp.into_parts();
-    let body = body.collect().await.map_err(http_err)?.to_bytes();
+    let exchange = async {
+        let resp = sender.send_request(req).await.map_err(http_err)?;
+        let (head, body) = resp.into_parts();
+        let body = body.collect().await.map_err(http_err)?.to_bytes();
+        Ok::<_, UpstreamError>((head, body))
+    };
+    // The connection is driven here, beside its one exchange, not in a
+    // task of its own: nothing outlives the call (issue 11). Should it end
+    // first, the exchange fails with the reason.
+    tokio::pin!(conn, exchange);
+    let (head, body) = tokio::select! {
+        done = &mut exchange => done?,
+        _ = &mut conn => exchange.await?,
+    };
     if !head.status.is_success() {
         return Err(UpstreamError::Status {
             path: socket.to_owned(),

@@ -12,6 +12,9 @@ use crate::{certs, cgroup, dockerd, endpoints, signals, status, supervise, syste
 
 /// Certificates, host preparation, dockerd, supervision; returns the exit code.
 pub fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
+    // A panic aborts, as before, except in a proxy client task, which it
+    // closes alone (issue 11: the release profile unwinds for that).
+    proxy::tasks::abort_on_panic_outside_client_tasks();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -69,7 +72,8 @@ pub fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
         let proxy_task = match config.proxy {
             Some(p) => {
                 let proxy_config = proxy_config(p, open, &config.dockerd.run_dir, &prepared.socket, config.locked_by)?;
-                Some(tokio::spawn(proxy::serve(proxy_config, readiness.clone(), metrics.clone())))
+                let shutdown = readiness.clone().shutting_down();
+                Some(tokio::spawn(proxy::serve(proxy_config, readiness.clone(), metrics.clone(), shutdown)))
             }
             None => None,
         };

@@ -76,7 +76,7 @@ use std::fmt;
 
 use hyper::Method;
 
-use crate::decide::RequestHead;
+use crate::head::RequestHead;
 use routes::Route;
 
 pub use file::{load_image, PolicyError, PolicyFile, IMAGE_FILE};
