@@ -70,6 +70,10 @@ fn refused(mut svc: Service, names: &[&str]) -> String {
     lines[0].to_owned()
 }
 
+/// A job variable, its value in a given service directory, and what the
+/// refusal must name.
+type Case<'a> = (&'a str, &'a dyn Fn(&std::path::Path) -> String, &'a [&'a str]);
+
 #[test]
 fn job_variables_cannot_loosen_a_locked_policy() {
     // GitLab passes every job variable to the service: each of these alone
@@ -77,7 +81,7 @@ fn job_variables_cannot_loosen_a_locked_policy() {
     // The last one names the service's own raw socket.
     let raw =
         |d: &std::path::Path| format!("unix://{}", d.join("run/dockerd/docker.sock").display());
-    let cases: &[(&str, &dyn Fn(&std::path::Path) -> String, &[&str])] = &[
+    let cases: &[Case] = &[
         (
             "DIND_POLICY",
             &|_| "permissive".into(),
