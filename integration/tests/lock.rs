@@ -72,7 +72,11 @@ fn refused(mut svc: Service, names: &[&str]) -> String {
 
 /// A job variable, its value in a given service directory, and what the
 /// refusal must name.
-type Case<'a> = (&'a str, &'a dyn Fn(&std::path::Path) -> String, &'a [&'a str]);
+type Case<'a> = (
+    &'a str,
+    &'a dyn Fn(&std::path::Path) -> String,
+    &'a [&'a str],
+);
 
 #[test]
 fn job_variables_cannot_loosen_a_locked_policy() {

@@ -153,20 +153,8 @@ impl<S: System> Supervisor<S> {
                 }
                 ended = async { self.proxy.as_mut().expect("guarded").await }, if self.proxy.is_some() => {
                     self.proxy = None;
-                    let error = match ended {
-                        Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some(e.to_string()),
-                        Err(e) => Some(format!("proxy task failed: {e}")),
-                    };
-                    if let Some(error) = error {
-                        tracing::error!("{error}");
-                        self.failed = true;
-                        // During a stop this is no reason to escalate.
-                        if self.stopping.is_none() {
-                            if let Some(ended) = self.on_stop(Signal::SIGTERM) {
-                                return self.finish(ended).await;
-                            }
-                        }
+                    if let Some(ended) = self.on_proxy_end(ended) {
+                        return self.finish(ended).await;
                     }
                 }
                 _ = async { self.pre_stop.as_mut().expect("guarded").await }, if self.pre_stop.is_some() => {
@@ -188,6 +176,27 @@ impl<S: System> Supervisor<S> {
                     return self.finish(Ended::Unkillable).await;
                 }
             }
+        }
+    }
+
+    /// The proxy ended before us: only an error (a port it cannot bind)
+    /// matters, and it stops the service unless a stop is under way.
+    fn on_proxy_end(
+        &mut self,
+        ended: Result<Result<(), proxy::ServeError>, tokio::task::JoinError>,
+    ) -> Option<Ended> {
+        let error = match ended {
+            Ok(Ok(())) => return None,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("proxy task failed: {e}"),
+        };
+        tracing::error!("{error}");
+        self.failed = true;
+        // During a stop this is no reason to escalate.
+        if self.stopping.is_none() {
+            self.on_stop(Signal::SIGTERM)
+        } else {
+            None
         }
     }
 
