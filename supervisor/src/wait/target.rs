@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use super::*;
 use crate::env::{Env, DOCKER_CERT_PATH, DOCKER_HOST, DOCKER_TLS, DOCKER_TLS_VERIFY, HOME};
+use crate::hostname::is_host_name;
 
 pub(super) const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
@@ -199,11 +200,7 @@ pub(super) fn parse_tcp(
             Host::Name("localhost".into())
         } else if let Ok(ip) = Ipv4Addr::from_str(name) {
             Host::Ip(IpAddr::V4(ip))
-        } else if name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-            && !name.starts_with(['.', '-'])
-        {
+        } else if is_host_name(name) {
             Host::Name(name.to_owned())
         } else {
             return Err(HostError::BadHost {
