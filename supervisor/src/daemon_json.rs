@@ -25,11 +25,11 @@
 //!
 //! [`plan`] decides without writing anything; [`apply`] writes the generated file.
 
+use crate::atomic;
 use crate::dockerd_flags::{flag_value, flag_values, remove_flag};
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use proxy::policy::json::go_equal_fold_ascii;
@@ -580,30 +580,11 @@ pub fn apply(plan: &Plan) -> Result<(), DaemonJsonError> {
     if let Some(dir) = g.path.parent() {
         fs::create_dir_all(dir).map_err(write_err(dir))?;
     }
-    let name = g
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "daemon.json".to_owned());
-    let tmp = g.path.with_file_name(format!(".{name}.tmp"));
     let mut text =
         serde_json::to_vec_pretty(&g.value).map_err(|e| write_err(&g.path)(io::Error::other(e)))?;
     text.push(b'\n');
     // The original may name TLS keys or auth plugins; only root (dockerd) needs to read it.
-    // A leftover temp file would keep its old mode, so start from none.
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(write_err(&tmp)(e)),
-        _ => {}
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(write_err(&tmp))?;
-    file.write_all(&text).map_err(write_err(&tmp))?;
-    file.sync_all().map_err(write_err(&tmp))?;
-    fs::rename(&tmp, &g.path).map_err(write_err(&g.path))
+    atomic::write(&g.path, &text, 0o600).map_err(write_err(&g.path))
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@
 //! - [`wait`]: the client side: `wait` and `health` for job scripts and probes.
 //! - [`exit`]: every outcome's exit code, in one place.
 
+pub mod atomic;
 pub mod certs;
 pub mod cgroup;
 pub mod cli;

@@ -1,13 +1,14 @@
 //! Writing the set: temporaries beside their targets, fsync, rename in
 //! order (the CA key first), and the sweep of a crash's leftovers.
 
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::{self, File, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::thread;
 
 use super::*;
+use crate::atomic::Staged;
 
 pub(super) fn create_subdir(dir: &Path) -> Result<(), CertError> {
     let create_err = |source| CertError::CreateDir {
@@ -39,67 +40,12 @@ pub(super) fn sweep_stale_temporaries(dir: &Path) {
     }
 }
 
-/// A file written under a temporary name, to be fsync'd and renamed into
-/// place; removed on drop unless committed.
-pub(super) struct Staged {
-    pub(super) file: File,
-    pub(super) tmp: PathBuf,
-    pub(super) dest: PathBuf,
-    pub(super) committed: bool,
-}
-
-impl Staged {
-    pub(super) fn write(dest: &Path, bytes: &[u8], mode: u32) -> Result<Self, CertError> {
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let write_err = |source| CertError::Write {
-            path: dest.to_owned(),
-            source,
-        };
-        let remove_tmp = |e| {
-            let _ = fs::remove_file(&tmp);
-            write_err(e)
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            // Only we write here, under the lock: never follow a planted link.
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(write_err)?;
-        // The mode above went through the umask; a truncated leftover kept its own.
-        file.set_permissions(Permissions::from_mode(mode))
-            .and_then(|()| file.write_all(bytes))
-            .map_err(remove_tmp)?;
-        Ok(Staged {
-            file,
-            tmp,
-            dest: dest.to_owned(),
-            committed: false,
-        })
-    }
-
-    pub(super) fn commit(mut self) -> Result<(), CertError> {
-        fs::rename(&self.tmp, &self.dest).map_err(|source| CertError::Write {
-            path: self.dest.clone(),
-            source,
-        })?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
+/// Stages one output; its errors name the target.
+pub(super) fn stage(dest: &Path, bytes: &[u8], mode: u32) -> Result<Staged, CertError> {
+    Staged::write(dest, bytes, mode).map_err(|source| CertError::Write {
+        path: dest.to_owned(),
+        source,
+    })
 }
 
 /// Renames a set's staged (and synced) files into place, in order.
@@ -123,7 +69,9 @@ pub(super) fn commit_set(set: &SetPlan, staged: Vec<Staged>) -> Result<(), CertE
         }
     }
     for file in staged {
-        file.commit()?;
+        let dest = file.dest().to_owned();
+        file.commit()
+            .map_err(|source| CertError::Write { path: dest, source })?;
     }
     Ok(())
 }

@@ -188,15 +188,11 @@ impl Managed {
             .map(|set| {
                 set.outputs
                     .iter()
-                    .filter_map(|o| {
-                        o.bytes
-                            .as_ref()
-                            .map(|bytes| Staged::write(&o.path, bytes, o.mode))
-                    })
+                    .filter_map(|o| o.bytes.as_ref().map(|bytes| stage(&o.path, bytes, o.mode)))
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        sync_concurrently(staged.iter().flatten().map(|s| (&s.file, s.dest.as_path())))?;
+        sync_concurrently(staged.iter().flatten().map(|s| (&s.file, s.dest())))?;
         let mut changed_dirs = Vec::new();
         for (set, staged) in self.sets.iter().zip(staged) {
             if !staged.is_empty() {
