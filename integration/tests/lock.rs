@@ -158,7 +158,13 @@ fn job_variables_cannot_loosen_a_locked_policy() {
 
 #[test]
 fn the_service_command_cannot_escape_a_lock() {
-    let port = support::free_port().to_string();
+    // A port nobody listens on: the service must refuse before dockerd
+    // could open it (checked at the end).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let tcp = format!("tcp://127.0.0.1:{port}");
     // `command: ["sh", "-c", …]`: the command must never run.
     let dir = short_tempdir();
@@ -228,7 +234,7 @@ fn the_service_command_cannot_escape_a_lock() {
         );
     }
     // Nothing answered on the port dockerd was asked to open.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
 #[test]

@@ -40,7 +40,10 @@ pub struct Health {
 /// Binds `addr` now (health answers from the first moment) and serves
 /// until the task is dropped.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    match crate::handed::take(addr) {
+        Some(handed) => handed,
+        None => TcpListener::bind(addr).await,
+    }
 }
 
 pub async fn serve(listener: TcpListener, health: Arc<Health>) {

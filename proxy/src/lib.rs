@@ -42,6 +42,7 @@ pub mod cap;
 pub mod decide;
 pub mod forward;
 pub mod gate;
+pub mod handed;
 pub mod head;
 pub mod health;
 pub mod limits;

@@ -294,12 +294,14 @@ enum Bound {
 async fn bind(ep: &Endpoint) -> Result<Bound, ServeError> {
     match ep {
         Endpoint::Tcp { addr, tls } => {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    endpoint: ep.url(),
-                    source,
-                })?;
+            let l = match crate::handed::take(*addr) {
+                Some(handed) => handed,
+                None => TcpListener::bind(addr).await,
+            }
+            .map_err(|source| ServeError::Bind {
+                endpoint: ep.url(),
+                source,
+            })?;
             Ok(Bound::Tcp(l, tls.clone().map(TlsAcceptor::from)))
         }
         Endpoint::Unix { path, mode, gid } => bind_unix(path, *mode, *gid).map(Bound::Unix),

@@ -81,3 +81,5 @@ pub const DIND_STALE_PID_DIRS: &str = "DIND_STALE_PID_DIRS";
 pub const DIND_STORAGE_DRIVER: &str = "DIND_STORAGE_DRIVER";
 pub const DIND_STORAGE_ON_OVERLAY: &str = "DIND_STORAGE_ON_OVERLAY";
 pub const DIND_TLS_KEY_TYPE: &str = "DIND_TLS_KEY_TYPE";
+/// Sockets handed over already bound (see `listen_fds`); not a flag.
+pub const DIND_LISTEN_FDS: &str = "DIND_LISTEN_FDS";

@@ -37,6 +37,7 @@ pub mod env;
 pub mod exit;
 pub mod hostname;
 pub mod iptables;
+pub mod listen_fds;
 pub mod lock;
 pub mod logging;
 pub mod mtu;

@@ -9,10 +9,12 @@ use std::time::Instant;
 use dind_supervisor::cli::{self, Invocation};
 use dind_supervisor::config::Config;
 use dind_supervisor::env::ProcessEnv;
-use dind_supervisor::{exit, lock, logging, private, service, wait};
+use dind_supervisor::{exit, listen_fds, lock, logging, private, service, wait};
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    // Before anything opens a descriptor of its own.
+    let handed = listen_fds::take(&ProcessEnv);
     let invocation = match cli::parse(std::env::args_os().collect()) {
         Ok(i) => i,
         Err(e) => e.exit(),
@@ -69,7 +71,7 @@ fn main() -> ExitCode {
                 let dropped = lock::scrub_environment();
                 tracing::info!(path = lock::LOCKED_PATH, dropped = %dropped.join(","), "locked: children get a clean environment");
             }
-            exit::served(service::run(config, started))
+            exit::served(service::run(config, handed, started))
         }
     }
 }

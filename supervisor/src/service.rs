@@ -11,7 +11,12 @@ use crate::config::Config;
 use crate::{certs, cgroup, dockerd, endpoints, signals, status, supervise, system};
 
 /// Certificates, host preparation, dockerd, supervision; returns the exit code.
-pub fn run(config: Config, started: Instant) -> anyhow::Result<i32> {
+pub fn run(
+    config: Config,
+    handed: Vec<std::os::fd::OwnedFd>,
+    started: Instant,
+) -> anyhow::Result<i32> {
+    proxy::handed::keep(handed);
     // A panic aborts, as before, except in a proxy client task, which it
     // closes alone (issue 11: the release profile unwinds for that).
     proxy::tasks::abort_on_panic_outside_client_tasks();

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -222,9 +223,10 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let (port, health_port) = (free_port(), free_port());
+        let [(port, api), (health_port, health)] = [held_port(), held_port()];
         cmd.env("DIND_LISTEN", format!("127.0.0.1:{port}"))
             .env("DIND_HEALTH_ADDR", format!("127.0.0.1:{health_port}"));
+        hand_over(&mut cmd, [api, health]);
         let mut child = cmd.spawn().expect("start dind-supervisor");
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
@@ -468,13 +470,51 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// A TCP port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback TCP socket, bound but not listening, and its port: the port
+/// is held from here on, so no test running beside this one can take it
+/// (a port found free and released could be), and it refuses connections
+/// until the service listens on it.
+fn held_port() -> (u16, OwnedFd) {
+    use nix::sys::socket::{
+        bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    let port = getsockname::<SockaddrIn>(fd.as_raw_fd()).unwrap().port();
+    (port, fd)
+}
+
+/// Hands `sockets` to the service as descriptors 3, 4, … with
+/// `DIND_LISTEN_FDS`, which it takes in place of binding those addresses.
+fn hand_over<const N: usize>(cmd: &mut Command, sockets: [OwnedFd; N]) {
+    use std::os::unix::process::CommandExt;
+    cmd.env("DIND_LISTEN_FDS", N.to_string());
+    let raw = sockets.each_ref().map(|fd| fd.as_raw_fd());
+    // SAFETY: the closure runs in the child between fork and exec and makes
+    // only fcntl and dup2 calls, which are async-signal-safe; `sockets`
+    // stays open in the parent until the closure has run, because it is
+    // moved into the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &sockets;
+            // First above the targets, so no dup2 overwrites a source.
+            let mut high = [0; N];
+            for (h, fd) in high.iter_mut().zip(raw) {
+                *h = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(16))?;
+            }
+            for (i, fd) in high.into_iter().enumerate() {
+                // dup2 leaves the new descriptor without close-on-exec.
+                nix::unistd::dup2(fd, 3 + i as i32)?;
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The docker CLIs on this machine: Debian's docker.io client (20.10, with
