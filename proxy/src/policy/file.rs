@@ -137,17 +137,39 @@ fn read(path: &str) -> Result<String, PolicyError> {
 }
 
 /// Checks the text of a policy file; `path` only names it in errors and in
-/// the policy's name.
+/// the policy's name. Keys are checked in a fixed order, so a file with
+/// several mistakes always names the same one first.
 pub(super) fn parse(
     path: &str,
     text: &str,
     env_binds: Option<Vec<String>>,
 ) -> Result<PolicyFile, PolicyError> {
-    let p = || path.to_owned();
+    let table = parse_table(path, text)?;
+    let profile = profile(path, &table)?;
+    let mut policy = Policy::from_profile(profile);
+    policy.name = format!("file:{path} ({})", profile.name());
+    if let Some(rules) = table.get("rules") {
+        set_rules(path, &mut policy, rules)?;
+    }
+    if let Some(dirs) = allow_binds(path, table.get("allow_binds"), env_binds)? {
+        policy.allow_binds = dirs;
+    }
+    if let Some(v) = table.get("body_cap") {
+        policy.body_cap = body_cap(path, v)?;
+    }
+    Ok(PolicyFile {
+        policy,
+        locked: locked(path, table.get("locked"))?,
+        supervisor: supervisor(path, table.get("supervisor"))?,
+    })
+}
+
+/// The TOML table, with only the keys a policy file knows.
+fn parse_table(path: &str, text: &str) -> Result<toml::Table, PolicyError> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| PolicyError::Syntax {
-            path: p(),
+            path: path.to_owned(),
             line: e.span().map_or(1, |s| {
                 1 + text[..s.start.min(text.len())].matches('\n').count()
             }),
@@ -159,114 +181,142 @@ pub(super) fn parse(
             "profile" | "allow_binds" | "body_cap" | "rules" | "locked" | "supervisor"
         ) {
             return Err(PolicyError::UnknownKey {
-                path: p(),
+                path: path.to_owned(),
                 key: key.clone(),
             });
         }
     }
-    let profile = match table.get("profile") {
-        None => return Err(PolicyError::MissingProfile { path: p() }),
-        Some(v) => v
-            .as_str()
-            .and_then(Profile::from_name)
-            .ok_or_else(|| PolicyError::Profile {
-                path: p(),
-                value: show(v),
-            })?,
+    Ok(table)
+}
+
+/// `profile`: required.
+fn profile(path: &str, table: &toml::Table) -> Result<Profile, PolicyError> {
+    let Some(v) = table.get("profile") else {
+        return Err(PolicyError::MissingProfile {
+            path: path.to_owned(),
+        });
     };
-    let mut policy = Policy::from_profile(profile);
-    policy.name = format!("file:{path} ({})", profile.name());
+    v.as_str()
+        .and_then(Profile::from_name)
+        .ok_or_else(|| PolicyError::Profile {
+            path: path.to_owned(),
+            value: show(v),
+        })
+}
 
-    if let Some(rules) = table.get("rules") {
-        let Some(rules) = rules.as_table() else {
-            return Err(PolicyError::RulesTable { path: p() });
-        };
-        for (name, value) in rules {
-            let rule = Rule::from_name(name).ok_or_else(|| PolicyError::UnknownRule {
-                path: p(),
-                rule: name.clone(),
-                known: Rule::ALL.map(Rule::name).join(", "),
-            })?;
-            let deny = match value.as_str() {
-                Some("deny") => true,
-                Some("allow") => false,
-                _ => {
-                    return Err(PolicyError::RuleValue {
-                        path: p(),
-                        rule: name.clone(),
-                        value: show(value),
-                    })
-                }
-            };
-            policy.set(rule, deny);
-        }
-    }
-
-    match (table.get("allow_binds"), env_binds) {
-        (Some(_), Some(_)) => return Err(PolicyError::AllowBindsTwice { path: p() }),
-        (Some(v), None) => {
-            let bad = |why: String| PolicyError::FileAllowBinds { path: p(), why };
-            let list = v.as_array().ok_or_else(|| {
-                bad("use a list of directories, e.g. [\"/builds\", \"/cache\"]".into())
-            })?;
-            let mut dirs = Vec::new();
-            for entry in list {
-                let s = entry
-                    .as_str()
-                    .ok_or_else(|| bad(format!("{} is not a string", show(entry))))?;
-                dirs.push(check_allow_dir(s).map_err(bad)?);
-            }
-            policy.allow_binds = dirs;
-        }
-        (None, Some(dirs)) => policy.allow_binds = dirs,
-        (None, None) => {}
-    }
-
-    if let Some(v) = table.get("body_cap") {
-        let cap = match v {
-            toml::Value::Integer(n) => usize::try_from(*n).ok(),
-            toml::Value::String(s) => parse_size(s),
-            _ => None,
-        };
-        policy.body_cap =
-            cap.filter(|c| BODY_CAP_RANGE.contains(c))
-                .ok_or_else(|| PolicyError::BodyCap {
+/// The `[rules]` table: each known rule set to `"allow"` or `"deny"`.
+fn set_rules(path: &str, policy: &mut Policy, rules: &toml::Value) -> Result<(), PolicyError> {
+    let p = || path.to_owned();
+    let Some(rules) = rules.as_table() else {
+        return Err(PolicyError::RulesTable { path: p() });
+    };
+    for (name, value) in rules {
+        let rule = Rule::from_name(name).ok_or_else(|| PolicyError::UnknownRule {
+            path: p(),
+            rule: name.clone(),
+            known: Rule::ALL.map(Rule::name).join(", "),
+        })?;
+        let deny = match value.as_str() {
+            Some("deny") => true,
+            Some("allow") => false,
+            _ => {
+                return Err(PolicyError::RuleValue {
                     path: p(),
-                    value: show(v),
-                })?;
+                    rule: name.clone(),
+                    value: show(value),
+                })
+            }
+        };
+        policy.set(rule, deny);
     }
+    Ok(())
+}
 
-    let locked = match table.get("locked") {
-        None => false,
-        Some(toml::Value::Boolean(b)) => *b,
-        Some(v) => {
-            return Err(PolicyError::Locked {
-                path: p(),
-                value: show(v),
+/// The allowlist from the file's `allow_binds` or from
+/// `DIND_POLICY_ALLOW_BINDS` (never both); None keeps the profile's.
+fn allow_binds(
+    path: &str,
+    file: Option<&toml::Value>,
+    env_binds: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>, PolicyError> {
+    let v = match (file, env_binds) {
+        (Some(_), Some(_)) => {
+            return Err(PolicyError::AllowBindsTwice {
+                path: path.to_owned(),
             })
         }
+        (Some(v), None) => v,
+        (None, env) => return Ok(env),
     };
-    let mut supervisor = BTreeMap::new();
-    if let Some(v) = table.get("supervisor") {
-        let Some(t) = v.as_table() else {
-            return Err(PolicyError::SupervisorTable { path: p() });
-        };
-        for (key, value) in t {
-            let Some(s) = value.as_str() else {
-                return Err(PolicyError::SupervisorValue {
-                    path: p(),
-                    key: key.clone(),
-                    value: show(value),
-                });
-            };
-            supervisor.insert(key.clone(), s.to_owned());
-        }
+    let bad = |why: String| PolicyError::FileAllowBinds {
+        path: path.to_owned(),
+        why,
+    };
+    let list = v
+        .as_array()
+        .ok_or_else(|| bad("use a list of directories, e.g. [\"/builds\", \"/cache\"]".into()))?;
+    let mut dirs = Vec::new();
+    for entry in list {
+        let s = entry
+            .as_str()
+            .ok_or_else(|| bad(format!("{} is not a string", show(entry))))?;
+        dirs.push(check_allow_dir(s).map_err(bad)?);
     }
-    Ok(PolicyFile {
-        policy,
-        locked,
-        supervisor,
-    })
+    Ok(Some(dirs))
+}
+
+/// `body_cap`: a number of bytes or a size, within [`BODY_CAP_RANGE`].
+fn body_cap(path: &str, v: &toml::Value) -> Result<usize, PolicyError> {
+    let cap = match v {
+        toml::Value::Integer(n) => usize::try_from(*n).ok(),
+        toml::Value::String(s) => parse_size(s),
+        _ => None,
+    };
+    cap.filter(|c| BODY_CAP_RANGE.contains(c))
+        .ok_or_else(|| PolicyError::BodyCap {
+            path: path.to_owned(),
+            value: show(v),
+        })
+}
+
+/// `locked`: a boolean, false when absent.
+fn locked(path: &str, v: Option<&toml::Value>) -> Result<bool, PolicyError> {
+    match v {
+        None => Ok(false),
+        Some(toml::Value::Boolean(b)) => Ok(*b),
+        Some(v) => Err(PolicyError::Locked {
+            path: path.to_owned(),
+            value: show(v),
+        }),
+    }
+}
+
+/// The `[supervisor]` table: string values only, for the supervisor to
+/// check.
+fn supervisor(
+    path: &str,
+    v: Option<&toml::Value>,
+) -> Result<BTreeMap<String, String>, PolicyError> {
+    let mut supervisor = BTreeMap::new();
+    let Some(v) = v else {
+        return Ok(supervisor);
+    };
+    let Some(t) = v.as_table() else {
+        return Err(PolicyError::SupervisorTable {
+            path: path.to_owned(),
+        });
+    };
+    for (key, value) in t {
+        let Some(s) = value.as_str() else {
+            return Err(PolicyError::SupervisorValue {
+                path: path.to_owned(),
+                key: key.clone(),
+                value: show(value),
+            });
+        };
+        supervisor.insert(key.clone(), s.to_owned());
+    }
+    Ok(supervisor)
 }
 
 /// A value as it would be written in the file, for messages.

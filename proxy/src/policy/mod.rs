@@ -25,37 +25,9 @@
 //!
 //! # Rules
 //! Each can be set to `"allow"` or `"deny"` in a policy file's `[rules]`
-//! table; `ci-safe` denies all of them, `permissive` none.
-//!
-//! | rule | denies |
-//! |---|---|
-//! | `privileged` | `HostConfig.Privileged`; BuildKit's `security.insecure` (told to dockerd, see below) |
-//! | `privileged_exec` | exec create with `Privileged` |
-//! | `cap_add` | `CapAdd` beyond Docker's default set, or `ALL` |
-//! | `devices` | `Devices`, `DeviceCgroupRules` |
-//! | `device_requests` | `DeviceRequests` (GPUs) |
-//! | `host_pid`, `host_ipc`, `host_uts`, `host_userns`, `host_cgroupns` | `PidMode` … `CgroupnsMode` = `host` |
-//! | `host_network` | `NetworkMode` = `host`; `/build?networkmode=host`; BuildKit's `network.host` (told to dockerd) |
-//! | `container_namespaces` | `PidMode`, `IpcMode`, `UTSMode`, `Cgroup` = `container:…` |
-//! | `seccomp` | `seccomp=` anything but `builtin` (`unconfined`, custom profiles) |
-//! | `apparmor` | `apparmor=` anything but `docker-default` |
-//! | `selinux` | `label=` anything but `level:…`; `disable` |
-//! | `no_new_privileges` | `no-new-privileges=false` |
-//! | `writable_cgroups` | `writable-cgroups=true` |
-//! | `systempaths` | `MaskedPaths`/`ReadonlyPaths` set (`systempaths=unconfined`) |
-//! | `security_opt` | `SecurityOpt` entries dockerd's parser does not know |
-//! | `runtime` | `Runtime` other than runc |
-//! | `cgroup_parent` | `CgroupParent`; `/build?cgroupparent=` |
-//! | `bind_mounts` | `Binds`, bind `Mounts`, bind `Tmpfs` options outside the allowlist |
-//! | `volumes_from` | `VolumesFrom` (the source's binds cannot be seen from here) |
-//! | `volume_mounts` | local volumes that mount a device, a filesystem or a path outside the allowlist; other volume drivers |
-//! | `sysctls` | sysctls outside the container's own namespaces |
-//! | `toplevel_hostconfig` | HostConfig fields at the top level of a create or start body |
-//! | `network_driver` | networks with a driver other than bridge, overlay or null (macvlan, ipvlan) |
-//! | `plugins`, `swarm`, `services`, `secrets`, `configs` | the writes of those route families |
-//! | `debug` | `/debug/*`, reads included: dockerd's expvar and pprof handlers (its command line, memory, goroutine stacks; a 30 s CPU profile on demand) |
-//! | `unknown_route` | any mutating route not in the known list |
-//! | `copy_with_mounts` | `docker cp` (`/containers/{id}/archive`, `/copy`, any method) on a container that has mounts: dockerd 20.10 mounts them in its own namespace at a path a container can race with a symlink ([`crate::archive`]) |
+//! table; `ci-safe` denies all of them, `permissive` none. They are listed
+//! once, in the table that defines [`Rule`] below: a row is a rule's
+//! variant, its name and (as the variant's doc) what it denies.
 //!
 //! BuildKit Solves travel inside `/grpc`, which the proxy relays unread, so
 //! the two BuildKit entitlements are not decided here: the supervisor asks
@@ -113,130 +85,131 @@ impl Profile {
     }
 }
 
-/// One rule that a policy file can allow or deny. See the module docs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Rule {
-    Privileged,
-    PrivilegedExec,
-    CapAdd,
-    Devices,
-    DeviceRequests,
-    HostPid,
-    HostIpc,
-    HostUts,
-    HostUserns,
-    HostCgroupns,
-    HostNetwork,
-    ContainerNamespaces,
-    Seccomp,
-    Apparmor,
-    Selinux,
-    NoNewPrivileges,
-    WritableCgroups,
-    Systempaths,
-    SecurityOpt,
-    Runtime,
-    CgroupParent,
-    BindMounts,
-    VolumesFrom,
-    VolumeMounts,
-    Sysctls,
-    ToplevelHostconfig,
-    NetworkDriver,
-    Plugins,
-    Swarm,
-    Services,
-    Secrets,
-    Configs,
-    CopyWithMounts,
-    Debug,
-    UnknownRoute,
+/// Defines [`Rule`] from one table: each row is the variant, its name in
+/// policy files, denials, the audit log and metrics, and (as its doc) what
+/// it denies. The enum, [`Rule::ALL`], [`Rule::name`] and
+/// [`Rule::from_name`] all come from that one list, so a rule cannot be
+/// added to one and forgotten in another. The order is the enum's and
+/// every listing's (`denied_rules`, the "known:" list of a policy file
+/// error): keep new rules at the end.
+macro_rules! rule_table {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, )*) => {
+        /// One rule that a policy file can allow or deny; `ci-safe` denies
+        /// all of them, `permissive` none. Each variant's doc says what it
+        /// denies.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Rule {
+            $( $(#[doc = $doc])* #[doc = concat!("\n\nName: `", $name, "`.")] $variant, )*
+        }
+
+        impl Rule {
+            /// Every rule, in table order.
+            pub const ALL: [Rule; [$($name),*].len()] = [$(Rule::$variant),*];
+
+            /// The name used in policy files, denials, the audit log and metrics.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Rule::$variant => $name, )*
+                }
+            }
+
+            pub fn from_name(s: &str) -> Option<Rule> {
+                match s {
+                    $( $name => Some(Rule::$variant), )*
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
+rule_table! {
+    /// `HostConfig.Privileged`; BuildKit's `security.insecure` (told to
+    /// dockerd, see the module docs).
+    Privileged = "privileged",
+    /// Exec create with `Privileged`.
+    PrivilegedExec = "privileged_exec",
+    /// `CapAdd` beyond Docker's default set, or `ALL`.
+    CapAdd = "cap_add",
+    /// `Devices`, `DeviceCgroupRules`.
+    Devices = "devices",
+    /// `DeviceRequests` (GPUs).
+    DeviceRequests = "device_requests",
+    /// `PidMode` = `host`.
+    HostPid = "host_pid",
+    /// `IpcMode` = `host`.
+    HostIpc = "host_ipc",
+    /// `UTSMode` = `host`.
+    HostUts = "host_uts",
+    /// `UsernsMode` = `host`.
+    HostUserns = "host_userns",
+    /// `CgroupnsMode` = `host`.
+    HostCgroupns = "host_cgroupns",
+    /// `NetworkMode` = `host`; `/build?networkmode=host`; BuildKit's
+    /// `network.host` (told to dockerd).
+    HostNetwork = "host_network",
+    /// `PidMode`, `IpcMode`, `UTSMode`, `Cgroup` = `container:…`.
+    ContainerNamespaces = "container_namespaces",
+    /// `seccomp=` anything but `builtin` (`unconfined`, custom profiles).
+    Seccomp = "seccomp",
+    /// `apparmor=` anything but `docker-default`.
+    Apparmor = "apparmor",
+    /// `label=` anything but `level:…`; `disable`.
+    Selinux = "selinux",
+    /// `no-new-privileges=false`.
+    NoNewPrivileges = "no_new_privileges",
+    /// `writable-cgroups=true`.
+    WritableCgroups = "writable_cgroups",
+    /// `MaskedPaths`/`ReadonlyPaths` set (`systempaths=unconfined`).
+    Systempaths = "systempaths",
+    /// `SecurityOpt` entries dockerd's parser does not know.
+    SecurityOpt = "security_opt",
+    /// `Runtime` other than runc.
+    Runtime = "runtime",
+    /// `CgroupParent`; `/build?cgroupparent=`.
+    CgroupParent = "cgroup_parent",
+    /// `Binds`, bind `Mounts`, bind `Tmpfs` options outside the allowlist.
+    BindMounts = "bind_mounts",
+    /// `VolumesFrom` (the source's binds cannot be seen from here).
+    VolumesFrom = "volumes_from",
+    /// Local volumes that mount a device, a filesystem or a path outside
+    /// the allowlist; other volume drivers.
+    VolumeMounts = "volume_mounts",
+    /// Sysctls outside the container's own namespaces.
+    Sysctls = "sysctls",
+    /// HostConfig fields at the top level of a create or start body.
+    ToplevelHostconfig = "toplevel_hostconfig",
+    /// Networks with a driver other than bridge, overlay or null (macvlan,
+    /// ipvlan).
+    NetworkDriver = "network_driver",
+    /// The writes of the `/plugins` route family.
+    Plugins = "plugins",
+    /// The writes of the `/swarm` and `/nodes` route families, and
+    /// `PUT /volumes/…` (cluster volumes exist only in swarm mode).
+    Swarm = "swarm",
+    /// The writes of the `/services` route family.
+    Services = "services",
+    /// The writes of the `/secrets` route family.
+    Secrets = "secrets",
+    /// The writes of the `/configs` route family.
+    Configs = "configs",
+    /// `docker cp` (`/containers/{id}/archive`, `/copy`, any method) on a
+    /// container that has mounts: dockerd 20.10 mounts them in its own
+    /// namespace at a path a container can race with a symlink
+    /// ([`crate::archive`]).
+    CopyWithMounts = "copy_with_mounts",
+    /// `/debug/*`, reads included: dockerd's expvar and pprof handlers (its
+    /// command line, memory, goroutine stacks; a 30 s CPU profile on
+    /// demand).
+    Debug = "debug",
+    /// Any mutating route not in the known list.
+    UnknownRoute = "unknown_route",
+}
+
+// The denying rules are a bit set in a u64 (`Policy::denied`).
+const _: () = assert!(Rule::ALL.len() <= 64);
+
 impl Rule {
-    pub const ALL: [Rule; 35] = [
-        Rule::Privileged,
-        Rule::PrivilegedExec,
-        Rule::CapAdd,
-        Rule::Devices,
-        Rule::DeviceRequests,
-        Rule::HostPid,
-        Rule::HostIpc,
-        Rule::HostUts,
-        Rule::HostUserns,
-        Rule::HostCgroupns,
-        Rule::HostNetwork,
-        Rule::ContainerNamespaces,
-        Rule::Seccomp,
-        Rule::Apparmor,
-        Rule::Selinux,
-        Rule::NoNewPrivileges,
-        Rule::WritableCgroups,
-        Rule::Systempaths,
-        Rule::SecurityOpt,
-        Rule::Runtime,
-        Rule::CgroupParent,
-        Rule::BindMounts,
-        Rule::VolumesFrom,
-        Rule::VolumeMounts,
-        Rule::Sysctls,
-        Rule::ToplevelHostconfig,
-        Rule::NetworkDriver,
-        Rule::Plugins,
-        Rule::Swarm,
-        Rule::Services,
-        Rule::Secrets,
-        Rule::Configs,
-        Rule::CopyWithMounts,
-        Rule::Debug,
-        Rule::UnknownRoute,
-    ];
-
-    /// The name used in policy files, denials, the audit log and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::Privileged => "privileged",
-            Rule::PrivilegedExec => "privileged_exec",
-            Rule::CapAdd => "cap_add",
-            Rule::Devices => "devices",
-            Rule::DeviceRequests => "device_requests",
-            Rule::HostPid => "host_pid",
-            Rule::HostIpc => "host_ipc",
-            Rule::HostUts => "host_uts",
-            Rule::HostUserns => "host_userns",
-            Rule::HostCgroupns => "host_cgroupns",
-            Rule::HostNetwork => "host_network",
-            Rule::ContainerNamespaces => "container_namespaces",
-            Rule::Seccomp => "seccomp",
-            Rule::Apparmor => "apparmor",
-            Rule::Selinux => "selinux",
-            Rule::NoNewPrivileges => "no_new_privileges",
-            Rule::WritableCgroups => "writable_cgroups",
-            Rule::Systempaths => "systempaths",
-            Rule::SecurityOpt => "security_opt",
-            Rule::Runtime => "runtime",
-            Rule::CgroupParent => "cgroup_parent",
-            Rule::BindMounts => "bind_mounts",
-            Rule::VolumesFrom => "volumes_from",
-            Rule::VolumeMounts => "volume_mounts",
-            Rule::Sysctls => "sysctls",
-            Rule::ToplevelHostconfig => "toplevel_hostconfig",
-            Rule::NetworkDriver => "network_driver",
-            Rule::Plugins => "plugins",
-            Rule::Swarm => "swarm",
-            Rule::Services => "services",
-            Rule::Secrets => "secrets",
-            Rule::Configs => "configs",
-            Rule::CopyWithMounts => "copy_with_mounts",
-            Rule::Debug => "debug",
-            Rule::UnknownRoute => "unknown_route",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Rule> {
-        Rule::ALL.into_iter().find(|r| r.name() == s)
-    }
-
     fn bit(self) -> u64 {
         1 << (self as u32)
     }
