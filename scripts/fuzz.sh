@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../proxy"
 
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(head json decide)
+[ "${#targets[@]}" -gt 0 ] || targets=(head json decide decide_gen)
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

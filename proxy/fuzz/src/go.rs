@@ -197,6 +197,15 @@ impl<'a> Struct<'a> {
         out
     }
 
+    /// Whether a slice field ends up non-nil (`[]` included): moby tells an
+    /// empty `MaskedPaths` from an absent one.
+    pub fn slice_set(&self, field: &str) -> bool {
+        self.values(field)
+            .filter(|v| matches!(v, Value::Array(_) | Value::Null))
+            .last()
+            .is_some_and(|v| matches!(v, Value::Array(_)))
+    }
+
     /// moby's `strslice.StrSlice`: an array, or one string.
     pub fn str_slice(&self, field: &str) -> Vec<&'a str> {
         let mut out = Vec::new();
@@ -315,7 +324,9 @@ pub fn form_value(query: &str, key: &str) -> Option<String> {
 }
 
 /// Go's `url.unescape`: `%XX` (hex digits required), and `+` as a space in
-/// query components.
+/// query components. Written apart from the proxy's own decoder
+/// (`policy::routes`) on purpose: an oracle that shares the code under
+/// test shares its bugs.
 fn percent_decode(s: &str, query: bool) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -396,6 +407,13 @@ pub fn create_escape(body: &[u8]) -> Option<String> {
             return Some(why);
         }
     }
+    // `--network host` names the network here as well.
+    let endpoints = top.child("NetworkingConfig").values("EndpointsConfig").last();
+    if let Some(Value::Object(eps)) = endpoints {
+        if eps.iter().any(|(k, _)| k == "host") {
+            return Some("EndpointsConfig host".into());
+        }
+    }
     None
 }
 
@@ -417,8 +435,32 @@ fn hostconfig_escape(hc: &Struct) -> Option<String> {
             return Some(format!("CapAdd {c}"));
         }
     }
-    if !hc.array("Devices").is_empty() {
-        return Some("Devices".into());
+    for f in ["Devices", "DeviceRequests", "DeviceCgroupRules", "VolumesFrom"] {
+        if !hc.array(f).is_empty() {
+            return Some(f.into());
+        }
+    }
+    for f in ["MaskedPaths", "ReadonlyPaths"] {
+        if hc.slice_set(f) {
+            return Some(format!("{f} set (systempaths=unconfined)"));
+        }
+    }
+    if !hc.string("CgroupParent").is_empty() {
+        return Some("CgroupParent".into());
+    }
+    for opt in hc.array("SecurityOpt") {
+        if let Value::String(o) = opt {
+            // moby's parseSecurityOpt: key=value, else key:value.
+            let kv = o.split_once('=').or_else(|| o.split_once(':'));
+            if matches!(kv, Some(("seccomp" | "apparmor" | "systempaths", "unconfined"))) || o == "disable" {
+                return Some(format!("SecurityOpt {o}"));
+            }
+        }
+    }
+    for (target, opts) in hc.string_map("Tmpfs") {
+        if opts.split(',').any(|o| o == "bind" || o == "rbind") {
+            return Some(format!("Tmpfs {target}:{opts}"));
+        }
     }
     for bind in hc.array("Binds") {
         if let Value::String(b) = bind {
@@ -436,6 +478,16 @@ fn hostconfig_escape(hc: &Struct) -> Option<String> {
         match m.string("Type") {
             "bind" if source.starts_with('/') && !under_allowlist(source) => {
                 return Some(format!("Mounts bind {source}"));
+            }
+            "tmpfs" => {
+                let to = m.child("TmpfsOptions");
+                for o in to.array("Options") {
+                    if let Value::Array(parts) = o {
+                        if matches!(parts.first(), Some(Value::String(n)) if n == "bind" || n == "rbind") {
+                            return Some("Mounts tmpfs with a bind option".into());
+                        }
+                    }
+                }
             }
             "volume" => {
                 let opts = m.child("VolumeOptions").child("DriverConfig").string_map("Options");
@@ -544,6 +596,14 @@ mod tests {
         let b = br#"{"HostConfig":{"Binds":["/builds/../etc:/h"]}}"#;
         assert!(create_escape(b).is_some());
         let b = r#"{"HostConfig":{"CapAdd":["ſys_admin"]}}"#.as_bytes();
+        assert!(create_escape(b).is_some());
+        let b = br#"{"HostConfig":{"MaskedPaths":[]}}"#;
+        assert!(create_escape(b).is_some());
+        let b = br#"{"HostConfig":{"MaskedPaths":[],"MaskedPaths":null}}"#;
+        assert_eq!(create_escape(b), None);
+        let b = br#"{"HostConfig":{"SecurityOpt":["seccomp:unconfined"]}}"#;
+        assert!(create_escape(b).is_some());
+        let b = br#"{"NetworkingConfig":{"EndpointsConfig":{"host":{}}}}"#;
         assert!(create_escape(b).is_some());
         let b = br#"{"HostConfig":{"CapAdd":"ALL"}}"#;
         assert!(create_escape(b).is_some());

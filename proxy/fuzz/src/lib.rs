@@ -5,7 +5,9 @@
 //!   into `decide::parse` and both policies;
 //! - `json`: `policy::json::parse_strict` against serde_json;
 //! - `decide`: a request head and a complete body through the whole
-//!   decision (`decide`, then `decide_body`) under ci-safe.
+//!   decision (`decide`, then `decide_body`) under ci-safe;
+//! - `decide_gen`: the same decision on requests [`gen`] builds from a
+//!   grammar of the Docker API, so that mutations change what a body means.
 //!
 //! Beyond "no panic", [`check`] asserts what must hold: a canonical head
 //! reads the same twice, permissive refuses only misplaced upgrades, and
@@ -13,5 +15,6 @@
 //! reads the same bytes.
 
 pub mod check;
+pub mod gen;
 pub mod go;
 pub mod http1;
