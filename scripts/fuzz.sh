@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Fuzzes the proxy's request parsing and decision (proxy/fuzz): the request
-# head through hyper into decide::parse, the strict JSON reader, and the
-# whole decision (head + body) under ci-safe, each for FUZZ_SECONDS
-# (default 60), one after the other. Exits non-zero when a target crashed;
-# the input is in proxy/fuzz/artifacts/<target>/.
+# Fuzzes the proxy's request parsing and decision (proxy/fuzz), each target
+# for FUZZ_SECONDS (default 60), one after the other, one job each:
+#   head        raw bytes through hyper into decide::parse and both policies
+#   json        the strict JSON reader against serde_json
+#   decide      a head and a whole body through the decision under ci-safe
+#   decide_gen  the same, on requests built by a grammar of the Docker API
+# Exits non-zero when a target crashed or an oracle failed; the input is in
+# proxy/fuzz/artifacts/<target>/.
 #
-#   bash scripts/fuzz.sh                 # head, json, decide
-#   FUZZ_SECONDS=600 bash scripts/fuzz.sh decide
+#   bash scripts/fuzz.sh                 # all four
+#   FUZZ_SECONDS=600 bash scripts/fuzz.sh decide_gen
 #
 # New inputs are kept in proxy/fuzz/target/corpus/<target> (not committed),
 # so later runs start from them; proxy/fuzz/corpus/<target> holds the
-# committed seeds. Needs the nightly toolchain (AddressSanitizer).
+# committed seeds. Needs the nightly toolchain (AddressSanitizer). Not part
+# of scripts/test.sh: the nightly instrumented build alone takes minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../proxy"
 
