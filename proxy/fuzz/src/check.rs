@@ -21,12 +21,23 @@ thread_local! {
 
 /// Both steps of the decision point, as `forward.rs` runs them on a body
 /// that has been read whole.
-pub fn decision(head: &RequestHead, policy: &Policy, content_type: Option<&[u8]>, body: &[u8]) -> Decision {
+pub fn decision(
+    head: &RequestHead,
+    policy: &Policy,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Decision {
     match decide::decide(head, policy, content_type) {
         Decision::InspectBody { cap } => {
-            assert!(cap == policy.body_cap(), "InspectBody with a cap that is not the policy's");
+            assert!(
+                cap == policy.body_cap(),
+                "InspectBody with a cap that is not the policy's"
+            );
             let d = decide::decide_body(head, policy, content_type, body);
-            assert!(!matches!(d, Decision::InspectBody { .. }), "decide_body asked for the body again");
+            assert!(
+                !matches!(d, Decision::InspectBody { .. }),
+                "decide_body asked for the body again"
+            );
             d
         }
         d => d,
@@ -44,7 +55,10 @@ pub fn request(parts: &Parts, body: &Bytes) {
 
     let permissive = PERMISSIVE.with(|p| decision(&head, p, content_type, body));
     assert!(
-        matches!(permissive, Decision::Forward | Decision::Refuse(Refusal::BadRequest(_))),
+        matches!(
+            permissive,
+            Decision::Forward | Decision::Refuse(Refusal::BadRequest(_))
+        ),
         "permissive must only refuse a misplaced Upgrade: {permissive:?} for {head:?}"
     );
     let ci_safe = CI_SAFE.with(|p| decision(&head, p, content_type, body));
@@ -77,7 +91,12 @@ pub fn request(parts: &Parts, body: &Bytes) {
 }
 
 /// What dockerd would grant that ci-safe must refuse, in the Go model.
-fn escape(method: &Method, target: &go::Target, content_type: Option<&[u8]>, body: &[u8]) -> Option<String> {
+fn escape(
+    method: &Method,
+    target: &go::Target,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Option<String> {
     match classify(method, &target.path) {
         Route::ContainerCreate | Route::ContainerStart => go::create_escape(body),
         Route::ContainerUpdate => go::update_escape(body),
@@ -98,7 +117,10 @@ fn canonical(head: &RequestHead) {
     if p != "/" {
         assert!(!p.ends_with('/'), "path {p:?} keeps a trailing slash");
         for seg in p[1..].split('/') {
-            assert!(!matches!(seg, "" | "." | ".."), "path {p:?} has segment {seg:?}");
+            assert!(
+                !matches!(seg, "" | "." | ".."),
+                "path {p:?} has segment {seg:?}"
+            );
         }
     }
     let lower = p.to_ascii_lowercase();
@@ -107,7 +129,8 @@ fn canonical(head: &RequestHead) {
     }
     if let Some(v) = &head.version {
         assert!(
-            v.split('.').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+            v.split('.')
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
             "version {v:?} is not dotted digits"
         );
     }
@@ -126,7 +149,9 @@ fn reparse(head: &RequestHead, parts: &Parts) {
         uri.push('?');
         uri.push_str(q);
     }
-    let mut req = Request::builder().method(head.method.clone()).uri(uri.as_str());
+    let mut req = Request::builder()
+        .method(head.method.clone())
+        .uri(uri.as_str());
     for (k, v) in &parts.headers {
         req = req.header(k, v);
     }
@@ -134,7 +159,11 @@ fn reparse(head: &RequestHead, parts: &Parts) {
         .body(())
         .unwrap_or_else(|e| panic!("canonical target {uri:?} is not a valid URI: {e}"))
         .into_parts();
-    assert_eq!(decide::parse(&again).as_ref(), Ok(head), "{uri:?} reads differently the second time");
+    assert_eq!(
+        decide::parse(&again).as_ref(),
+        Ok(head),
+        "{uri:?} reads differently the second time"
+    );
 }
 
 /// The strict reader against serde_json: whatever it accepts, serde_json
@@ -174,7 +203,11 @@ pub fn strict_json(data: &[u8]) {
             | json::JsonError::TooDeep { at } => *at,
             json::JsonError::UnexpectedEnd { .. } => 0,
         };
-        assert!(at <= data.len(), "error offset {at} past the end ({}): {e}", data.len());
+        assert!(
+            at <= data.len(),
+            "error offset {at} past the end ({}): {e}",
+            data.len()
+        );
     }
 }
 
@@ -184,9 +217,14 @@ fn same(ours: &Json, theirs: &Value) -> bool {
         (Json::Bool(a), Value::Bool(b)) => a == b,
         (Json::String(a), Value::String(b)) => a == b,
         (Json::Number(text), Value::Number(n)) => same_number(text, *n),
-        (Json::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y)),
+        (Json::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
+        }
         (Json::Object(a), Value::Object(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|((ka, va), (kb, vb))| ka == kb && same(va, vb))
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|((ka, va), (kb, vb))| ka == kb && same(va, vb))
         }
         _ => false,
     }

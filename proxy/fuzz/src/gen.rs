@@ -26,14 +26,24 @@ pub fn request(u: &mut Unstructured) -> Result<Vec<u8>> {
         6 => (format!("/build?{}", build_query(u)?), Vec::new()),
         _ => {
             let other = *u.choose(&[
-                "/plugins/pull", "/swarm/init", "/services/create", "/containers/c1/kill",
-                "/images/create", "/exec/e0/start", "/containers/prune", "/secrets/create",
+                "/plugins/pull",
+                "/swarm/init",
+                "/services/create",
+                "/containers/c1/kill",
+                "/images/create",
+                "/exec/e0/start",
+                "/containers/prune",
+                "/secrets/create",
             ])?;
             (other.to_owned(), create(u)?)
         }
     };
     let path = path_trick(u, &format!("{version}{path}"))?;
-    let method = if u.ratio(1, 16)? { *u.choose(&["PUT", "DELETE", "PATCH", "post"])? } else { "POST" };
+    let method = if u.ratio(1, 16)? {
+        *u.choose(&["PUT", "DELETE", "PATCH", "post"])?
+    } else {
+        "POST"
+    };
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: docker\r\n");
     let content_type = *u.choose(&[
         Some("application/json"),
@@ -77,8 +87,16 @@ fn path_trick(u: &mut Unstructured, path: &str) -> Result<String> {
 fn build_query(u: &mut Unstructured) -> Result<String> {
     let mut pairs = vec!["t=x".to_owned()];
     for _ in 0..u.int_in_range(0..=3)? {
-        let key = *u.choose(&["networkmode", "NetworkMode", "network%6dode", "cgroupparent", "cgroupparent"])?;
-        let value = *u.choose(&["host", "default", "ho%73t", "", "%2F", "bridge", "host;x=1", "h+ost"])?;
+        let key = *u.choose(&[
+            "networkmode",
+            "NetworkMode",
+            "network%6dode",
+            "cgroupparent",
+            "cgroupparent",
+        ])?;
+        let value = *u.choose(&[
+            "host", "default", "ho%73t", "", "%2F", "bridge", "host;x=1", "h+ost",
+        ])?;
         pairs.push(format!("{key}={value}"));
     }
     let sep = *u.choose(&["&", "&", "&", ";", "&&"])?;
@@ -94,11 +112,17 @@ struct Obj {
 
 impl Obj {
     fn new() -> Obj {
-        Obj { members: Vec::new(), respell: true }
+        Obj {
+            members: Vec::new(),
+            respell: true,
+        }
     }
 
     fn map() -> Obj {
-        Obj { members: Vec::new(), respell: false }
+        Obj {
+            members: Vec::new(),
+            respell: false,
+        }
     }
 
     fn add(&mut self, key: &str, value: String) -> Result<()> {
@@ -116,7 +140,11 @@ impl Obj {
         let ws = *u.choose(&["", "", " ", "\n\t"])?;
         let mut out = Vec::new();
         for (k, v) in &self.members {
-            let k = if self.respell { spell(u, k)? } else { k.clone() };
+            let k = if self.respell {
+                spell(u, k)?
+            } else {
+                k.clone()
+            };
             out.push(format!("{ws}\"{k}\"{ws}:{ws}{v}"));
         }
         Ok(format!("{{{}}}", out.join(",")))
@@ -176,14 +204,53 @@ fn or_null(u: &mut Unstructured, v: String) -> Result<String> {
 }
 
 const PATHS: &[&str] = &[
-    "/", "/etc", "/builds", "/builds/x", "/builds/../etc", "/builds/./x", "/cache", "/cache/", "/builds2",
-    "//etc", "/builds//x", "/var/run/docker.sock", "/proc", "builds", "", "/builds/x/..", "/BUILDS",
+    "/",
+    "/etc",
+    "/builds",
+    "/builds/x",
+    "/builds/../etc",
+    "/builds/./x",
+    "/cache",
+    "/cache/",
+    "/builds2",
+    "//etc",
+    "/builds//x",
+    "/var/run/docker.sock",
+    "/proc",
+    "builds",
+    "",
+    "/builds/x/..",
+    "/BUILDS",
 ];
 const CAPS: &[&str] = &[
-    "NET_RAW", "CAP_CHOWN", "chown", "SYS_ADMIN", "cap_sys_admin", "ALL", "all", "CAP_ALL", "\u{17f}ys_admin",
-    "NET_ADMIN", "sys_ptrace", "SYS_MODULE", "KILL", "setuid", "CAP_SYS_RAWIO",
+    "NET_RAW",
+    "CAP_CHOWN",
+    "chown",
+    "SYS_ADMIN",
+    "cap_sys_admin",
+    "ALL",
+    "all",
+    "CAP_ALL",
+    "\u{17f}ys_admin",
+    "NET_ADMIN",
+    "sys_ptrace",
+    "SYS_MODULE",
+    "KILL",
+    "setuid",
+    "CAP_SYS_RAWIO",
 ];
-const MODES: &[&str] = &["host", "HOST", "container:x", "private", "default", "bridge", "", "host ", "shareable", "none"];
+const MODES: &[&str] = &[
+    "host",
+    "HOST",
+    "container:x",
+    "private",
+    "default",
+    "bridge",
+    "",
+    "host ",
+    "shareable",
+    "none",
+];
 
 fn bind_spec(u: &mut Unstructured) -> Result<String> {
     let source = *u.choose(PATHS)?;
@@ -193,7 +260,9 @@ fn bind_spec(u: &mut Unstructured) -> Result<String> {
 
 fn mount(u: &mut Unstructured) -> Result<String> {
     let mut m = Obj::new();
-    let ty = *u.choose(&["bind", "volume", "tmpfs", "BIND", "npipe", "image", "cluster"])?;
+    let ty = *u.choose(&[
+        "bind", "volume", "tmpfs", "BIND", "npipe", "image", "cluster",
+    ])?;
     m.add("Type", string(ty))?;
     m.add("Source", pick_string(u, PATHS)?)?;
     m.add("Target", string("/m"))?;
@@ -201,8 +270,16 @@ fn mount(u: &mut Unstructured) -> Result<String> {
         let mut opts = Obj::map();
         for _ in 0..u.int_in_range(0..=3)? {
             let (k, v) = *u.choose(&[
-                ("o", "bind"), ("o", "rbind"), ("o", "ro,bind"), ("o", "bindx"), ("type", "none"),
-                ("type", "tmpfs"), ("type", "ext4"), ("device", "/"), ("device", "/builds/x"), ("device", "/etc"),
+                ("o", "bind"),
+                ("o", "rbind"),
+                ("o", "ro,bind"),
+                ("o", "bindx"),
+                ("type", "none"),
+                ("type", "tmpfs"),
+                ("type", "ext4"),
+                ("device", "/"),
+                ("device", "/builds/x"),
+                ("device", "/etc"),
             ])?;
             // Option keys are map keys: Go matches them exactly.
             opts.add(k, string(v))?;
@@ -215,7 +292,10 @@ fn mount(u: &mut Unstructured) -> Result<String> {
         let driver = driver.render(u)?;
         vo.add("DriverConfig", or_null(u, driver)?)?;
         if u.ratio(1, 4)? {
-            vo.add("Subpath", pick_string(u, &["x", "../x", "/x", "a/../../b"])?)?;
+            vo.add(
+                "Subpath",
+                pick_string(u, &["x", "../x", "/x", "a/../../b"])?,
+            )?;
         }
         m.add("VolumeOptions", vo.render(u)?)?;
     }
@@ -232,7 +312,11 @@ fn hostconfig_members(u: &mut Unstructured, obj: &mut Obj) -> Result<()> {
         match u.int_in_range(0..=19)? {
             0 | 1 => obj.add("Privileged", boolean(u)?)?,
             2 | 3 => {
-                let v = if u.ratio(1, 4)? { pick_string(u, CAPS)? } else { array_of(u, CAPS)? };
+                let v = if u.ratio(1, 4)? {
+                    pick_string(u, CAPS)?
+                } else {
+                    array_of(u, CAPS)?
+                };
                 obj.add("CapAdd", or_null(u, v)?)?
             }
             4 | 5 => {
@@ -250,7 +334,15 @@ fn hostconfig_members(u: &mut Unstructured, obj: &mut Obj) -> Result<()> {
                 obj.add("Mounts", format!("[{}]", mounts.join(",")))?
             }
             8 | 9 => {
-                let field = *u.choose(&["NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode", "Cgroup"])?;
+                let field = *u.choose(&[
+                    "NetworkMode",
+                    "PidMode",
+                    "IpcMode",
+                    "UTSMode",
+                    "UsernsMode",
+                    "CgroupnsMode",
+                    "Cgroup",
+                ])?;
                 obj.add(field, pick_string(u, MODES)?)?
             }
             10 => {
@@ -263,19 +355,49 @@ fn hostconfig_members(u: &mut Unstructured, obj: &mut Obj) -> Result<()> {
                 obj.add(field, v.to_owned())?
             }
             12 => {
-                let opts = &["no-new-privileges", "seccomp=unconfined", "seccomp=builtin", "apparmor:unconfined", "label=disable", "label=level:s0", "no-new-privileges=false", "systempaths=unconfined", "writable-cgroups=true"];
+                let opts = &[
+                    "no-new-privileges",
+                    "seccomp=unconfined",
+                    "seccomp=builtin",
+                    "apparmor:unconfined",
+                    "label=disable",
+                    "label=level:s0",
+                    "no-new-privileges=false",
+                    "systempaths=unconfined",
+                    "writable-cgroups=true",
+                ];
                 obj.add("SecurityOpt", array_of(u, opts)?)?
             }
-            13 => obj.add("Runtime", pick_string(u, &["runc", "runsc", "", "io.containerd.runc.v2"])?)?,
+            13 => obj.add(
+                "Runtime",
+                pick_string(u, &["runc", "runsc", "", "io.containerd.runc.v2"])?,
+            )?,
             14 => obj.add("CgroupParent", pick_string(u, &["", "/", "x"])?)?,
             15 => obj.add("VolumesFrom", array_of(u, &["c1", "c2:ro"])?)?,
             16 => {
-                let (k, v) = *u.choose(&[("net.ipv4.ip_forward", "1"), ("kernel.core_pattern", "|/x"), ("kernel.shmmax", "1"), ("net..x", "1")])?;
+                let (k, v) = *u.choose(&[
+                    ("net.ipv4.ip_forward", "1"),
+                    ("kernel.core_pattern", "|/x"),
+                    ("kernel.shmmax", "1"),
+                    ("net..x", "1"),
+                ])?;
                 obj.add("Sysctls", format!("{{{}:{}}}", string(k), string(v)))?
             }
-            17 => obj.add("Tmpfs", format!("{{\"/t\":{}}}", pick_string(u, &["rw", "bind", "rbind,ro", ""])?))?,
-            18 => obj.add("MaskedPaths", (*u.choose(&["[]", "null", "[\"/proc/kcore\"]"])?).to_owned())?,
-            _ => obj.add("Memory", (*u.choose(&["0", "1e400", "-1", "1.5"])?).to_owned())?,
+            17 => obj.add(
+                "Tmpfs",
+                format!(
+                    "{{\"/t\":{}}}",
+                    pick_string(u, &["rw", "bind", "rbind,ro", ""])?
+                ),
+            )?,
+            18 => obj.add(
+                "MaskedPaths",
+                (*u.choose(&["[]", "null", "[\"/proc/kcore\"]"])?).to_owned(),
+            )?,
+            _ => obj.add(
+                "Memory",
+                (*u.choose(&["0", "1e400", "-1", "1.5"])?).to_owned(),
+            )?,
         }
     }
     Ok(())
@@ -307,7 +429,10 @@ fn create(u: &mut Unstructured) -> Result<Vec<u8>> {
     }
     if u.ratio(1, 8)? {
         let ep = *u.choose(&["host", "bridge", "n1"])?;
-        top.add("NetworkingConfig", format!("{{\"EndpointsConfig\":{{{}:{{}}}}}}", string(ep)))?;
+        top.add(
+            "NetworkingConfig",
+            format!("{{\"EndpointsConfig\":{{{}:{{}}}}}}", string(ep)),
+        )?;
     }
     let body = top.render(u)?;
     finish(u, body)
@@ -330,8 +455,14 @@ fn update(u: &mut Unstructured) -> Result<Vec<u8>> {
     let mut o = Obj::new();
     for _ in 0..u.int_in_range(0..=3)? {
         match u.int_in_range(0..=3)? {
-            0 => o.add("Devices", (*u.choose(&["[]", "[{\"PathOnHost\":\"/dev/sda\"}]"])?).to_owned())?,
-            1 => o.add("DeviceRequests", (*u.choose(&["[]", "[{\"Count\":-1}]"])?).to_owned())?,
+            0 => o.add(
+                "Devices",
+                (*u.choose(&["[]", "[{\"PathOnHost\":\"/dev/sda\"}]"])?).to_owned(),
+            )?,
+            1 => o.add(
+                "DeviceRequests",
+                (*u.choose(&["[]", "[{\"Count\":-1}]"])?).to_owned(),
+            )?,
             2 => o.add("CgroupParent", pick_string(u, &["", "/"])?)?,
             _ => o.add("Memory", "1000000".into())?,
         }
@@ -347,8 +478,15 @@ fn volume(u: &mut Unstructured) -> Result<Vec<u8>> {
     let mut opts = Obj::map();
     for _ in 0..u.int_in_range(0..=3)? {
         let (k, v) = *u.choose(&[
-            ("o", "bind"), ("o", "rbind,ro"), ("type", "none"), ("type", "tmpfs"), ("type", "nfs"),
-            ("device", "/"), ("device", "/builds/x"), ("device", "/cache/../etc"), ("device", "tmpfs"),
+            ("o", "bind"),
+            ("o", "rbind,ro"),
+            ("type", "none"),
+            ("type", "tmpfs"),
+            ("type", "nfs"),
+            ("device", "/"),
+            ("device", "/builds/x"),
+            ("device", "/cache/../etc"),
+            ("device", "tmpfs"),
         ])?;
         opts.add(k, string(v))?;
     }
@@ -361,7 +499,15 @@ fn volume(u: &mut Unstructured) -> Result<Vec<u8>> {
 fn network(u: &mut Unstructured) -> Result<Vec<u8>> {
     let mut o = Obj::new();
     o.add("Name", string("n1"))?;
-    o.add("Driver", pick_string(u, &["bridge", "macvlan", "ipvlan", "", "host", "Macvlan", "overlay"])?)?;
+    o.add(
+        "Driver",
+        pick_string(
+            u,
+            &[
+                "bridge", "macvlan", "ipvlan", "", "host", "Macvlan", "overlay",
+            ],
+        )?,
+    )?;
     let body = o.render(u)?;
     finish(u, body)
 }
@@ -413,6 +559,9 @@ mod tests {
             }
         }
         // hyper reads nearly all of them; most bodies are JSON.
-        assert!(parsed * 10 > total * 9 && json * 2 > parsed, "{total} built, {parsed} parsed, {json} JSON");
+        assert!(
+            parsed * 10 > total * 9 && json * 2 > parsed,
+            "{total} built, {parsed} parsed, {json} JSON"
+        );
     }
 }

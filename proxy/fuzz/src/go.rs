@@ -103,7 +103,9 @@ impl Value {
         match self {
             Value::Array(items) => items.iter().any(Value::has_duplicate_keys),
             Value::Object(m) => {
-                m.iter().enumerate().any(|(i, (k, _))| m[..i].iter().any(|(j, _)| j == k))
+                m.iter()
+                    .enumerate()
+                    .any(|(i, (k, _))| m[..i].iter().any(|(j, _)| j == k))
                     || m.iter().any(|(_, v)| v.has_duplicate_keys())
             }
             _ => false,
@@ -293,8 +295,16 @@ impl Target {
                 .then(|| (v.to_owned(), rest[end..].to_owned()))
         });
         Some(match versioned {
-            Some((v, rest)) => Target { version: Some(v), path: rest, query },
-            None => Target { version: None, path, query },
+            Some((v, rest)) => Target {
+                version: Some(v),
+                path: rest,
+                query,
+            },
+            None => Target {
+                version: None,
+                path,
+                query,
+            },
         })
     }
 
@@ -390,8 +400,15 @@ pub fn under_allowlist(source: &str) -> bool {
 /// Capabilities that reach beyond the container; a few are enough for an
 /// oracle (the rule itself allows only Docker's default set).
 const DANGEROUS_CAPS: &[&str] = &[
-    "ALL", "SYS_ADMIN", "SYS_MODULE", "SYS_PTRACE", "SYS_RAWIO", "NET_ADMIN", "DAC_READ_SEARCH",
-    "SYS_BOOT", "BPF",
+    "ALL",
+    "SYS_ADMIN",
+    "SYS_MODULE",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "NET_ADMIN",
+    "DAC_READ_SEARCH",
+    "SYS_BOOT",
+    "BPF",
 ];
 
 /// What a create body (or a start body of API < 1.24) gives the container
@@ -408,7 +425,10 @@ pub fn create_escape(body: &[u8]) -> Option<String> {
         }
     }
     // `--network host` names the network here as well.
-    let endpoints = top.child("NetworkingConfig").values("EndpointsConfig").last();
+    let endpoints = top
+        .child("NetworkingConfig")
+        .values("EndpointsConfig")
+        .last();
     if let Some(Value::Object(eps)) = endpoints {
         if eps.iter().any(|(k, _)| k == "host") {
             return Some("EndpointsConfig host".into());
@@ -422,7 +442,14 @@ fn hostconfig_escape(hc: &Struct) -> Option<String> {
         return Some("Privileged".into());
     }
     // moby's IsHost(): exact comparison with "host".
-    for f in ["NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode"] {
+    for f in [
+        "NetworkMode",
+        "PidMode",
+        "IpcMode",
+        "UTSMode",
+        "UsernsMode",
+        "CgroupnsMode",
+    ] {
         if hc.string(f) == "host" {
             return Some(format!("{f}=host"));
         }
@@ -435,7 +462,12 @@ fn hostconfig_escape(hc: &Struct) -> Option<String> {
             return Some(format!("CapAdd {c}"));
         }
     }
-    for f in ["Devices", "DeviceRequests", "DeviceCgroupRules", "VolumesFrom"] {
+    for f in [
+        "Devices",
+        "DeviceRequests",
+        "DeviceCgroupRules",
+        "VolumesFrom",
+    ] {
         if !hc.array(f).is_empty() {
             return Some(f.into());
         }
@@ -452,7 +484,11 @@ fn hostconfig_escape(hc: &Struct) -> Option<String> {
         if let Value::String(o) = opt {
             // moby's parseSecurityOpt: key=value, else key:value.
             let kv = o.split_once('=').or_else(|| o.split_once(':'));
-            if matches!(kv, Some(("seccomp" | "apparmor" | "systempaths", "unconfined"))) || o == "disable" {
+            if matches!(
+                kv,
+                Some(("seccomp" | "apparmor" | "systempaths", "unconfined"))
+            ) || o == "disable"
+            {
                 return Some(format!("SecurityOpt {o}"));
             }
         }
@@ -467,7 +503,10 @@ fn hostconfig_escape(hc: &Struct) -> Option<String> {
             // moby's Linux parser: source:target[:mode], a bind when the
             // source is absolute.
             let parts: Vec<&str> = b.split(':').collect();
-            if (2..=3).contains(&parts.len()) && parts[0].starts_with('/') && !under_allowlist(parts[0]) {
+            if (2..=3).contains(&parts.len())
+                && parts[0].starts_with('/')
+                && !under_allowlist(parts[0])
+            {
                 return Some(format!("Binds {b}"));
             }
         }
@@ -483,14 +522,18 @@ fn hostconfig_escape(hc: &Struct) -> Option<String> {
                 let to = m.child("TmpfsOptions");
                 for o in to.array("Options") {
                     if let Value::Array(parts) = o {
-                        if matches!(parts.first(), Some(Value::String(n)) if n == "bind" || n == "rbind") {
+                        if matches!(parts.first(), Some(Value::String(n)) if n == "bind" || n == "rbind")
+                        {
                             return Some("Mounts tmpfs with a bind option".into());
                         }
                     }
                 }
             }
             "volume" => {
-                let opts = m.child("VolumeOptions").child("DriverConfig").string_map("Options");
+                let opts = m
+                    .child("VolumeOptions")
+                    .child("DriverConfig")
+                    .string_map("Options");
                 if let Some(why) = volume_opts_escape(&opts) {
                     return Some(format!("Mounts volume {why}"));
                 }
@@ -503,10 +546,17 @@ fn hostconfig_escape(hc: &Struct) -> Option<String> {
 
 /// Local volume options that bind a host path outside the allowlist.
 pub fn volume_opts_escape(opts: &[(&str, &str)]) -> Option<String> {
-    let get = |k: &str| opts.iter().rev().find(|(key, _)| *key == k).map(|(_, v)| *v).unwrap_or("");
+    let get = |k: &str| {
+        opts.iter()
+            .rev()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| *v)
+            .unwrap_or("")
+    };
     let binds = get("o").split(',').any(|f| f == "bind" || f == "rbind");
     let device = get("device");
-    (binds && device.starts_with('/') && !under_allowlist(device)).then(|| format!("o=bind device={device}"))
+    (binds && device.starts_with('/') && !under_allowlist(device))
+        .then(|| format!("o=bind device={device}"))
 }
 
 /// An update body that adds host devices (dockerd ignores them today; the
@@ -514,13 +564,16 @@ pub fn volume_opts_escape(opts: &[(&str, &str)]) -> Option<String> {
 pub fn update_escape(body: &[u8]) -> Option<String> {
     let v = Value::parse_first(body)?;
     let s = Struct::of(&v);
-    (!s.array("Devices").is_empty() || !s.array("DeviceRequests").is_empty()).then(|| "update Devices".into())
+    (!s.array("Devices").is_empty() || !s.array("DeviceRequests").is_empty())
+        .then(|| "update Devices".into())
 }
 
 /// An exec create body that asks for a privileged process.
 pub fn exec_escape(body: &[u8]) -> Option<String> {
     let v = Value::parse_first(body)?;
-    Struct::of(&v).bool("Privileged").then(|| "exec Privileged".into())
+    Struct::of(&v)
+        .bool("Privileged")
+        .then(|| "exec Privileged".into())
 }
 
 /// A volume create body that binds a host path.
@@ -555,7 +608,11 @@ pub fn build_escape(target: &Target, content_type: Option<&[u8]>, body: &[u8]) -
     });
     let value = |key: &str| {
         let from_body = form
-            .then(|| std::str::from_utf8(body).ok().and_then(|b| form_value(b, key)))
+            .then(|| {
+                std::str::from_utf8(body)
+                    .ok()
+                    .and_then(|b| form_value(b, key))
+            })
             .flatten();
         from_body.or_else(|| target.form_value(key))
     };
@@ -575,12 +632,21 @@ mod tests {
     #[test]
     fn targets_as_dockerd_routes_them() {
         let t = Target::of("/v1.41/containers/create?name=x").unwrap();
-        assert_eq!((t.version.as_deref(), t.path.as_str(), t.query.as_deref()), (Some("1.41"), "/containers/create", Some("name=x")));
+        assert_eq!(
+            (t.version.as_deref(), t.path.as_str(), t.query.as_deref()),
+            (Some("1.41"), "/containers/create", Some("name=x"))
+        );
         assert_eq!(Target::of("/containers/x/../create"), None);
-        assert_eq!(Target::of("/containers%2Fcreate").unwrap().path, "/containers/create");
+        assert_eq!(
+            Target::of("/containers%2Fcreate").unwrap().path,
+            "/containers/create"
+        );
         let t = Target::of("/build?t=x#&networkmode=host").unwrap();
         assert_eq!(t.form_value("networkmode").as_deref(), Some("host"));
-        assert_eq!(Target::of("/v1..4/x").unwrap().version.as_deref(), Some("1..4"));
+        assert_eq!(
+            Target::of("/v1..4/x").unwrap().version.as_deref(),
+            Some("1..4")
+        );
     }
 
     #[test]

@@ -60,7 +60,9 @@ pub fn requests(input: &[u8]) -> Vec<(Parts, Bytes)> {
             let _ = tokio::join!(conn, talk);
         })
     });
-    Rc::try_unwrap(seen).map(RefCell::into_inner).unwrap_or_default()
+    Rc::try_unwrap(seen)
+        .map(RefCell::into_inner)
+        .unwrap_or_default()
 }
 
 /// `head` (everything before the first blank line) with `body` after it,
@@ -71,7 +73,9 @@ pub fn with_body(head: &[u8], body: &[u8]) -> Vec<u8> {
     for line in head.split(|b| *b == b'\n') {
         let name = line.split(|b| *b == b':').next().unwrap_or_default();
         let name = name.trim_ascii();
-        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding") {
+        if name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+        {
             continue;
         }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
