@@ -62,7 +62,7 @@ pub fn request(parts: &Parts, body: &Bytes) {
         "permissive must only refuse a misplaced Upgrade: {permissive:?} for {head:?}"
     );
     let ci_safe = CI_SAFE.with(|p| decision(&head, p, content_type, body));
-    if ci_safe != Decision::Forward || !is_mutating(&head) || head.method == Method::OPTIONS {
+    if ci_safe != Decision::Forward || head.method == Method::OPTIONS {
         return;
     }
     // The proxy forwards the head it parsed, not the bytes it read: hyper's
@@ -72,6 +72,17 @@ pub fn request(parts: &Parts, body: &Bytes) {
     let Some(go_target) = go::Target::of(&target) else {
         return;
     };
+    // moby mounts its debug handlers at "/debug" + route, unversioned and
+    // for every method, so a read is enough to see its command line.
+    assert!(
+        go_target.version.is_some() || !go_target.path.starts_with("/debug/"),
+        "ci-safe forwarded {} {target:?}, which dockerd runs as its debug handler {:?}",
+        head.method,
+        go_target.path
+    );
+    if !is_mutating(&head) {
+        return;
+    }
     let ours = classify(&head.method, &head.path);
     let theirs = classify(&head.method, &go_target.path);
     // Unknown to dockerd's router too (a trailing slash, which the proxy
