@@ -1,5 +1,5 @@
 //! Raw bytes on a client connection: every request hyper reads from them
-//! goes through `decide::parse` and both policies.
+//! goes through `head::parse` and both policies.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -6,7 +6,8 @@ use hyper::header::CONTENT_TYPE;
 use hyper::http::request::Parts;
 use hyper::{Method, Request};
 
-use proxy::decide::{self, Decision, RequestHead};
+use proxy::decide::{self, Decision};
+use proxy::head::RequestHead;
 use proxy::policy::json::{self, Json, MAX_DEPTH};
 use proxy::policy::routes::{classify, Route};
 use proxy::policy::{is_mutating, Policy};
@@ -33,12 +34,10 @@ pub fn decision(
                 cap == policy.body_cap(),
                 "InspectBody with a cap that is not the policy's"
             );
-            let d = decide::decide_body(head, policy, content_type, body);
-            assert!(
-                !matches!(d, Decision::InspectBody { .. }),
-                "decide_body asked for the body again"
-            );
-            d
+            match decide::decide_body(head, policy, content_type, body) {
+                Ok(()) => Decision::Forward,
+                Err(refusal) => Decision::Refuse(refusal),
+            }
         }
         d => d,
     }
@@ -47,7 +46,7 @@ pub fn decision(
 /// One request as hyper hands it to the proxy, with its whole body.
 pub fn request(parts: &Parts, body: &Bytes) {
     let content_type = parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes());
-    let Ok(head) = decide::parse(parts) else {
+    let Ok(head) = proxy::head::parse(parts) else {
         return;
     };
     canonical(&head);
@@ -171,7 +170,7 @@ fn reparse(head: &RequestHead, parts: &Parts) {
         .unwrap_or_else(|e| panic!("canonical target {uri:?} is not a valid URI: {e}"))
         .into_parts();
     assert_eq!(
-        decide::parse(&again).as_ref(),
+        proxy::head::parse(&again).as_ref(),
         Ok(head),
         "{uri:?} reads differently the second time"
     );

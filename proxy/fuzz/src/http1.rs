@@ -1,6 +1,6 @@
 //! Requests read by hyper's HTTP/1 server configured as the proxy's
 //! (`proxy/src/park.rs`), over an in-memory stream: the parts the targets
-//! check are exactly what `decide::parse` gets in production.
+//! check are exactly what `head::parse` gets in production.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -15,7 +15,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The proxy's largest request head (`forward::Limits::default`).
+/// The proxy's largest request head (`proxy::Limits::default().max_head`).
 const MAX_HEAD: usize = 1 << 20;
 
 thread_local! {

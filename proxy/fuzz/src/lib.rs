@@ -2,7 +2,7 @@
 //! (issue 10, item 6):
 //!
 //! - `head`: raw HTTP/1 bytes through hyper's server, as the proxy runs it,
-//!   into `decide::parse` and both policies;
+//!   into `head::parse` and both policies;
 //! - `json`: `policy::json::parse_strict` against serde_json;
 //! - `decide`: a request head and a complete body through the whole
 //!   decision (`decide`, then `decide_body`) under ci-safe;
