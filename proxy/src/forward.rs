@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -25,11 +26,12 @@ use crate::audit::Audit;
 use crate::cap::Slot;
 use crate::decide::{self, Decision};
 use crate::gate::{self, HoldBudget};
+use crate::head::RequestHead;
 pub use crate::limits::{Limits, BODY_MEMORY, BODY_TIMEOUT, MAX_CONNECTIONS, MAX_HELD};
 use crate::metrics::Metrics;
 use crate::park;
 use crate::pin::{self, Pins};
-use crate::ping::PingCache;
+use crate::ping::{PingCache, Ticket};
 use crate::policy::Policy;
 use crate::readiness::Readiness;
 use crate::respond::{Body, Refusal};
@@ -391,17 +393,60 @@ async fn drain(mut body: Body) {
     .await;
 }
 
-/// Decides one request and, if it may pass, relays it. `unread` is the
-/// request's body as it stands: taken when it is forwarded, replaced by the
-/// checked bytes when it is read whole, and left for [`drain`] otherwise.
+/// Decides one request and, if it may pass, relays it, in the order the
+/// request path runs: the decision point (head, then body when the policy
+/// must see it), the readiness gate, the archive check, the `/_ping`
+/// cache, dockerd, and the answer. `unread` is the request's body as it
+/// stands: taken when it is forwarded, replaced by the checked bytes when
+/// it is read whole, and left for [`drain`] otherwise.
 async fn forward(
     mut parts: hyper::http::request::Parts,
     unread: &mut Option<Body>,
     shared: &Arc<Shared>,
     client: &Arc<Client>,
 ) -> Result<Response<Body>, Refusal> {
-    let peer = &client.peer;
-    let head = match crate::head::parse(&parts) {
+    let mut admitted = admit(&mut parts, unread, shared, &client.peer).await?;
+    pass_gate(shared, client).await?;
+    check_archive(shared, &client.peer, &admitted.head).await?;
+    let ping = match cached_ping(shared, &admitted.head, parts.uri.path()) {
+        ControlFlow::Break(answered) => return Ok(answered),
+        ControlFlow::Continue(ticket) => ticket,
+    };
+    let mut req = Request::from_parts(parts, unread.take().expect("a body is taken once"));
+    let client_upgrade = admitted
+        .head
+        .upgrade
+        .is_some()
+        .then(|| hyper::upgrade::on(&mut req));
+    let (sender, resp) = exchange(req, &admitted.head, shared).await?;
+    if resp.status().is_success() {
+        admitted.pins.keep();
+    }
+    answer(resp, sender, client_upgrade, ping, shared, client).await
+}
+
+/// A request the decision point let through, with what it holds until it
+/// is answered.
+struct Admitted {
+    head: RequestHead,
+    /// Pins made for its bind sources; released on every path but a
+    /// successful answer from dockerd.
+    pins: PinLease,
+    /// Its place in the body memory, when its body was read whole: held
+    /// through the readiness gate and the forwarding.
+    _body_memory: Option<BodyMemory>,
+}
+
+/// The decision point: parses the head and decides on it, or on the body
+/// when the policy must see it (the body's answer is final). Every
+/// decision on a mutating request, and every refusal, is audited.
+async fn admit(
+    parts: &mut hyper::http::request::Parts,
+    unread: &mut Option<Body>,
+    shared: &Arc<Shared>,
+    peer: &Peer,
+) -> Result<Admitted, Refusal> {
+    let head = match crate::head::parse(parts) {
         Ok(head) => head,
         Err(refusal) => {
             // Malformed mutating requests are what bypass attempts look like.
@@ -425,50 +470,23 @@ async fn forward(
         .headers
         .get(CONTENT_TYPE)
         .map(|v| v.as_bytes().to_vec());
-    // Pins made for this request's bind sources; released on every path
-    // but a successful answer from dockerd.
-    let mut pinned = PinLease::default();
-    // Its place in the body memory lasts until this request is answered:
-    // through the readiness gate and the forwarding.
-    let mut _body_memory = None;
-    // Decided on the head, or on the body when the policy must see it: the
-    // body's answer is final, so there is nothing else to handle here.
-    let decided = match decide::decide(&head, &shared.policy, content_type.as_deref()) {
+    let mut admitted = Admitted {
+        head,
+        pins: PinLease::default(),
+        _body_memory: None,
+    };
+    let decided = match decide::decide(&admitted.head, &shared.policy, content_type.as_deref()) {
         Decision::Forward => Ok(()),
         Decision::Refuse(refusal) => Err(refusal),
-        Decision::InspectBody { cap } => match read_whole(
-            &mut parts,
-            unread.take().expect("the body is unread until here"),
-            cap,
-            shared,
-        )
-        .await
-        {
-            Ok((mut bytes, memory)) => {
-                _body_memory = Some(memory);
-                let mut d =
-                    decide::decide_body(&head, &shared.policy, content_type.as_deref(), &bytes);
-                if let (Ok(()), Some(pins)) = (&d, &shared.pins) {
-                    match pin::pin_body(pins, &shared.policy, &head, &bytes) {
-                        Ok(Some(p)) => {
-                            bytes = p.body;
-                            pinned = PinLease::new(pins.clone(), p.made);
-                            parts.headers.insert(
-                                CONTENT_LENGTH,
-                                hyper::header::HeaderValue::from(bytes.len()),
-                            );
-                        }
-                        Ok(None) => {}
-                        Err(refusal) => d = Err(refusal),
-                    }
-                }
-                // The checked bytes are what dockerd gets, framed afresh.
-                *unread = Some(crate::respond::full(bytes));
-                d
-            }
-            Err(refusal) => Err(refusal),
-        },
+        Decision::InspectBody { cap } => {
+            let checked = Checked {
+                cap,
+                content_type: content_type.as_deref(),
+            };
+            decide_body(parts, unread, checked, &mut admitted, shared).await
+        }
     };
+    let head = &admitted.head;
     audit(
         shared,
         peer,
@@ -477,60 +495,131 @@ async fn forward(
         head.version.as_deref(),
         decided.as_ref().map(|_| ()),
     );
-    decided?;
-    // A request still held when the proxy stops gets its 503 now, whatever
-    // the state says: the drain waits for its answer, not for the engine.
-    tokio::select! {
-        biased;
-        passed = gate::pass(&shared.readiness, &shared.metrics, &shared.limits, &client.hold) => passed?,
-        () = shared.tasks.stopping() => {
-            return Err(Refusal::ShuttingDown {
-                last_error: shared.readiness.engine().last_error,
-            })
+    decided.map(|()| admitted)
+}
+
+/// What the policy needs to decide on a body besides the body itself.
+struct Checked<'a> {
+    /// The most the policy reads ([`Decision::InspectBody`]).
+    cap: usize,
+    content_type: Option<&'a [u8]>,
+}
+
+/// Reads the body the policy must see ([`read_whole`]), decides on it and,
+/// when it passes, pins its bind sources. The checked bytes, rewritten to
+/// name the pins, replace `unread`: they are what dockerd gets, framed
+/// afresh.
+async fn decide_body(
+    parts: &mut hyper::http::request::Parts,
+    unread: &mut Option<Body>,
+    checked: Checked<'_>,
+    admitted: &mut Admitted,
+    shared: &Arc<Shared>,
+) -> Result<(), Refusal> {
+    let body = unread.take().expect("the body is unread until here");
+    let (mut bytes, memory) = read_whole(parts, body, checked.cap, shared).await?;
+    admitted._body_memory = Some(memory);
+    let head = &admitted.head;
+    let mut decided = decide::decide_body(head, &shared.policy, checked.content_type, &bytes);
+    if let (Ok(()), Some(pins)) = (&decided, &shared.pins) {
+        match pin::pin_body(pins, &shared.policy, head, &bytes) {
+            Ok(Some(p)) => {
+                bytes = p.body;
+                admitted.pins = PinLease::new(pins.clone(), p.made);
+                parts.headers.insert(
+                    CONTENT_LENGTH,
+                    hyper::header::HeaderValue::from(bytes.len()),
+                );
+            }
+            Ok(None) => {}
+            Err(refusal) => decided = Err(refusal),
         }
     }
-    // Needs dockerd's answer about the container, so it comes after the gate.
-    if let Err(refusal) = archive::check(&shared.upstream, &shared.policy, &head).await {
+    *unread = Some(crate::respond::full(bytes));
+    decided
+}
+
+/// Waits at the readiness gate. A request still held when the proxy stops
+/// gets its 503 now, whatever the state says: the drain waits for its
+/// answer, not for the engine.
+async fn pass_gate(shared: &Shared, client: &Client) -> Result<(), Refusal> {
+    tokio::select! {
+        biased;
+        passed = gate::pass(&shared.readiness, &shared.metrics, &shared.limits, &client.hold) => passed,
+        () = shared.tasks.stopping() => Err(Refusal::ShuttingDown {
+            last_error: shared.readiness.engine().last_error,
+        }),
+    }
+}
+
+/// The archive rule ([`crate::archive`]), audited when it refuses. It needs
+/// dockerd's answer about the container, so it comes after the gate.
+async fn check_archive(shared: &Shared, peer: &Peer, head: &RequestHead) -> Result<(), Refusal> {
+    let checked = archive::check(&shared.upstream, &shared.policy, head).await;
+    if let Err(refusal) = &checked {
         audit(
             shared,
             peer,
             &head.method,
             &head.path,
             head.version.as_deref(),
-            Err(&refusal),
+            Err(refusal),
         );
-        return Err(refusal);
     }
-    let ping = shared.ping.slot(&head, parts.uri.path());
-    if let Some(slot) = ping {
-        if let Some(resp) = shared
-            .ping
-            .answer(slot, shared.readiness.engine_pid(), Instant::now())
-        {
-            shared.metrics.ping_cached();
-            return Ok(resp);
-        }
+    checked
+}
+
+/// Answers an unversioned `/_ping` from dockerd's last answer when that is
+/// fresh (Break), or says whether dockerd's answer should be remembered
+/// (Continue with a ticket).
+fn cached_ping(
+    shared: &Shared,
+    head: &RequestHead,
+    raw_path: &str,
+) -> ControlFlow<Response<Body>, Option<Ticket>> {
+    let Some(slot) = shared.ping.slot(head, raw_path) else {
+        return ControlFlow::Continue(None);
+    };
+    let engine = shared.readiness.engine_pid();
+    if let Some(resp) = shared.ping.answer(slot, engine, Instant::now()) {
+        shared.metrics.ping_cached();
+        return ControlFlow::Break(resp);
     }
-    let ping = ping.map(|slot| shared.ping.ticket(slot, shared.readiness.engine_pid()));
+    ControlFlow::Continue(Some(shared.ping.ticket(slot, engine)))
+}
+
+/// One exchange with dockerd on a pooled connection: its answer's head,
+/// and the connection, lent until that answer's body ends.
+async fn exchange(
+    req: Request<Body>,
+    head: &RequestHead,
+    shared: &Arc<Shared>,
+) -> Result<(client::SendRequest<Body>, Response<Incoming>), Refusal> {
     // Invalidates now and when dropped: once dockerd has answered, or on
     // any early return or hang-up before that.
-    let swarm_change = PingCache::is_invalidated_by(&head).then(|| shared.ping.invalidate_guard());
-    let mut req = Request::from_parts(parts, unread.take().expect("a body is taken once"));
-    let client_upgrade = head.upgrade.map(|_| hyper::upgrade::on(&mut req));
-
+    let _swarm_change = PingCache::is_invalidated_by(head).then(|| shared.ping.invalidate_guard());
     let mut sender = shared
         .pool
         .checkout(&shared.upstream, &shared.tasks)
         .await?;
-    let mut resp = sender.send_request(req).await.map_err(|e| {
+    let resp = sender.send_request(req).await.map_err(|e| {
         tracing::warn!(error = %e, "dockerd did not answer");
         Refusal::Upstream
     })?;
-    drop(swarm_change);
-    if resp.status().is_success() {
-        pinned.keep();
-    }
+    Ok((sender, resp))
+}
 
+/// Hands dockerd's answer to the client: a switch of protocols becomes a
+/// spliced session, a small body leaves in one write (remembered when it
+/// answers `/_ping`), anything else streams.
+async fn answer(
+    mut resp: Response<Incoming>,
+    sender: client::SendRequest<Body>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ping: Option<Ticket>,
+    shared: &Arc<Shared>,
+    client: &Arc<Client>,
+) -> Result<Response<Body>, Refusal> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // The connection becomes the session; it never returns to the pool.
         if let Some(client_upgrade) = client_upgrade {
@@ -557,23 +646,23 @@ async fn forward(
     if lent.inner.is_end_stream() {
         lent.give_back();
     }
-    if small {
-        // Already in our buffer or nearly: answer head and body in one write
-        // (one TLS record, one wake-up of the client) instead of two.
-        let body = lent
-            .collect()
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "dockerd's answer broke off");
-                Refusal::Upstream
-            })?
-            .to_bytes();
-        if let Some(ticket) = ping {
-            shared.ping.remember(ticket, &head, &body, Instant::now());
-        }
-        return Ok(Response::from_parts(head, crate::respond::full(body)));
+    if !small {
+        return Ok(Response::from_parts(head, lent.boxed()));
     }
-    Ok(Response::from_parts(head, lent.boxed()))
+    // Already in our buffer or nearly: answer head and body in one write
+    // (one TLS record, one wake-up of the client) instead of two.
+    let body = lent
+        .collect()
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "dockerd's answer broke off");
+            Refusal::Upstream
+        })?
+        .to_bytes();
+    if let Some(ticket) = ping {
+        shared.ping.remember(ticket, &head, &body, Instant::now());
+    }
+    Ok(Response::from_parts(head, crate::respond::full(body)))
 }
 
 /// The memory of one decided body: its place in [`Shared::bodies`] and in

@@ -180,72 +180,118 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     tokio::pin!(shutdown);
-    let listeners = match config.open {
-        Open::Now(listeners) => listeners,
-        Open::WhenReady(endpoints) => {
-            // A socket file left by an earlier run would claim readiness;
-            // one that something still serves is not ours to take.
-            for ep in &endpoints {
-                if let Endpoint::Unix { path, .. } = ep {
-                    clear_stale_socket(path)?;
-                }
-            }
-            tokio::select! {
-                biased;
-                () = &mut shutdown => return Ok(()),
-                ready = first_ready(readiness.clone()) => if !ready {
-                    return Ok(());
-                },
-            }
-            Listeners::bind(&endpoints).await?
-        }
+    let Config {
+        open,
+        upstream,
+        limits,
+        policy,
+        audit,
+        ping_ttl,
+        pins_dir,
+    } = config;
+    let Some(listeners) = open_listeners(open, &readiness, shutdown.as_mut()).await? else {
+        return Ok(());
     };
-    let pins = match config.pins_dir {
+    let pins = match pins_dir {
         Some(dir) => Some(Arc::new(
             Pins::new(dir.clone()).map_err(|source| ServeError::Pins { path: dir, source })?,
         )),
         None => None,
     };
     let shared = Arc::new(Shared::new(
-        config.upstream,
+        upstream,
         readiness.clone(),
         metrics.clone(),
-        config.limits,
-        config.policy,
-        config.audit,
-        crate::ping::PingCache::new(config.ping_ttl),
+        limits,
+        policy,
+        audit,
+        crate::ping::PingCache::new(ping_ttl),
         pins.clone(),
     ));
     if let Some(p) = pins.clone() {
-        let (tasks, sweep) = (
-            shared.tasks.clone(),
-            crate::pin::sweep_loop(p, shared.upstream.clone(), readiness.clone()),
-        );
-        shared.tasks.spawn(async move {
-            tokio::select! {
-                () = tasks.stopping() => {}
-                () = sweep => {}
-            }
-        });
+        sweep_pins(p, &shared, readiness);
     }
     let Listeners { bound, sockets } = listeners;
-    // One cap for every endpoint: a job reaches all of them alike.
+    let accepting = start_accepting(bound, &shared);
+    metrics.listeners_bound.store(true, Ordering::Release);
+    shutdown.await;
+    close_and_drain(accepting, sockets, &shared).await;
+    if let Some(pins) = pins {
+        // The containers have their own mounts; the pins only kept them
+        // for the next start.
+        pins.release_all();
+    }
+    Ok(())
+}
+
+/// The listeners to serve: those bound already, or, with
+/// [`Open::WhenReady`], those bound at the first Ready. None when shutdown
+/// or ShuttingDown comes first: nothing is bound then.
+async fn open_listeners(
+    open: Open,
+    readiness: &Readiness,
+    shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<Option<Listeners>, ServeError> {
+    let endpoints = match open {
+        Open::Now(listeners) => return Ok(Some(listeners)),
+        Open::WhenReady(endpoints) => endpoints,
+    };
+    // A socket file left by an earlier run would claim readiness; one that
+    // something still serves is not ours to take.
+    for ep in &endpoints {
+        if let Endpoint::Unix { path, .. } = ep {
+            clear_stale_socket(path)?;
+        }
+    }
+    tokio::select! {
+        biased;
+        () = shutdown => return Ok(None),
+        ready = first_ready(readiness.clone()) => if !ready {
+            return Ok(None);
+        },
+    }
+    Listeners::bind(&endpoints).await.map(Some)
+}
+
+/// Sweeps pins no container or volume names any more, until the proxy
+/// stops ([`crate::pin::sweep_loop`]).
+fn sweep_pins(pins: Arc<Pins>, shared: &Shared, readiness: Readiness) {
+    let (tasks, sweep) = (
+        shared.tasks.clone(),
+        crate::pin::sweep_loop(pins, shared.upstream.clone(), readiness),
+    );
+    shared.tasks.spawn(async move {
+        tokio::select! {
+            () = tasks.stopping() => {}
+            () = sweep => {}
+        }
+    });
+}
+
+/// An accept loop per bound endpoint, all under one connection cap: a job
+/// reaches every endpoint alike.
+fn start_accepting(bound: Vec<(String, bool, Bound)>, shared: &Arc<Shared>) -> JoinSet<()> {
     let cap = Arc::new(ConnectionCap::new(shared.limits.max_connections));
     let mut accepting = JoinSet::new();
     for (url, tls, bound) in bound {
         tracing::info!(endpoint = %url, tls, max_connections = shared.limits.max_connections, "listening");
         accepting.spawn(accept_loop(bound, shared.clone(), cap.clone()));
     }
-    metrics.listeners_bound.store(true, Ordering::Release);
-    shutdown.await;
-    // Close the doors first: new connects are refused from here on.
+    accepting
+}
+
+/// The stop: close the doors first, so new connects are refused from here
+/// on and the socket files go; then idle dockerd connections go, every
+/// client connection closes once its exchange in flight is answered (held
+/// ones get their 503), and what still runs at [`DRAIN`] is cut.
+async fn close_and_drain(mut accepting: JoinSet<()>, sockets: SocketFiles, shared: &Shared) {
     accepting.shutdown().await;
-    metrics.listeners_bound.store(false, Ordering::Release);
+    shared
+        .metrics
+        .listeners_bound
+        .store(false, Ordering::Release);
     drop(sockets);
     tracing::info!("public listeners closed");
-    // Idle dockerd connections go now; every client connection closes
-    // once its exchange in flight is answered (held ones get their 503);
-    // what still runs at the bound is cut.
     shared.pool.close();
     let cut = shared.tasks.drain(DRAIN).await;
     if cut > 0 {
@@ -255,12 +301,6 @@ pub async fn serve(
             "connections and sessions still open at the drain bound were closed"
         );
     }
-    if let Some(pins) = pins {
-        // The containers have their own mounts; the pins only kept them
-        // for the next start.
-        pins.release_all();
-    }
-    Ok(())
 }
 
 /// Waits for the engine's first Ready: true, or false once it is shutting

@@ -203,137 +203,164 @@ impl Metrics {
         out
     }
 
-    /// The proxy's part of the Prometheus text exposition.
+    /// The proxy's part of the Prometheus text exposition, family by
+    /// family in a fixed order.
+    ///
+    /// Written by hand, not with `prometheus-client` (issue 11 asked):
+    /// that crate names a counter's family without `_total` (it panics on a
+    /// name that has it, and writes `# TYPE dind_proxy_connections_refused
+    /// counter` above `dind_proxy_connections_refused_total`), so every
+    /// counter's HELP and TYPE lines would change, and Prometheus reading
+    /// `text/plain; version=0.0.4` would see the samples untyped. It would
+    /// also give the `dind_proxy_held_requests_total` counter the family
+    /// name of the `dind_proxy_held_requests` gauge. The series here are
+    /// documented and tested by name; they outweigh a dependency.
     pub fn render(&self, out: &mut String) {
-        let g = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        g(
-            out,
-            "dind_proxy_listeners_bound",
-            "1 when the public listeners are bound.",
-            "gauge",
-            self.listeners_bound.load(Relaxed) as u64,
-        );
-        g(
+        self.render_connections(out);
+        self.render_traffic(out);
+        self.render_checks(out);
+        self.render_holds_and_answers(out);
+    }
+
+    /// Listeners and client connections.
+    fn render_connections(&self, out: &mut String) {
+        let bound = self.listeners_bound.load(Relaxed) as u64;
+        let help = "1 when the public listeners are bound.";
+        single(out, "dind_proxy_listeners_bound", help, GAUGE, bound);
+        let open = self.open_connections.load(Relaxed);
+        single(
             out,
             "dind_proxy_open_connections",
             "Client connections open now.",
-            "gauge",
-            self.open_connections.load(Relaxed),
+            GAUGE,
+            open,
         );
-        g(
-            out,
-            "dind_proxy_parked_connections",
-            "Idle client connections parked without HTTP buffers.",
-            "gauge",
-            self.parked_connections.load(Relaxed),
-        );
-        g(
+        let parked = self.parked_connections.load(Relaxed);
+        let help = "Idle client connections parked without HTTP buffers.";
+        single(out, "dind_proxy_parked_connections", help, GAUGE, parked);
+        let total = self.connections_total.load(Relaxed);
+        single(
             out,
             "dind_proxy_connections_total",
             "Client connections accepted.",
-            "counter",
-            self.connections_total.load(Relaxed),
+            COUNTER,
+            total,
         );
-        g(
+        let refused = self.connections_refused.load(Relaxed);
+        let help = "Client connections closed at once because DIND_MAX_CONNECTIONS were open.";
+        single(
             out,
             "dind_proxy_connections_refused_total",
-            "Client connections closed at once because DIND_MAX_CONNECTIONS were open.",
-            "counter",
-            self.connections_refused.load(Relaxed),
+            help,
+            COUNTER,
+            refused,
         );
-        let _ = writeln!(out, "# HELP dind_proxy_requests_total Requests answered, by method and status class.\n# TYPE dind_proxy_requests_total counter");
+    }
+
+    /// Requests, bytes and upgraded sessions relayed.
+    fn render_traffic(&self, out: &mut String) {
+        let name = "dind_proxy_requests_total";
+        header(
+            out,
+            name,
+            "Requests answered, by method and status class.",
+            COUNTER,
+        );
         for (m, row) in METHODS.iter().zip(&self.requests) {
             for (c, n) in CLASSES.iter().zip(row) {
                 let n = n.load(Relaxed);
                 if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "dind_proxy_requests_total{{method=\"{m}\",class=\"{c}\"}} {n}"
-                    );
+                    let _ = writeln!(out, "{name}{{method=\"{m}\",class=\"{c}\"}} {n}");
                 }
             }
         }
-        let _ = writeln!(out, "# HELP dind_proxy_bytes_total Bytes relayed, by direction (in: from clients).\n# TYPE dind_proxy_bytes_total counter");
+        let name = "dind_proxy_bytes_total";
+        header(
+            out,
+            name,
+            "Bytes relayed, by direction (in: from clients).",
+            COUNTER,
+        );
         let _ = writeln!(
             out,
-            "dind_proxy_bytes_total{{direction=\"in\"}} {}",
+            "{name}{{direction=\"in\"}} {}",
             self.bytes_in.load(Relaxed)
         );
         let _ = writeln!(
             out,
-            "dind_proxy_bytes_total{{direction=\"out\"}} {}",
+            "{name}{{direction=\"out\"}} {}",
             self.bytes_out.load(Relaxed)
         );
-        g(
-            out,
-            "dind_proxy_upgrades_total",
-            "Upgraded sessions (attach, exec, BuildKit) started.",
-            "counter",
-            self.upgrades_total.load(Relaxed),
-        );
-        g(
+        let started = self.upgrades_total.load(Relaxed);
+        let help = "Upgraded sessions (attach, exec, BuildKit) started.";
+        single(out, "dind_proxy_upgrades_total", help, COUNTER, started);
+        let open = self.upgrades_open.load(Relaxed);
+        single(
             out,
             "dind_proxy_upgrades_open",
             "Upgraded sessions open now.",
-            "gauge",
-            self.upgrades_open.load(Relaxed),
-        );
-        let _ = writeln!(out, "# HELP dind_proxy_tls_handshake_failures_total Failed TLS handshakes, by reason.\n# TYPE dind_proxy_tls_handshake_failures_total counter");
-        for (f, n) in HandshakeFailure::ALL.iter().zip(&self.handshake_failures) {
-            let _ = writeln!(
-                out,
-                "dind_proxy_tls_handshake_failures_total{{reason=\"{}\"}} {}",
-                f.label(),
-                n.load(Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# HELP dind_proxy_policy_decisions_total Policy decisions on mutating requests, by decision and rule.\n# TYPE dind_proxy_policy_decisions_total counter");
-        if let Ok(d) = self.decisions.lock() {
-            for ((decision, rule), n) in d.iter() {
-                let _ = writeln!(out, "dind_proxy_policy_decisions_total{{decision=\"{decision}\",rule=\"{rule}\"}} {n}");
-            }
-        }
-        g(
-            out,
-            "dind_proxy_held_requests_total",
-            "Requests held while the engine was not ready.",
-            "counter",
-            self.held_requests.load(Relaxed),
-        );
-        g(
-            out,
-            "dind_proxy_held_requests",
-            "Requests waiting now for the engine to be ready.",
-            "gauge",
-            self.held_now.load(Relaxed),
-        );
-        g(
-            out,
-            "dind_proxy_body_bytes",
-            "Bytes of request bodies held now for the policy to check.",
-            "gauge",
-            self.body_bytes.load(Relaxed),
-        );
-        g(
-            out,
-            "dind_proxy_ping_cached_total",
-            "Unversioned /_ping requests answered from dockerd's last answer.",
-            "counter",
-            self.pings_cached.load(Relaxed),
-        );
-        g(
-            out,
-            "dind_proxy_refused_requests_total",
-            "Requests the proxy answered itself (not ready, denied, malformed).",
-            "counter",
-            self.refused.load(Relaxed),
+            GAUGE,
+            open,
         );
     }
+
+    /// TLS handshakes that failed, and policy decisions.
+    fn render_checks(&self, out: &mut String) {
+        let name = "dind_proxy_tls_handshake_failures_total";
+        header(out, name, "Failed TLS handshakes, by reason.", COUNTER);
+        for (f, n) in HandshakeFailure::ALL.iter().zip(&self.handshake_failures) {
+            let (reason, n) = (f.label(), n.load(Relaxed));
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+        }
+        let name = "dind_proxy_policy_decisions_total";
+        let help = "Policy decisions on mutating requests, by decision and rule.";
+        header(out, name, help, COUNTER);
+        if let Ok(d) = self.decisions.lock() {
+            for ((decision, rule), n) in d.iter() {
+                let _ = writeln!(out, "{name}{{decision=\"{decision}\",rule=\"{rule}\"}} {n}");
+            }
+        }
+    }
+
+    /// Requests held in the readiness gate, bodies held for the policy,
+    /// and requests the proxy answered itself.
+    fn render_holds_and_answers(&self, out: &mut String) {
+        let held = self.held_requests.load(Relaxed);
+        let help = "Requests held while the engine was not ready.";
+        single(out, "dind_proxy_held_requests_total", help, COUNTER, held);
+        let now = self.held_now.load(Relaxed);
+        let help = "Requests waiting now for the engine to be ready.";
+        single(out, "dind_proxy_held_requests", help, GAUGE, now);
+        let bytes = self.body_bytes.load(Relaxed);
+        let help = "Bytes of request bodies held now for the policy to check.";
+        single(out, "dind_proxy_body_bytes", help, GAUGE, bytes);
+        let pings = self.pings_cached.load(Relaxed);
+        let help = "Unversioned /_ping requests answered from dockerd's last answer.";
+        single(out, "dind_proxy_ping_cached_total", help, COUNTER, pings);
+        let refused = self.refused.load(Relaxed);
+        let help = "Requests the proxy answered itself (not ready, denied, malformed).";
+        single(
+            out,
+            "dind_proxy_refused_requests_total",
+            help,
+            COUNTER,
+            refused,
+        );
+    }
+}
+
+const GAUGE: &str = "gauge";
+const COUNTER: &str = "counter";
+
+/// A family's HELP and TYPE lines.
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A family of one series without labels.
+fn single(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    header(out, name, help, kind);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 #[cfg(test)]
@@ -365,6 +392,86 @@ mod tests {
         assert!(out.contains("dind_proxy_open_connections 0"));
         assert!(out.contains("dind_proxy_connections_total 1"));
         assert!(out.contains("dind_proxy_connections_refused_total 0"));
+    }
+
+    /// The whole exposition, as the README, the integration tests and
+    /// dashboards read it: every family's name, HELP, TYPE and labels, in
+    /// order. A change here is a change users see.
+    #[test]
+    fn the_exposition_keeps_every_name_type_help_and_label() {
+        let m = Arc::new(Metrics::default());
+        m.request(&Method::GET, 200);
+        m.handshake_failed(HandshakeFailure::UnknownCa);
+        m.decision("deny", "privileged");
+        m.bytes(3, 4);
+        let mut lines = vec![
+            "# HELP dind_proxy_listeners_bound 1 when the public listeners are bound.",
+            "# TYPE dind_proxy_listeners_bound gauge",
+            "dind_proxy_listeners_bound 0",
+            "# HELP dind_proxy_open_connections Client connections open now.",
+            "# TYPE dind_proxy_open_connections gauge",
+            "dind_proxy_open_connections 0",
+            "# HELP dind_proxy_parked_connections Idle client connections parked without HTTP buffers.",
+            "# TYPE dind_proxy_parked_connections gauge",
+            "dind_proxy_parked_connections 0",
+            "# HELP dind_proxy_connections_total Client connections accepted.",
+            "# TYPE dind_proxy_connections_total counter",
+            "dind_proxy_connections_total 0",
+            "# HELP dind_proxy_connections_refused_total Client connections closed at once because DIND_MAX_CONNECTIONS were open.",
+            "# TYPE dind_proxy_connections_refused_total counter",
+            "dind_proxy_connections_refused_total 0",
+            "# HELP dind_proxy_requests_total Requests answered, by method and status class.",
+            "# TYPE dind_proxy_requests_total counter",
+            "dind_proxy_requests_total{method=\"GET\",class=\"2xx\"} 1",
+            "# HELP dind_proxy_bytes_total Bytes relayed, by direction (in: from clients).",
+            "# TYPE dind_proxy_bytes_total counter",
+            "dind_proxy_bytes_total{direction=\"in\"} 3",
+            "dind_proxy_bytes_total{direction=\"out\"} 4",
+            "# HELP dind_proxy_upgrades_total Upgraded sessions (attach, exec, BuildKit) started.",
+            "# TYPE dind_proxy_upgrades_total counter",
+            "dind_proxy_upgrades_total 0",
+            "# HELP dind_proxy_upgrades_open Upgraded sessions open now.",
+            "# TYPE dind_proxy_upgrades_open gauge",
+            "dind_proxy_upgrades_open 0",
+            "# HELP dind_proxy_tls_handshake_failures_total Failed TLS handshakes, by reason.",
+            "# TYPE dind_proxy_tls_handshake_failures_total counter",
+        ];
+        let reasons = [
+            ("no_client_cert", 0),
+            ("unknown_ca", 1),
+            ("expired_cert", 0),
+            ("bad_cert", 0),
+            ("plain_http", 0),
+            ("protocol", 0),
+            ("timeout", 0),
+            ("other", 0),
+        ];
+        let reasons: Vec<String> = reasons
+            .iter()
+            .map(|(r, n)| format!("dind_proxy_tls_handshake_failures_total{{reason=\"{r}\"}} {n}"))
+            .collect();
+        lines.extend(reasons.iter().map(String::as_str));
+        lines.extend([
+            "# HELP dind_proxy_policy_decisions_total Policy decisions on mutating requests, by decision and rule.",
+            "# TYPE dind_proxy_policy_decisions_total counter",
+            "dind_proxy_policy_decisions_total{decision=\"deny\",rule=\"privileged\"} 1",
+            "# HELP dind_proxy_held_requests_total Requests held while the engine was not ready.",
+            "# TYPE dind_proxy_held_requests_total counter",
+            "dind_proxy_held_requests_total 0",
+            "# HELP dind_proxy_held_requests Requests waiting now for the engine to be ready.",
+            "# TYPE dind_proxy_held_requests gauge",
+            "dind_proxy_held_requests 0",
+            "# HELP dind_proxy_body_bytes Bytes of request bodies held now for the policy to check.",
+            "# TYPE dind_proxy_body_bytes gauge",
+            "dind_proxy_body_bytes 0",
+            "# HELP dind_proxy_ping_cached_total Unversioned /_ping requests answered from dockerd's last answer.",
+            "# TYPE dind_proxy_ping_cached_total counter",
+            "dind_proxy_ping_cached_total 0",
+            "# HELP dind_proxy_refused_requests_total Requests the proxy answered itself (not ready, denied, malformed).",
+            "# TYPE dind_proxy_refused_requests_total counter",
+            "dind_proxy_refused_requests_total 0",
+        ]);
+        assert_eq!(m.render_to_string(), lines.join("\n") + "\n");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -68,83 +69,127 @@ where
         metrics,
     };
     loop {
-        // Parked: wait for the client's next bytes with nothing but the
-        // socket. The head timeout runs from here, as it does in hyper for
-        // an idle keep-alive connection.
         let mut head_timeout = limits.head_timeout;
         if io.prefix.is_empty() {
-            let metrics = io.metrics.clone();
-            let _parked = metrics.connection_parked();
-            let parked_at = Instant::now();
-            let mut first = [0u8; 64];
-            let read = tokio::select! {
-                biased;
-                () = tasks.stopping() => {
-                    // Between exchanges: nothing to finish.
-                    let _ = io.inner.shutdown().await;
-                    return Ok(());
-                }
-                read = tokio::time::timeout(head_timeout, io.inner.read(&mut first)) => read,
-            };
-            match read {
-                Ok(Ok(0)) => {
-                    // The client closed an idle connection, as hyper would.
-                    let _ = io.inner.shutdown().await;
-                    return Ok(());
-                }
-                Ok(Ok(n)) => {
-                    metrics.bytes(n as u64, 0);
-                    io.prefix = Bytes::copy_from_slice(&first[..n]);
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "client connection ended");
-                    return Ok(());
-                }
-                Err(_) => {
-                    tracing::debug!("client connection ended: idle past the head timeout");
-                    return Ok(());
-                }
+            match park(&mut io, head_timeout, tasks).await {
+                ControlFlow::Break(()) => return Ok(()),
+                ControlFlow::Continue(left) => head_timeout = left,
             }
-            head_timeout = head_timeout.saturating_sub(parked_at.elapsed());
         }
-        // Boxed: hyper's state lives only while serving, not in the
-        // connection's task for as long as it is open.
-        let mut conn = Box::pin(
-            server::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(head_timeout)
-                .max_buf_size(limits.max_head.max(8192))
-                .serve_connection(TokioIo::new(io), svc)
-                .with_upgrades(),
-        );
-        let served = tokio::select! {
-            biased;
-            served = until_idle(conn.as_mut(), &activity) => served,
-            () = tasks.stopping() => {
-                // Finish the exchange in flight (a held request's 503
-                // included), then close; an idle one closes at once.
-                conn.as_mut().graceful_shutdown();
-                return conn.await;
-            }
-        };
-        let Some(served) = served else {
-            // Idle at a message boundary: take hyper apart. None only after
-            // an upgrade, which ends `conn` before it can idle.
-            let Some(parts) = Pin::into_inner(conn).into_parts() else {
-                return Ok(());
-            };
-            io = parts.io.into_inner();
-            // Bytes hyper read ahead (a pipelined head) go first next time.
-            if !parts.read_buf.is_empty() {
-                let mut ahead = parts.read_buf.to_vec();
-                ahead.extend_from_slice(&io.prefix);
-                io.prefix = ahead.into();
-            }
-            svc = parts.service;
-            continue;
-        };
-        return served;
+        match serve_until_idle(io, svc, head_timeout, limits, &activity, tasks).await {
+            Served::Ended(served) => return served,
+            Served::Idle(back, service) => (io, svc) = (back, service),
+        }
     }
+}
+
+/// Parked: waits for the client's next bytes with nothing but the socket,
+/// and keeps them as `io`'s prefix. The head timeout runs from here, as it
+/// does in hyper for an idle keep-alive connection: Continue carries what
+/// is left of it. Break: the connection is over (the client closed it or
+/// idled past the head timeout, or the proxy stops).
+async fn park<I>(io: &mut Io<I>, head_timeout: Duration, tasks: &Tasks) -> ControlFlow<(), Duration>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let metrics = io.metrics.clone();
+    let _parked = metrics.connection_parked();
+    let parked_at = Instant::now();
+    let mut first = [0u8; 64];
+    let read = tokio::select! {
+        biased;
+        () = tasks.stopping() => {
+            // Between exchanges: nothing to finish.
+            let _ = io.inner.shutdown().await;
+            return ControlFlow::Break(());
+        }
+        read = tokio::time::timeout(head_timeout, io.inner.read(&mut first)) => read,
+    };
+    match read {
+        Ok(Ok(0)) => {
+            // The client closed an idle connection, as hyper would.
+            let _ = io.inner.shutdown().await;
+            return ControlFlow::Break(());
+        }
+        Ok(Ok(n)) => {
+            metrics.bytes(n as u64, 0);
+            io.prefix = Bytes::copy_from_slice(&first[..n]);
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "client connection ended");
+            return ControlFlow::Break(());
+        }
+        Err(_) => {
+            tracing::debug!("client connection ended: idle past the head timeout");
+            return ControlFlow::Break(());
+        }
+    }
+    ControlFlow::Continue(head_timeout.saturating_sub(parked_at.elapsed()))
+}
+
+/// How a spell of hyper serving a connection ended.
+enum Served<I, S> {
+    /// The connection is over: closed, failed, upgraded, or closed
+    /// gracefully because the proxy stops.
+    Ended(Result<(), hyper::Error>),
+    /// Idle at a message boundary: hyper taken apart, the socket (with any
+    /// bytes hyper read ahead as its prefix) and the service back, to park.
+    Idle(Io<I>, S),
+}
+
+/// Serves `io` with hyper until the connection ends or idles at a message
+/// boundary ([`until_idle`]).
+async fn serve_until_idle<I, S, B>(
+    io: Io<I>,
+    svc: S,
+    head_timeout: Duration,
+    limits: &Limits,
+    activity: &Activity,
+    tasks: &Tasks,
+) -> Served<I, S>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    // Boxed: hyper's state lives only while serving, not in the
+    // connection's task for as long as it is open.
+    let mut conn = Box::pin(
+        server::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(head_timeout)
+            .max_buf_size(limits.max_head.max(8192))
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades(),
+    );
+    let served = tokio::select! {
+        biased;
+        served = until_idle(conn.as_mut(), activity) => served,
+        () = tasks.stopping() => {
+            // Finish the exchange in flight (a held request's 503
+            // included), then close; an idle one closes at once.
+            conn.as_mut().graceful_shutdown();
+            return Served::Ended(conn.await);
+        }
+    };
+    if let Some(served) = served {
+        return Served::Ended(served);
+    }
+    // Idle at a message boundary: take hyper apart. None only after an
+    // upgrade, which ends `conn` before it can idle.
+    let Some(parts) = Pin::into_inner(conn).into_parts() else {
+        return Served::Ended(Ok(()));
+    };
+    let mut io = parts.io.into_inner();
+    // Bytes hyper read ahead (a pipelined head) go first next time.
+    if !parts.read_buf.is_empty() {
+        let mut ahead = parts.read_buf.to_vec();
+        ahead.extend_from_slice(&io.prefix);
+        io.prefix = ahead.into();
+    }
+    Served::Idle(io, parts.service)
 }
 
 /// Polls `conn` to its end (Some), or until it has had nothing to do for
