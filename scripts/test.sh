@@ -7,6 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+mkdir -p target
+export PATH="$HOME/.cargo/bin:$PATH"
+# cargo-deny (the dependency gate) is built once per machine, on one core,
+# while the rest is set up; it is checked once the test build is done.
+if ! command -v cargo-deny >/dev/null; then
+  cargo install --locked --quiet -j 1 cargo-deny >target/cargo-deny-install.log 2>&1 &
+  deny_pid=$!
+  trap 'kill "$deny_pid" 2>/dev/null || true' EXIT
+fi
+# Formatting, lints, import cycles, long functions: seconds, so first.
+bash scripts/gates.sh
 # The Python Docker SDK, one of the third-party clients the gate tests drive.
 DIND_TEST_PYTHON="$(bash scripts/python-sdk.sh)"
 export DIND_TEST_PYTHON
@@ -21,7 +32,7 @@ build_pid=$!
 # The runner host of integration/tests/e2e.rs: its own dockerd, data root,
 # socket and bridge. Stopped on the way out, whatever happened, so nothing
 # keeps running; its data root stays as the image cache.
-trap 'kill "$build_pid" 2>/dev/null || true; bash scripts/runner-engine.sh stop' EXIT
+trap 'kill "$build_pid" ${deny_pid:-} 2>/dev/null || true; bash scripts/runner-engine.sh stop' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 bash scripts/runner-engine.sh start
@@ -38,5 +49,10 @@ if ! wait "$build_pid"; then
   cat target/test-build.log
   exit 1
 fi
+if [ -n "${deny_pid:-}" ] && ! wait "$deny_pid"; then
+  cat target/cargo-deny-install.log
+  exit 1
+fi
+cargo deny --log-level error check licenses bans sources
 # Each integration test starts its own dockerd; two at a time fit two cores.
 cargo test --workspace --no-fail-fast -- --test-threads=2

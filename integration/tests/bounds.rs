@@ -18,18 +18,19 @@ use support::{exchange, late_dockerd, metric, read_answer, until, Service};
 const MAX_HELD: usize = 256;
 
 /// A ready service without TLS, so raw HTTP can be spoken to its port,
-/// with `env` on top; `listeners` is how many endpoints it opens.
-fn plain_in(dir: tempfile::TempDir, env: &[(&str, &str)], listeners: usize) -> Service {
+/// with `env` on top. Its endpoints open before dockerd starts, so Ready
+/// means they all listen.
+fn plain_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Service {
     let mut all = vec![("DOCKER_TLS_CERTDIR", "")];
     all.extend_from_slice(env);
     let svc = Service::start_with_env(dir, &all);
     svc.wait_ready();
-    svc.wait_log("listening", listeners, Duration::from_secs(5));
+    assert_eq!(metric(&svc, "dind_proxy_listeners_bound"), 1);
     svc
 }
 
 fn plain(env: &[(&str, &str)]) -> Service {
-    plain_in(support::short_tempdir(), env, 1)
+    plain_in(support::short_tempdir(), env)
 }
 
 /// One request on a keep-alive connection; its answer.
@@ -78,7 +79,7 @@ fn over_the_connection_cap_new_connections_are_closed_and_counted_while_open_one
         ("DIND_MAX_CONNECTIONS", "3"),
         ("DOCKER_HOST", &format!("unix://{}", sock.display())),
     ];
-    let svc = plain_in(dir, &env, 2);
+    let svc = plain_in(dir, &env);
     let image = svc.load_busybox();
     // Set up on dockerd's own socket: it takes no place under the cap.
     let id = svc

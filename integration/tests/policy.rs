@@ -19,7 +19,6 @@ fn ci_safe(extra: &[(&str, &str)]) -> Service {
         ..Default::default()
     });
     svc.wait_ready();
-    svc.wait_log("listening", 1, Duration::from_secs(5));
     svc
 }
 
@@ -330,4 +329,55 @@ fn permissive_is_the_default_and_a_bad_policy_file_stops_start_up() {
         "the error names the bad rule:\n{}",
         bad.log_text()
     );
+}
+
+/// The host network named by its ID or an ID prefix instead of `host`, at
+/// create time and through `docker network connect`, through the proxy
+/// under ci-safe: no container ends up in the service's network namespace.
+/// The proxy compares the name; dockerd's own rule (a container joins the
+/// host network only at create, by mode) is what refuses the rest, and
+/// this test is what shows it still does.
+#[test]
+fn the_host_network_cannot_be_joined_by_its_id_or_by_connect() {
+    let svc = ci_safe(&[]);
+    let image = svc.load_busybox();
+    let cli = docker_clis().pop().unwrap();
+    let id = svc.docker_ok(&["network", "inspect", "-f", "{{.Id}}", "host"]);
+    let id = id.trim();
+    for network in [id, &id[..12]] {
+        let out = svc
+            .tls_cli(&cli)
+            .args(["run", "--rm", "--network", network, image, "true"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--network {network} was allowed");
+    }
+    ok(svc.tls_cli(&cli).args([
+        "create",
+        "--name",
+        "isolated",
+        "--network",
+        "none",
+        image,
+        "sleep",
+        "60",
+    ]));
+    for network in ["host", id] {
+        let out = svc
+            .tls_cli(&cli)
+            .args(["network", "connect", network, "isolated"])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "network connect {network} was allowed"
+        );
+    }
+    let joined = svc.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{json .NetworkSettings.Networks}}",
+        "isolated",
+    ]);
+    assert!(!joined.contains("\"host\""), "{joined}");
 }

@@ -233,7 +233,7 @@ fn clients_without_the_right_certificate_are_rejected() {
         !curl(&[]).status.success(),
         "no client certificate must fail"
     );
-    svc.wait_log("the client sent no certificate", 1, Duration::from_secs(5));
+    handshake_failed(&svc, "no_client_cert");
 
     // Another CA's certificate.
     let other = support::short_tempdir();
@@ -249,7 +249,7 @@ fn clients_without_the_right_certificate_are_rejected() {
     ])
     .status
     .success());
-    svc.wait_log("not signed by this service's CA", 1, Duration::from_secs(5));
+    handshake_failed(&svc, "unknown_ca");
     let out = Command::new(&cli)
         .args(["version"])
         .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", svc.port))
@@ -270,7 +270,7 @@ fn clients_without_the_right_certificate_are_rejected() {
     ])
     .status
     .success());
-    svc.wait_log("has expired", 1, Duration::from_secs(5));
+    handshake_failed(&svc, "expired_cert");
 
     // Plain HTTP on the TLS port gets dockerd's own answer.
     let plain = Command::new("curl")
@@ -291,6 +291,14 @@ fn clients_without_the_right_certificate_are_rejected() {
             .unwrap_or_else(|| panic!("no {reason} in metrics"));
         assert!(!line.ends_with(" 0"), "{line}");
     }
+}
+
+/// Waits until the proxy has counted a failed handshake for `reason`.
+fn handshake_failed(svc: &Service, reason: &str) {
+    let name = format!("dind_proxy_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+    support::until(svc, &name, Duration::from_secs(5), || {
+        support::metric(svc, &name) >= 1
+    });
 }
 
 fn path(p: &Path) -> String {
@@ -351,7 +359,6 @@ fn tls_off_serves_plain_tcp() {
         ..Default::default()
     });
     svc.wait_ready();
-    svc.wait_log("listening", 1, Duration::from_secs(5));
     let v = ok(Command::new("docker")
         .args([
             "-H",
@@ -374,7 +381,6 @@ fn oversized_request_head_gets_431() {
         ..Default::default()
     });
     svc.wait_ready();
-    svc.wait_log("listening", 1, Duration::from_secs(5));
     let mut s = TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let huge = "a".repeat(2 << 20);
@@ -422,7 +428,6 @@ fn pings_carry_dockerds_answer_and_are_reused_briefly() {
             ..Default::default()
         });
         svc.wait_ready();
-        svc.wait_log("listening", 1, Duration::from_secs(5));
         let proxy = || TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
         let direct = || std::os::unix::net::UnixStream::connect(svc.socket()).unwrap();
         for method in ["GET", "HEAD"] {
@@ -476,7 +481,6 @@ fn idle_connections_park_and_resume_at_message_boundaries() {
         ..Default::default()
     });
     svc.wait_ready();
-    svc.wait_log("listening", 1, Duration::from_secs(5));
     let pause = || thread::sleep(Duration::from_millis(700));
     let s = TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -533,7 +537,6 @@ fn a_panic_in_one_connection_closes_that_connection_only() {
         ..Default::default()
     });
     svc.wait_ready();
-    svc.wait_log("listening", 1, Duration::from_secs(5));
     let open = || {
         let s = TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

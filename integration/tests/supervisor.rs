@@ -54,11 +54,6 @@ fn sigterm_stops_cleanly_with_status_zero() {
     let (status, took) = svc.wait_exit(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "log:\n{}", svc.log_text());
     assert!(
-        svc.log_text().contains("shutdown complete"),
-        "{}",
-        svc.log_text()
-    );
-    assert!(
         !svc.socket().exists()
             || Command::new("docker")
                 .arg("-H")
@@ -153,8 +148,12 @@ fn killed_dockerd_is_restarted_and_ready_again() {
     svc.wait_ready();
     let dockerd = svc.dockerd_pid();
     nix::sys::signal::kill(dockerd, Signal::SIGKILL).unwrap();
-    svc.wait_log("dockerd exited unexpectedly", 1, Duration::from_secs(10));
-    svc.wait_log("engine ready", 2, Duration::from_secs(60));
+    support::until(&svc, "the restart counted", Duration::from_secs(10), || {
+        support::metric(&svc, "dind_dockerd_restarts_total") == 1
+    });
+    support::until(&svc, "Ready again", Duration::from_secs(60), || {
+        svc.health("/readyz").0 == 200
+    });
     svc.docker_ok(&["version"]);
     assert_ne!(svc.dockerd_pid(), dockerd, "a new dockerd runs");
 }
@@ -172,11 +171,10 @@ fn stale_pid_file_of_a_live_process_does_not_block_start() {
     .unwrap();
     let svc = Service::start_in(dir, ServiceOptions::default());
     svc.wait_ready();
-    assert!(
-        svc.log_text().contains("removed stale pid file"),
-        "{}",
-        svc.log_text()
-    );
+    // dockerd started although the file named a live process (this test):
+    // the stale file went, and the file is dockerd's own now.
+    let pid = fs::read_to_string(svc.dir.path().join("run/docker.pid")).unwrap();
+    assert_eq!(pid.trim(), svc.dockerd_pid().to_string());
 }
 
 #[test]
@@ -347,9 +345,4 @@ fn a_dockerd_that_cannot_start_ends_the_supervisor_instead_of_hanging() {
     });
     let (status, _) = svc.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(127), "{}", svc.log_text());
-    assert!(
-        svc.log_text().contains("cannot start dockerd"),
-        "{}",
-        svc.log_text()
-    );
 }
