@@ -37,6 +37,9 @@ pub(in crate::policy) fn check_build_query(p: &Policy, query: Option<&str>) -> C
                     "networkmode",
                 ));
             }
+            Rule::HostNetwork if super::hostconfig::could_name_by_id(value) => {
+                return Err(p.denial(rule, super::hostconfig::BY_ID, "networkmode"));
+            }
             Rule::CgroupParent if !value.is_empty() => {
                 return Err(p.denial(rule, "a cgroup parent is not allowed", "cgroupparent"));
             }

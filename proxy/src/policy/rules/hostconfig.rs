@@ -21,6 +21,21 @@ const DEFAULT_CAPS: &[&str] = &[
     "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
 ];
 
+/// Why a network named only by hex digits is refused.
+pub(super) const BY_ID: &str =
+    "a network named only by hex digits is not allowed: dockerd reads it as a network ID or ID \
+     prefix, which can be the host network's; use the network's name";
+
+/// Whether dockerd could read `name` as a network ID or a unique prefix of
+/// one (it tries the ID, then the name, then ID prefixes): only hex digits.
+/// The host network has such an ID, so `--network <its ID>` would be
+/// `--network host` by another spelling; no check against dockerd's list
+/// could close that, since a network of the same name can be removed
+/// between the check and the create.
+pub(super) fn could_name_by_id(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Runtimes that are the daemon's own runc.
 const RUNC: &[&str] = &["", "runc", "io.containerd.runc.v2"];
 
@@ -63,6 +78,9 @@ pub(super) fn check_create(p: &Policy, body: &Json) -> Check {
                     Some(Json::Object(eps)) if eps.iter().any(|(k, _)| k == "host") => {
                         let what = "the host's network namespace is not allowed";
                         return Err(p.denial(Rule::HostNetwork, what, &field));
+                    }
+                    Some(Json::Object(eps)) if eps.iter().any(|(k, _)| could_name_by_id(k)) => {
+                        return Err(p.denial(Rule::HostNetwork, BY_ID, &field));
                     }
                     Some(Json::Object(_)) => {}
                     Some(other) => return Err(type_error(p, &field, "an object", other)),
@@ -187,6 +205,9 @@ fn check_namespaces(p: &Policy, hc: &Obj) -> Check {
         if mode == "host" && p.denies(rule) {
             let what = format!("the host's {ns} namespace is not allowed");
             return Err(p.denial(rule, what, &hc.path(field)));
+        }
+        if field == "NetworkMode" && could_name_by_id(mode) && p.denies(rule) {
+            return Err(p.denial(rule, BY_ID, &hc.path(field)));
         }
         // Another container's network stack (`--network container:db`) is
         // a common test set-up and is not the host's: allowed.

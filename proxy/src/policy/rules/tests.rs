@@ -223,6 +223,44 @@ fn devices() {
     denied(&hc(r#""Devices":{}"#), "parse");
 }
 
+/// The host network by another spelling: its ID or a unique prefix of it,
+/// which dockerd resolves before names that do not match exactly. Anything
+/// only hex digits could be that, so it is refused; names are not.
+#[test]
+fn the_host_network_by_its_id_or_a_prefix() {
+    for id in [
+        "d49953b8f52f",
+        "d",
+        "D4",
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ] {
+        denied(&hc(&format!(r#""NetworkMode":"{id}""#)), "host_network");
+        denied(
+            &format!(r#"{{"NetworkingConfig":{{"EndpointsConfig":{{"{id}":{{}}}}}}}}"#),
+            "host_network",
+        );
+        assert!(
+            check_build_query(&Policy::ci_safe(), Some(&format!("networkmode={id}"))).is_err(),
+            "{id}"
+        );
+    }
+    for name in [
+        "default",
+        "bridge",
+        "none",
+        "my_net",
+        "ci-build-1",
+        "container:d4",
+    ] {
+        allowed(&hc(&format!(r#""NetworkMode":"{name}""#)));
+        assert_eq!(
+            check_build_query(&Policy::ci_safe(), Some(&format!("networkmode={name}"))),
+            Ok(())
+        );
+    }
+    allowed(r#"{"NetworkingConfig":{"EndpointsConfig":{"project_default":{}}}}"#);
+}
+
 #[test]
 fn namespaces() {
     for (field, rule) in [
