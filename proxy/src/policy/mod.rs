@@ -146,7 +146,9 @@ rule_table! {
     /// `CgroupnsMode` = `host`.
     HostCgroupns = "host_cgroupns",
     /// `NetworkMode` = `host`; `/build?networkmode=host`; BuildKit's
-    /// `network.host` (told to dockerd).
+    /// `network.host` (told to dockerd); and a network named only by hex
+    /// digits in any of those places or in `EndpointsConfig`, which dockerd
+    /// may read as the host network's ID or a prefix of it.
     HostNetwork = "host_network",
     /// `PidMode`, `IpcMode`, `UTSMode`, `Cgroup` = `container:…`.
     ContainerNamespaces = "container_namespaces",
