@@ -425,3 +425,46 @@ fn a_refused_request_whose_body_is_still_coming_gets_its_refusal_not_a_reset() {
     // The body was read to its end, so the connection serves on.
     assert_eq!(ask(&mut w, &mut r, "/_ping").0, 200);
 }
+
+/// The docker CLI opens a BuildKit `/session` and sends its `/build` at the
+/// same moment; a refusal that beats the session makes the CLI hang for
+/// ever (its session then never closes). So a refused build waits for its
+/// session to open, as dockerd would, and is answered right after.
+#[test]
+fn a_refused_build_is_answered_once_its_session_has_opened() {
+    let svc = plain(&[("DIND_POLICY", "ci-safe")]);
+    let (mut w, mut r) = keep_alive(TcpStream::connect(("127.0.0.1", svc.port)).unwrap());
+    write!(
+        w,
+        "POST /v1.41/build?networkmode=host&session=dsv-test-1 HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    // Not answered while no session is open (a lower bound: a pause can
+    // only make this wait longer).
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut first = [0u8; 1];
+    assert!(
+        r.get_ref().peek(&mut first).is_err(),
+        "answered before its session opened"
+    );
+    let mut session = TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
+    write!(
+        session,
+        "POST /session HTTP/1.1\r\nHost: d\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nX-Docker-Expose-Session-Uuid: dsv-test-1\r\n\r\n"
+    )
+    .unwrap();
+    let opened = Instant::now();
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (status, said) = read_answer(&mut r);
+    assert_eq!(status, 403, "{said}");
+    // Well inside the 5 s it would wait for a session that never comes.
+    assert!(
+        opened.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        opened.elapsed()
+    );
+}

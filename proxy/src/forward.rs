@@ -35,6 +35,7 @@ use crate::ping::{PingCache, Ticket};
 use crate::policy::Policy;
 use crate::readiness::Readiness;
 use crate::respond::{Body, Refusal};
+use crate::sessions::{self, Sessions};
 use crate::tasks::Tasks;
 
 /// Answers with a Content-Length up to this are read whole before the head
@@ -82,6 +83,8 @@ pub struct Shared {
     /// session's splice, the dockerd connection of an exchange. `serve`
     /// drains them when it stops.
     pub tasks: Tasks,
+    /// BuildKit sessions seen opening, which a refused build waits for.
+    pub sessions: Sessions,
 }
 
 /// The pins made for one request: released when dropped, unless dockerd
@@ -145,6 +148,7 @@ impl Shared {
             bodies,
             pins,
             tasks: Tasks::new(),
+            sessions: Sessions::default(),
         }
     }
 }
@@ -355,12 +359,16 @@ async fn handle(
     let method = req.method().clone();
     let peer = &client.peer;
     let (parts, body) = req.into_parts();
+    let build_session = sessions::of_build(parts.uri.path(), parts.uri.query());
     let mut unread = Some(body.boxed());
     let resp = match forward(parts, &mut unread, shared, client).await {
         Ok(resp) => resp,
         Err(refusal) => {
             if let Some(body) = unread {
                 drain(body).await;
+            }
+            if let Some(id) = build_session {
+                shared.sessions.wait_for(&id, sessions::WAIT).await;
             }
             shared.metrics.refused();
             tracing::info!(
@@ -406,6 +414,15 @@ async fn forward(
     client: &Arc<Client>,
 ) -> Result<Response<Body>, Refusal> {
     let mut admitted = admit(&mut parts, unread, shared, &client.peer).await?;
+    if admitted.head.path == "/session" {
+        if let Some(id) = parts
+            .headers
+            .get(sessions::SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            shared.sessions.opened(id);
+        }
+    }
     pass_gate(shared, client).await?;
     check_archive(shared, &client.peer, &admitted.head).await?;
     let ping = match cached_ping(shared, &admitted.head, parts.uri.path()) {

@@ -54,6 +54,7 @@ pub mod ping;
 pub mod policy;
 pub mod readiness;
 pub mod respond;
+pub mod sessions;
 pub mod tasks;
 pub mod upstream;
 
