@@ -23,6 +23,10 @@ DIND_TEST_PYTHON="$(bash scripts/python-sdk.sh)"
 export DIND_TEST_PYTHON
 cargo build --release -p dind-supervisor
 export DIND_SUPERVISOR_BIN="$PWD/target/x86_64-unknown-linux-gnu/release/dind-supervisor"
+# The debug build too: its fault hook (X-Dind-Fault) is compiled out of
+# release builds, and one test needs it.
+cargo build -p dind-supervisor
+export DIND_SUPERVISOR_DEBUG_BIN="$PWD/target/x86_64-unknown-linux-gnu/debug/dind-supervisor"
 
 # The test binaries compile while the runner engine and images come up
 # (mostly disk and network work), which saves minutes on a fresh machine.

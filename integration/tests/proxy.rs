@@ -534,6 +534,7 @@ fn idle_connections_park_and_resume_at_message_boundaries() {
 fn a_panic_in_one_connection_closes_that_connection_only() {
     let mut svc = Service::start(ServiceOptions {
         env: vec![("DOCKER_TLS_CERTDIR".into(), String::new())],
+        binary: Some(support::debug_binary()),
         ..Default::default()
     });
     svc.wait_ready();

@@ -38,6 +38,24 @@ pub fn binary() -> PathBuf {
     panic!("dind-supervisor is not built: run `cargo build --release -p dind-supervisor` first (or set DIND_SUPERVISOR_BIN)");
 }
 
+/// The debug build of the supervisor, for the hooks only debug builds have
+/// (`X-Dind-Fault`): `DIND_SUPERVISOR_DEBUG_BIN`, else this workspace's.
+/// scripts/test.sh builds it; a test that needs it fails loudly without.
+pub fn debug_binary() -> PathBuf {
+    let p = std::env::var_os("DIND_SUPERVISOR_DEBUG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/x86_64-unknown-linux-gnu/debug/dind-supervisor")
+        });
+    p.canonicalize().unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run `cargo build -p dind-supervisor` first",
+            p.display()
+        )
+    })
+}
+
 /// Fails the test loudly when the machine cannot run it.
 pub fn require_root_and_engine() {
     assert!(
@@ -82,6 +100,8 @@ pub struct Service {
     pub port: u16,
     /// The health endpoint's port on 127.0.0.1.
     pub health_port: u16,
+    /// The supervisor binary it runs.
+    program: PathBuf,
 }
 
 /// How a [`Service`] is started.
@@ -105,6 +125,9 @@ pub struct ServiceOptions {
     /// The service's whole `command:` instead of the leading dockerd
     /// flags (which then go nowhere).
     pub command: Option<Vec<String>>,
+    /// Another supervisor binary than [`binary`] (the debug build, for
+    /// hooks only it has).
+    pub binary: Option<PathBuf>,
 }
 
 /// Runs `$@` in a fresh mount namespace (under `unshare -m`): /run (where
@@ -157,6 +180,7 @@ impl Service {
             fs::create_dir_all(d.join(sub)).unwrap();
         }
         let namespace = opts.image_policy.is_some() || !opts.namespace_setup.is_empty();
+        let program = opts.binary.clone().unwrap_or_else(binary);
         let mut cmd = if namespace {
             if let Some(text) = &opts.image_policy {
                 let pins = format!(
@@ -178,15 +202,15 @@ impl Service {
             ])
             .arg(d)
             .arg(opts.namespace_setup.join("\n"))
-            .arg(binary());
+            .arg(&program);
             c
         } else if opts.as_pid1 {
             let mut c = Command::new("unshare");
             c.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-                .arg(binary());
+                .arg(&program);
             c
         } else {
-            Command::new(binary())
+            Command::new(&program)
         };
         let raw_socket = if opts.image_policy.is_some() {
             d.join("run/dockerd/docker.sock")
@@ -252,6 +276,7 @@ impl Service {
             raw_socket,
             port,
             health_port,
+            program,
         }
     }
 
@@ -275,7 +300,7 @@ impl Service {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let exe = fs::read_link(format!("/proc/{outer}/exe")).ok();
-            if exe.as_deref() == Some(binary().as_path()) {
+            if exe.as_deref() == Some(self.program.as_path()) {
                 return outer;
             }
             if let Some(c) = children(outer).first() {
