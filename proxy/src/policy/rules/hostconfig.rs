@@ -36,6 +36,21 @@ pub(super) fn could_name_by_id(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Whether an `EndpointsConfig` entry sets `NetworkID` (Go matches the
+/// key case-insensitively). dockerd resolves the endpoint's network by it,
+/// so `{"x":{"NetworkID":"<host network ID>"}}` would name the host
+/// network by another spelling; the docker CLI never sets it on create.
+fn names_network_id(ep: &Json) -> bool {
+    let Json::Object(members) = ep else {
+        return false;
+    };
+    members.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("NetworkID")
+            && !matches!(v, Json::Null)
+            && !matches!(v, Json::String(s) if s.is_empty())
+    })
+}
+
 /// Runtimes that are the daemon's own runc.
 const RUNC: &[&str] = &["", "runc", "io.containerd.runc.v2"];
 
@@ -81,6 +96,11 @@ pub(super) fn check_create(p: &Policy, body: &Json) -> Check {
                     }
                     Some(Json::Object(eps)) if eps.iter().any(|(k, _)| could_name_by_id(k)) => {
                         return Err(p.denial(Rule::HostNetwork, BY_ID, &field));
+                    }
+                    Some(Json::Object(eps)) if eps.iter().any(|(_, ep)| names_network_id(ep)) => {
+                        let what = "an endpoint's NetworkID is not allowed: dockerd joins the network it names, \
+                                    whatever the key; name the network by the key";
+                        return Err(p.denial(Rule::HostNetwork, what, &field));
                     }
                     Some(Json::Object(_)) => {}
                     Some(other) => return Err(type_error(p, &field, "an object", other)),

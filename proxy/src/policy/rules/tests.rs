@@ -259,6 +259,20 @@ fn the_host_network_by_its_id_or_a_prefix() {
         );
     }
     allowed(r#"{"NetworkingConfig":{"EndpointsConfig":{"project_default":{}}}}"#);
+    // dockerd resolves an endpoint by its NetworkID, whatever the key.
+    for ep in [
+        r#"{"NetworkID":"d49953b8f52f"}"#,
+        r#"{"networkid":"d4"}"#,
+        r#"{"NetworkID":"anything"}"#,
+    ] {
+        denied(
+            &format!(r#"{{"NetworkingConfig":{{"EndpointsConfig":{{"x":{ep}}}}}}}"#),
+            "host_network",
+        );
+    }
+    allowed(
+        r#"{"NetworkingConfig":{"EndpointsConfig":{"ci-net":{"Aliases":["db"],"NetworkID":""}}}}"#,
+    );
 }
 
 #[test]
