@@ -600,8 +600,11 @@ pub fn children_with_state(parent: Pid) -> Vec<(Pid, char)> {
 
 pub const BUSYBOX_IMAGE: &str = "dind-test/busybox:latest";
 
-/// A rootfs tarball holding only a static busybox, made once per test run:
-/// no registry can be reached here, so test images are imported.
+/// A rootfs tarball holding only a static busybox: no registry can be
+/// reached here, so test images are imported. Made once, in the cargo
+/// target's scratch directory, and reused by later runs: built under a
+/// name of this process and renamed into place, so test binaries running
+/// at once never see a half-written tarball, and nothing is left in /tmp.
 pub fn busybox_rootfs_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
@@ -610,12 +613,7 @@ pub fn busybox_rootfs_tar() -> &'static Path {
             .map(PathBuf::from)
             .find(|p| p.exists())
             .expect("busybox is not installed: apt-get install busybox-static");
-        let root = std::env::temp_dir().join(format!("dsv-busybox-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("bin")).unwrap();
-        fs::create_dir_all(root.join("tmp")).unwrap();
-        fs::copy(&busybox, root.join("bin/busybox")).unwrap();
-        for applet in [
+        let applets = [
             "sh",
             "sleep",
             "cat",
@@ -627,20 +625,35 @@ pub fn busybox_rootfs_tar() -> &'static Path {
             "trap",
             "wc",
             "dd",
-        ] {
+        ];
+        // The name changes with the applet list, so an old tarball is never
+        // reused for a new list.
+        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let tar = scratch.join(format!("busybox-rootfs-{}.tar", applets.join("-")));
+        if tar.exists() {
+            return tar;
+        }
+        let root = scratch.join(format!("busybox-rootfs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::create_dir_all(root.join("tmp")).unwrap();
+        fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+        for applet in applets {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
-        let tar = root.with_extension("tar");
+        let partial = root.with_extension("tar");
         let ok = Command::new("tar")
             .arg("-C")
             .arg(&root)
             .args(["-cf"])
-            .arg(&tar)
+            .arg(&partial)
             .arg(".")
             .status()
             .unwrap()
             .success();
+        let _ = fs::remove_dir_all(&root);
         assert!(ok, "tar of the busybox rootfs failed");
+        fs::rename(&partial, &tar).unwrap();
         tar
     })
 }
