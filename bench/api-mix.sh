@@ -44,18 +44,8 @@ P_PROXY=23770 P_DOCKERD=23771 P_HEALTH=23773
 trap engine_stop EXIT
 engine_start
 
-# A busybox image, made from the machine's static busybox (no registry here).
-root="$B/busybox-root"
-mkdir -p "$root/bin" "$root/tmp"
-cp "$(command -v busybox)" "$root/bin/busybox"
-for applet in $("$root/bin/busybox" --list); do
-  [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
-done
-tar -C "$root" -cf "$B/busybox.tar" .
 image=bench/busybox:1
-DOCKER_CONFIG="$B/docker-config" "$CLI" -H "unix://$B/docker.sock" \
-  import --change 'CMD ["sh"]' "$B/busybox.tar" "$image" >/dev/null
-rm -rf "$root" "$B/busybox.tar"
+engine_busybox_image "$image"
 
 version() { # CLI [Client|Server] -> that side's version
   DOCKER_CONFIG="$B/docker-config" "$1" -H "unix://$B/docker.sock" version --format "{{.${2:-Client}.Version}}"

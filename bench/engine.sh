@@ -77,3 +77,19 @@ engine_start() {
 engine_dockerd_pid() {
   pgrep -P "$sup_pid" -x dockerd | head -n1
 }
+
+# Imports IMAGE: a busybox image made from the machine's static busybox, with
+# every applet (no registry here).
+engine_busybox_image() {
+  local root="$B/busybox-root"
+  mkdir -p "$root/bin" "$root/tmp"
+  cp "$(command -v busybox)" "$root/bin/busybox"
+  local applet
+  for applet in $("$root/bin/busybox" --list); do
+    [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+  done
+  tar -C "$root" -cf "$B/busybox.tar" .
+  DOCKER_CONFIG="$B/docker-config" docker -H "unix://$B/docker.sock" \
+    import --change 'CMD ["sh"]' "$B/busybox.tar" "$1" >/dev/null
+  rm -rf "$root" "$B/busybox.tar"
+}

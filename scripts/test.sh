@@ -60,3 +60,7 @@ fi
 cargo deny --log-level error check licenses bans sources
 # Each integration test starts its own dockerd; two at a time fit two cores.
 cargo test --workspace --no-fail-fast -- --test-threads=2
+# The short proxy soak: one minute of 64 clients through the proxy, failing
+# on any error dockerd would not have given and on leaked connections
+# (`bash reliability/proxy-soak.sh` runs the README's 30 minutes).
+DURATION=60 DSV_BIN="$DIND_SUPERVISOR_BIN" REPORT=target/proxy-soak.json bash reliability/proxy-soak.sh
