@@ -39,15 +39,8 @@ build_pid=$!
 trap 'kill "$build_pid" ${deny_pid:-} 2>/dev/null || true; bash scripts/runner-engine.sh stop' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-bash scripts/runner-engine.sh start
-runner_host="$(eval "$(bash scripts/runner-engine.sh env)" && echo "$DOCKER_HOST")"
 # The service image and a job image with the docker client, on the runner.
-# Without a registry, build.sh creates the Debian base with debootstrap once
-# (about 95 s) and caches it.
-images="$(bash images/build.sh debian job --host "$runner_host" --binary "$DIND_SUPERVISOR_BIN")"
-DIND_E2E_SERVICE_IMAGE="$(sed -n 1p <<<"$images")"
-DIND_E2E_JOB_IMAGE="$(sed -n 2p <<<"$images")"
-export DIND_E2E_DOCKER_HOST="$runner_host" DIND_E2E_SERVICE_IMAGE DIND_E2E_JOB_IMAGE
+. scripts/e2e-env.sh
 
 if ! wait "$build_pid"; then
   cat target/test-build.log

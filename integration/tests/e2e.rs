@@ -14,6 +14,7 @@
 //! | `e_kubernetes_pod_without_runner_wait` | the job in the service's network namespace, starting with it, no wait of any kind; 20 runs |
 //! | `f_docker_stop_ends_in_the_grace_period` | `docker stop` with an inner container that ignores SIGTERM |
 //! | `g_the_first_connect_is_always_answered` | an API call made at the first successful TCP connect to 2376 works; with `DIND_LISTEN_WHEN=ready` the port never opens before the API answers |
+//! | `h_job_soak` | `DIND_SOAK_JOBS` (default 5) whole service lives in a row: start, wait, job, `docker stop`; first tries, stop codes and times, time to Ready |
 
 mod e2e_support;
 mod support;
@@ -606,4 +607,119 @@ fn watch_opening(
         }
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// What the soak's job adds to [`JOB_SCRIPT`]: the service's own time to
+/// Ready, read from its `/metrics` on the health port (bash's /dev/tcp: the
+/// job image has no HTTP client).
+const SOAK_SCRIPT_TAIL: &str = r#"
+exec 3<>/dev/tcp/docker/2378
+printf 'GET /metrics HTTP/1.0\r\nHost: docker\r\n\r\n' >&3
+sed -n 's/^dind_seconds_to_ready /seconds_to_ready=/p' <&3
+"#;
+
+/// Jobs in a row for [`h_job_soak`]: `DIND_SOAK_JOBS`, default 5 (the
+/// README's figure is 500, from `reliability/job-soak.sh`).
+fn soak_jobs() -> usize {
+    std::env::var("DIND_SOAK_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+/// The `q` quantile (nearest rank) of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// h. The job soak (issue 13, item 3): GitLab docker-executor jobs one after
+/// another, each a whole service life: start, the runner's wait, `docker
+/// info` (first try), build and run, then `docker stop`. Every job must
+/// succeed on its first try and every stop must exit 0 inside docker's 10 s
+/// grace period; the report gives the service's own time to Ready (p50, p99,
+/// max) and the stop times.
+#[test]
+fn h_job_soak() {
+    let r = runner();
+    let jobs = soak_jobs();
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    let mut bad_stops = Vec::new();
+    let mut to_ready = Vec::new();
+    let mut stops = Vec::new();
+    for i in 0..jobs {
+        let scope = Scope::new(&format!("h{i}"));
+        let script = format!("{JOB_SCRIPT}{SOAK_SCRIPT_TAIL}");
+        let printed = match gitlab_job(
+            &scope,
+            Transport::Tls,
+            Arrival::RunnerWait,
+            &[],
+            &[],
+            &script,
+        )
+        .and_then(|(_, printed)| check_full_job(&printed).map(|()| printed))
+        {
+            Ok(printed) => printed,
+            Err(e) => {
+                eprintln!("h job {}/{jobs}: FAILED", i + 1);
+                failures.push(format!("=== job {} ===\n{e}", i + 1));
+                continue;
+            }
+        };
+        if let Some(s) = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("seconds_to_ready="))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            to_ready.push(s);
+        }
+        let svc = scope.name("svc");
+        let stop = r.run(&["stop", &svc], Duration::from_secs(30));
+        let code = scope.inspect(&svc, "{{.State.ExitCode}}");
+        stops.push(stop.elapsed);
+        if !stop.success() || code != "0" || stop.elapsed >= Duration::from_secs(10) {
+            bad_stops.push(format!(
+                "job {}: docker stop took {:?}, exit code {code}\n{}",
+                i + 1,
+                stop.elapsed,
+                scope.log_tail(&svc, 20)
+            ));
+        }
+        if (i + 1) % 25 == 0 || i + 1 == jobs {
+            eprintln!("h: {}/{jobs} jobs done in {:?}", i + 1, started.elapsed());
+        }
+    }
+    to_ready.sort_by(f64::total_cmp);
+    stops.sort();
+    eprintln!(
+        "h: {jobs} jobs in {:?}: {} first-try failures; stops: {} not 0 inside 10 s, median {:?}, max {:?}; \
+         time to Ready: p50 {:.3} s, p99 {:.3} s, max {:.3} s ({} read)",
+        started.elapsed(),
+        failures.len(),
+        bad_stops.len(),
+        stops.get(stops.len() / 2).copied().unwrap_or_default(),
+        stops.last().copied().unwrap_or_default(),
+        quantile(&to_ready, 0.5),
+        quantile(&to_ready, 0.99),
+        to_ready.last().copied().unwrap_or(f64::NAN),
+        to_ready.len()
+    );
+    assert!(
+        failures.is_empty() && bad_stops.is_empty(),
+        "{} of {jobs} jobs failed, {} stops were not 0 inside 10 s:\n{}\n{}",
+        failures.len(),
+        bad_stops.len(),
+        failures.join("\n"),
+        bad_stops.join("\n")
+    );
+    assert_eq!(
+        to_ready.len(),
+        jobs,
+        "the service's time to Ready was not read from every job"
+    );
 }
