@@ -61,7 +61,7 @@ engine_start() {
   S="$B/certs/server" C="$B/certs/client"
   DOCKER_TLS_CERTDIR="$B/certs" DIND_DOCKERD_SOCKET="$B/docker.sock" DIND_DATA_ROOT="$B/data" \
   DIND_RUN_DIR="$B/run" DIND_STALE_PID_DIRS="$B/run" DIND_LISTEN="127.0.0.1:$P_PROXY" \
-  DIND_HEALTH_ADDR="127.0.0.1:$P_HEALTH" DOCKER_HOST="unix://$B/proxy.sock" DIND_LOG_LEVEL=warn \
+  DIND_HEALTH_ADDR="127.0.0.1:$P_HEALTH" DOCKER_HOST="unix://$B/proxy.sock" DIND_LOG_LEVEL=${DIND_LOG_LEVEL:-warn} \
     "$bin" --exec-root="$B/exec" --pidfile="$B/run/docker.pid" --bridge=none --iptables=false \
     -H "tcp://127.0.0.1:$P_DOCKERD" --tlsverify --tlscacert "$S/ca.pem" --tlscert "$S/cert.pem" --tlskey "$S/key.pem" \
     >"$B/supervisor.log" 2>&1 &

@@ -279,6 +279,15 @@ pub fn configured(user_args: &[String], config: &UserConfig, key: &str) -> Optio
     config.get(key).cloned()
 }
 
+/// Whether dockerd keeps containers running across its own restarts: the
+/// `--live-restore` flag, else the config file's `live-restore` (when the
+/// file could be read).
+pub fn live_restore(user_args: &[String], config: Option<&UserConfig>) -> bool {
+    crate::dockerd_flags::bool_flag(user_args, "--live-restore")
+        .or_else(|| config?.get("live-restore").and_then(Value::as_bool))
+        .unwrap_or(false)
+}
+
 /// The storage driver the user set in their dockerd flags or config file; this is
 /// `storage::Request::explicit`.
 pub fn explicit_storage_driver(

@@ -44,6 +44,10 @@ pub struct Prepared {
     pub path_env: Option<String>,
     pub socket: PathBuf,
     pub stale_pid_dirs: Vec<PathBuf>,
+    /// dockerd keeps containers running across its own restarts
+    /// (`live-restore`); without it, what a dead dockerd left is stopped by
+    /// the next one anyway.
+    pub live_restore: bool,
 }
 
 /// A started dockerd. Its exit status is collected by the reaper, never here.
@@ -148,7 +152,12 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
     .context("choosing the iptables backend")?;
     tracing::info!(backend = %ipt.backend, reason = %ipt.reason, "iptables backend");
 
+    // Read once: the storage choice, the merge and our own flags all
+    // decide on the same file.
+    let user_config = daemon_json::load(&cfg.user_args, Path::new(daemon_json::DEFAULT_CONFIG));
     if cfg.exact {
+        // The file is dockerd's alone here: a bad one is for it to report.
+        let live_restore = daemon_json::live_restore(&cfg.user_args, user_config.as_ref().ok());
         tracing::info!(args = ?cfg.user_args, "running dockerd with exactly the given flags");
         return Ok(Prepared {
             program: cfg.program.clone(),
@@ -156,12 +165,11 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
             path_env: ipt.path_env,
             socket: cfg.socket.clone(),
             stale_pid_dirs: cfg.stale_pid_dirs.clone(),
+            live_restore,
         });
     }
-
-    // Read once: the storage choice, the merge and our own flags all
-    // decide on the same file.
-    let user_config = daemon_json::load(&cfg.user_args, Path::new(daemon_json::DEFAULT_CONFIG))?;
+    let user_config = user_config?;
+    let live_restore = daemon_json::live_restore(&cfg.user_args, Some(&user_config));
     let storage = storage::choose(
         &storage::Request {
             explicit: daemon_json::explicit_storage_driver(&cfg.user_args, &user_config)?
@@ -212,6 +220,7 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
         path_env: ipt.path_env,
         socket: cfg.socket.clone(),
         stale_pid_dirs: cfg.stale_pid_dirs.clone(),
+        live_restore,
     })
 }
 
@@ -465,6 +474,7 @@ mod tests {
             path_env: None,
             socket: dir.path().join("docker.sock"),
             stale_pid_dirs: Vec::new(),
+            live_restore: false,
         };
         let (mut running, _ready) = spawn(&p).unwrap();
         // Blocks this runtime's only thread: the relay has not run yet, as

@@ -36,6 +36,29 @@ pub fn remove_flag(args: &[String], long: &str, short: Option<&str>) -> Vec<Stri
     out
 }
 
+/// A boolean flag as pflag reads it: `--flag` is true, `--flag=VALUE` is
+/// VALUE (Go's strconv.ParseBool spellings); last wins; None when absent.
+/// A bool flag never takes the next argument as its value.
+pub fn bool_flag(args: &[String], long: &str) -> Option<bool> {
+    let mut found = None;
+    for arg in args {
+        if arg == "--" {
+            break;
+        }
+        if arg == long {
+            found = Some(true);
+        } else if let Some(v) = arg.strip_prefix(long).and_then(|r| r.strip_prefix('=')) {
+            found = match v {
+                "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+                "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+                // dockerd refuses to start on anything else.
+                _ => found,
+            };
+        }
+    }
+    found
+}
+
 /// Whether `args[i]` is the flag; returns its value (if it is) and how many args to skip.
 /// After `--` nothing is a flag.
 fn match_flag(
@@ -127,6 +150,19 @@ mod tests {
         );
         assert_eq!(flag_value(&args(&["--mtu"]), "--mtu", None), None);
         assert_eq!(flag_value(&[], "--mtu", None), None);
+    }
+
+    #[test]
+    fn bool_flags_read_as_pflag_reads_them() {
+        let live = |a: &[&str]| bool_flag(&args(a), "--live-restore");
+        assert_eq!(live(&[]), None);
+        assert_eq!(live(&["--live-restore"]), Some(true));
+        assert_eq!(live(&["--live-restore=false"]), Some(false));
+        assert_eq!(live(&["--live-restore=0", "--live-restore=T"]), Some(true));
+        // The next argument is never its value; a longer flag is another flag.
+        assert_eq!(live(&["--live-restore", "false"]), Some(true));
+        assert_eq!(live(&["--live-restore-x"]), None);
+        assert_eq!(live(&["--", "--live-restore"]), None);
     }
 
     #[test]
