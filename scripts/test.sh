@@ -57,3 +57,6 @@ cargo test --workspace --no-fail-fast -- --test-threads=2
 # on any error dockerd would not have given and on leaked connections
 # (`bash reliability/proxy-soak.sh` runs the README's 30 minutes).
 DURATION=60 DSV_BIN="$DIND_SUPERVISOR_BIN" REPORT=target/proxy-soak.json bash reliability/proxy-soak.sh
+# The short chaos loop: three rounds of a job's workload with dockerd
+# SIGKILLed at a random moment (`bash reliability/chaos.sh` runs 20).
+ROUNDS=3 SETTLE=0 DSV_BIN="$DIND_SUPERVISOR_BIN" REPORT=target/chaos.json bash reliability/chaos.sh
