@@ -148,8 +148,8 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
     .context("choosing the iptables backend")?;
     tracing::info!(backend = %ipt.backend, reason = %ipt.reason, "iptables backend");
 
-    if cfg.exact {
-        tracing::info!(args = ?cfg.user_args, "running dockerd with exactly the given flags");
+    if cfg.bare {
+        tracing::warn!(args = ?cfg.user_args, "DIND_BARE_DOCKERD: running dockerd with exactly the given flags, without the proxy, its policy and the readiness gate");
         return Ok(Prepared {
             program: cfg.program.clone(),
             args: cfg.user_args.clone(),
