@@ -760,9 +760,11 @@ fn h_arc_runner_pod_from_the_example_values() {
         .iter()
         .map(|name| (name.as_str(), scope.volume(name)))
         .collect();
+    // `nocopy`: an emptyDir starts empty, where a new docker volume would
+    // first get a copy of the image's directory.
     let mounts = |m: &[(String, String)]| -> Vec<String> {
         m.iter()
-            .map(|(name, path)| format!("{}:{path}", volumes[name.as_str()]))
+            .map(|(name, path)| format!("{}:{path}:nocopy", volumes[name.as_str()]))
             .collect()
     };
     let svc = scope.start_service(
@@ -840,7 +842,7 @@ fn h_arc_runner_pod_from_the_example_values() {
     // The raw sockets exist, on the service's private /run: the check
     // above could have found them.
     let inside = r.run(
-        &["exec", &svc, "sh", "-c", "find /run/dind-supervisor/dockerd /run/containerd -type s; docker info --format '{{.ID}}' >/dev/null && echo 'inside: ok'"],
+        &["exec", &svc, "sh", "-c", "find /run/dind-supervisor/dockerd /run/docker /run/containerd -type s; docker info --format '{{.ID}}' >/dev/null && echo 'inside: ok'"],
         Duration::from_secs(30),
     );
     assert!(inside.success(), "{}", inside.text());
@@ -851,6 +853,7 @@ fn h_arc_runner_pod_from_the_example_values() {
         .collect();
     assert!(
         raw.contains(&"/run/dind-supervisor/dockerd/docker.sock")
+            && raw.contains(&"/run/docker/containerd/containerd.sock")
             && raw.iter().any(|s| s.starts_with("/run/containerd/s/")),
         "dockerd's socket and a shim socket are on the private /run: {raw:?}"
     );
