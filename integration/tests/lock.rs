@@ -212,9 +212,11 @@ fn the_service_command_cannot_escape_a_lock() {
     // dockerd flags in the stock form (`command: ["-H", …]`), in the
     // spellings dockerd's flag parser reads. A `--host` is the proxy's
     // endpoint (below), but never at dockerd's raw socket.
-    let raw =
-        |d: &std::path::Path| format!("unix://{}", d.join("run/dockerd/docker.sock").display());
-    let cases: [&dyn Fn(&std::path::Path) -> Vec<String>; 6] = [
+    fn raw(d: &std::path::Path) -> String {
+        format!("unix://{}", d.join("run/dockerd/docker.sock").display())
+    }
+    type Args = dyn Fn(&std::path::Path) -> Vec<String>;
+    let cases: [&Args; 6] = [
         &|d| vec!["-H".to_owned(), raw(d)],
         &|d| vec!["--debug".to_owned(), format!("--host={}", raw(d))],
         &|d| vec!["-DH".to_owned(), raw(d)],

@@ -14,7 +14,8 @@ use crate::cli::{Given, ListenWhenArg, OnOverlayArg, RestartPolicy, Settings, Sh
 use crate::cli::{DEFAULT_DATA_ROOT, DEFAULT_DOCKERD, DEFAULT_RUN_DIR};
 use crate::daemon_json::Entitlement;
 use crate::dockerd_flags::{flag_value, flag_values};
-use crate::env::{Env, DOCKER_HOST, DOCKER_IPTABLES_LEGACY, DOCKER_TLS_CERTDIR, DOCKER_TLS_SAN};
+use crate::env::{Env, DIND_BARE_DOCKERD, DOCKER_HOST, DOCKER_IPTABLES_LEGACY};
+use crate::env::{DOCKER_TLS_CERTDIR, DOCKER_TLS_SAN};
 use crate::host_flags::{self, Group, Host, Taken, TlsFlags};
 use crate::lock::{self, LockError, Pinning, Pins};
 use crate::mtu::MtuSetting;
@@ -155,24 +156,12 @@ impl Config {
         let locked = image.filter(|f| f.locked).map(|_| IMAGE_FILE);
         let bare = settings.bare_dockerd;
         if let (Some(file), true) = (locked, bare) {
-            let name = given
-                .name("bare_dockerd")
-                .unwrap_or(crate::env::DIND_BARE_DOCKERD);
-            return Err(lock::refuse_bare(file, name).into());
+            let name = given.name("bare_dockerd");
+            return Err(lock::refuse_bare(file, name.unwrap_or(DIND_BARE_DOCKERD)).into());
         }
         let pin = Pinning { given, locked };
         let pinned = pin_paths(&mut settings, &pins, &pin)?;
-        let taken = if bare {
-            Taken {
-                rest: dockerd_args,
-                ..Taken::default()
-            }
-        } else {
-            host_flags::take(&dockerd_args)?
-        };
-        if let Some(file) = locked {
-            lock::check_dockerd_args(file, &taken.rest, &settings.data_root, &settings.run_dir)?;
-        }
+        let taken = user_flags(dockerd_args, bare, locked, &settings)?;
         check_bounds(&settings)?;
 
         let tls = tls_spec(&settings.tls, env)?;
@@ -185,17 +174,10 @@ impl Config {
         let data_root = effective_data_root(&taken.rest, bare, &settings.data_root);
         let policy = policy(&settings, given, image, locked)?;
         // Bare dockerd has no proxy and so no policy; its flags are the user's alone.
-        let proxy = if bare {
-            None
-        } else {
-            let sockets = public_sockets(env, locked, &socket, &taken)?;
-            Some(proxy_settings(
-                &settings,
-                &taken,
-                sockets,
-                tls.is_some(),
-                policy,
-            )?)
+        let sockets = (!bare).then(|| public_sockets(env, locked, &socket, &taken));
+        let proxy = match sockets.transpose()? {
+            Some(s) => Some(proxy_settings(&settings, &taken, s, tls.is_some(), policy)?),
+            None => None,
         };
         let deny_entitlements = proxy
             .as_ref()
@@ -465,6 +447,29 @@ fn pin_paths(settings: &mut Settings, pins: &Pins, pin: &Pinning) -> anyhow::Res
         dockerd_socket,
         shared,
     })
+}
+
+/// The user's dockerd flags with the endpoint flags taken for the proxy
+/// (all of them left to dockerd when `bare`); under a lock, what is left
+/// must pass its list.
+fn user_flags(
+    dockerd_args: Vec<String>,
+    bare: bool,
+    locked: Option<&str>,
+    settings: &Settings,
+) -> anyhow::Result<Taken> {
+    let taken = if bare {
+        Taken {
+            rest: dockerd_args,
+            ..Taken::default()
+        }
+    } else {
+        host_flags::take(&dockerd_args)?
+    };
+    if let Some(file) = locked {
+        lock::check_dockerd_args(file, &taken.rest, &settings.data_root, &settings.run_dir)?;
+    }
+    Ok(taken)
 }
 
 /// The data root dockerd will use: its own flag, else ours, else (bare)
