@@ -5,7 +5,7 @@
 # Prints first-try failures, stop exit codes and times, and the service's
 # time to Ready (p50, p99, max); exits non-zero on any failed job or any stop
 # that is not 0 inside 10 s. The scenario is integration/tests/e2e.rs
-# `h_job_soak`; scripts/test.sh runs it with its default of 5 jobs.
+# `s_job_soak`; scripts/test.sh runs it with its default of 5 jobs.
 #
 #   bash reliability/job-soak.sh          # 500 jobs: the README's figure
 #   JOBS=50 bash reliability/job-soak.sh
@@ -28,5 +28,5 @@ trap 'docker -H "${DIND_E2E_DOCKER_HOST:-}" rmi "dind-supervisor:$tag" "dind-sup
       bash scripts/runner-engine.sh stop' EXIT
 E2E_TAG="$tag" . scripts/e2e-env.sh
 # The whole output, failures included, goes to target/job-soak.log.
-DIND_SOAK_JOBS="${JOBS:-500}" cargo test -p integration --test e2e h_job_soak -- --nocapture 2>&1 |
-  tee target/job-soak.log | grep -E '^h[: ]|panicked|test result'
+DIND_SOAK_JOBS="${JOBS:-500}" cargo test -p integration --test e2e s_job_soak -- --nocapture 2>&1 |
+  tee target/job-soak.log | grep -E '^s[: ]|panicked|test result'

@@ -14,7 +14,8 @@
 //! | `e_kubernetes_pod_without_runner_wait` | the job in the service's network namespace, starting with it, no wait of any kind; 20 runs |
 //! | `f_docker_stop_ends_in_the_grace_period` | `docker stop` with an inner container that ignores SIGTERM |
 //! | `g_the_first_connect_is_always_answered` | an API call made at the first successful TCP connect to 2376 works; with `DIND_LISTEN_WHEN=ready` the port never opens before the API answers |
-//! | `h_job_soak` | `DIND_SOAK_JOBS` (default 5) whole service lives in a row: start, wait, job, `docker stop`; first tries, stop codes and times, time to Ready |
+//! | `h_arc_runner_pod_from_the_example_values` | actions-runner-controller's runner pod from `examples/arc/values.yaml`: ARC's dind args, `/var/run` shared, the runner (uid 1001, numeric group) builds and runs; ci-safe refuses through the socket; no raw socket in the shared volume |
+//! | `s_job_soak` | `DIND_SOAK_JOBS` (default 5) whole service lives in a row: start, wait, job, `docker stop`; first tries, stop codes and times, time to Ready |
 
 mod e2e_support;
 mod support;
@@ -396,6 +397,7 @@ fn e_kubernetes_pod_without_runner_wait() {
                     format!("{}:/ctx:ro", scope.build_context().display()),
                 ],
                 script: JOB_SCRIPT.to_owned(),
+                ..Default::default()
             },
         );
         let printed = format!("{}{}", job.stdout, job.stderr);
@@ -618,7 +620,7 @@ printf 'GET /metrics HTTP/1.0\r\nHost: docker\r\n\r\n' >&3
 sed -n 's/^dind_seconds_to_ready /seconds_to_ready=/p' <&3
 "#;
 
-/// Jobs in a row for [`h_job_soak`]: `DIND_SOAK_JOBS`, default 5 (the
+/// Jobs in a row for [`s_job_soak`]: `DIND_SOAK_JOBS`, default 5 (the
 /// README's figure is 500, from `reliability/job-soak.sh`).
 fn soak_jobs() -> usize {
     std::env::var("DIND_SOAK_JOBS")
@@ -636,14 +638,14 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// h. The job soak (issue 13, item 3): GitLab docker-executor jobs one after
+/// s. The job soak (issue 13, item 3): GitLab docker-executor jobs one after
 /// another, each a whole service life: start, the runner's wait, `docker
 /// info` (first try), build and run, then `docker stop`. Every job must
 /// succeed on its first try and every stop must exit 0 inside docker's 10 s
 /// grace period; the report gives the service's own time to Ready (p50, p99,
 /// max) and the stop times.
 #[test]
-fn h_job_soak() {
+fn s_job_soak() {
     let r = runner();
     let jobs = soak_jobs();
     let started = Instant::now();
@@ -652,7 +654,7 @@ fn h_job_soak() {
     let mut to_ready = Vec::new();
     let mut stops = Vec::new();
     for i in 0..jobs {
-        let scope = Scope::new(&format!("h{i}"));
+        let scope = Scope::new(&format!("s{i}"));
         let script = format!("{JOB_SCRIPT}{SOAK_SCRIPT_TAIL}");
         let printed = match gitlab_job(
             &scope,
@@ -666,7 +668,7 @@ fn h_job_soak() {
         {
             Ok(printed) => printed,
             Err(e) => {
-                eprintln!("h job {}/{jobs}: FAILED", i + 1);
+                eprintln!("s job {}/{jobs}: FAILED", i + 1);
                 failures.push(format!("=== job {} ===\n{e}", i + 1));
                 continue;
             }
@@ -691,13 +693,13 @@ fn h_job_soak() {
             ));
         }
         if (i + 1) % 25 == 0 || i + 1 == jobs {
-            eprintln!("h: {}/{jobs} jobs done in {:?}", i + 1, started.elapsed());
+            eprintln!("s: {}/{jobs} jobs done in {:?}", i + 1, started.elapsed());
         }
     }
     to_ready.sort_by(f64::total_cmp);
     stops.sort();
     eprintln!(
-        "h: {jobs} jobs in {:?}: {} first-try failures; stops: {} not 0 inside 10 s, median {:?}, max {:?}; \
+        "s: {jobs} jobs in {:?}: {} first-try failures; stops: {} not 0 inside 10 s, median {:?}, max {:?}; \
          time to Ready: p50 {:.3} s, p99 {:.3} s, max {:.3} s ({} read)",
         started.elapsed(),
         failures.len(),
@@ -721,5 +723,256 @@ fn h_job_soak() {
         to_ready.len(),
         jobs,
         "the service's time to Ready was not read from every job"
+/// ARC's runner pod as `examples/arc/values.yaml` writes it: the parts a
+/// runner engine can re-enact, read from the file itself so that the
+/// example cannot drift from what is tested.
+struct ArcPod {
+    /// The dind container's `args`, `$(VAR)` expanded from its `env` as
+    /// the kubelet does.
+    dind_args: Vec<String>,
+    dind_env: Vec<(String, String)>,
+    /// `(volume, mountPath)` of each container.
+    dind_mounts: Vec<(String, String)>,
+    runner_env: Vec<(String, String)>,
+    runner_mounts: Vec<(String, String)>,
+    /// The pod's emptyDir volumes.
+    empty_dirs: Vec<String>,
+}
+
+const ARC_VALUES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/arc/values.yaml");
+
+fn arc_pod() -> ArcPod {
+    use serde_yaml::Value;
+    let text = std::fs::read_to_string(ARC_VALUES)
+        .unwrap_or_else(|e| panic!("cannot read {ARC_VALUES}: {e}"));
+    let values: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{ARC_VALUES}: {e}"));
+    let spec = &values["template"]["spec"];
+    let named = |list: &str, name: &str| -> Value {
+        spec[list]
+            .as_sequence()
+            .and_then(|s| s.iter().find(|c| c["name"].as_str() == Some(name)))
+            .cloned()
+            .unwrap_or_else(|| panic!("{ARC_VALUES}: no {list} entry named {name}"))
+    };
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_sequence()
+            .map(|s| {
+                s.iter()
+                    .map(|x| x.as_str().expect("a string").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let pairs = |v: &Value, k: &str, val: &str| -> Vec<(String, String)> {
+        v.as_sequence()
+            .map(|s| {
+                s.iter()
+                    .map(|e| {
+                        let get = |f: &str| {
+                            e[f].as_str()
+                                .unwrap_or_else(|| panic!("{f} of {e:?}"))
+                                .to_owned()
+                        };
+                        (get(k), get(val))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // ARC's dind container is a native sidecar; ARC's own mode and older
+    // charts put it among the containers.
+    let dind = spec["initContainers"]
+        .as_sequence()
+        .and_then(|s| s.iter().find(|c| c["name"].as_str() == Some("dind")))
+        .cloned()
+        .unwrap_or_else(|| named("containers", "dind"));
+    let runner = named("containers", "runner");
+    let dind_env = pairs(&dind["env"], "name", "value");
+    let mut dind_args = strings(&dind["command"]);
+    dind_args.extend(strings(&dind["args"]));
+    for a in &mut dind_args {
+        for (k, v) in &dind_env {
+            *a = a.replace(&format!("$({k})"), v);
+        }
+    }
+    let empty_dirs = spec["volumes"]
+        .as_sequence()
+        .expect("template.spec.volumes")
+        .iter()
+        .filter(|v| v.get("emptyDir").is_some())
+        .map(|v| v["name"].as_str().expect("a volume name").to_owned())
+        .collect();
+    ArcPod {
+        dind_args,
+        dind_env,
+        dind_mounts: pairs(&dind["volumeMounts"], "name", "mountPath"),
+        runner_env: pairs(&runner["env"], "name", "value"),
+        runner_mounts: pairs(&runner["volumeMounts"], "name", "mountPath"),
+        empty_dirs,
+    }
+}
+
+/// What the runner's job in the ARC pod runs after [`JOB_SCRIPT`]: what
+/// ci-safe refuses, tried through the shared socket, then what the shared
+/// volume holds while an inner container runs (so that containerd's shim
+/// sockets exist somewhere).
+const ARC_CHECKS: &str = r#"
+for how in "-v /:/host" "--privileged"; do
+  if docker run --rm --name escape $how e2e-built /bin/busybox true 2>/tmp/refused.out; then
+    echo "NOT REFUSED: $how"
+  else
+    echo "refused: $how: $(tr '\n' ' ' </tmp/refused.out)"
+  fi
+  docker inspect escape >/dev/null 2>&1 && echo "ESCAPE EXISTS: $how"
+done
+docker run -d --name sleeper e2e-built /bin/busybox sleep 1000 >/dev/null || { echo "sleeper failed"; exit 104; }
+echo "socket mode and group: $(stat -L -c '%a %g' /var/run/docker.sock)"
+echo "shared entries: $(ls -A /var/run/ | tr '\n' ' ')"
+echo "shared sockets: $(find /var/run/ -type s | tr '\n' ' ')"
+"#;
+
+/// The value after `label` on its own line of `printed`.
+fn line_after<'a>(printed: &'a str, label: &str) -> Option<&'a str> {
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .map(str::trim)
+}
+
+/// h. actions-runner-controller's runner pod, started from
+/// `examples/arc/values.yaml`: the dind container with ARC's own args
+/// (`dockerd --host=unix:///var/run/docker.sock --group=<gid>`), env and
+/// mounts (`/var/run` an emptyDir shared with the runner), and the runner
+/// container on that socket in the pod's network namespace, as ARC's
+/// runner user (1001, in the numeric group), started with the service and
+/// without a wait. Its `docker build` and `docker run` work; a bind of `/`
+/// and `--privileged` are refused by ci-safe through that socket and leave
+/// no container; the shared volume holds the proxy's socket (mode 0660,
+/// the numeric group) and nothing else, while dockerd's and containerd's
+/// sockets, shim sockets included, live on the service's private /run.
+#[test]
+fn h_arc_runner_pod_from_the_example_values() {
+    let pod = arc_pod();
+    assert_eq!(
+        pod.dind_args.first().map(String::as_str),
+        Some("dockerd"),
+        "ARC's dind command: {:?}",
+        pod.dind_args
+    );
+    let gid = pod
+        .dind_args
+        .iter()
+        .find_map(|a| a.strip_prefix("--group="))
+        .unwrap_or_else(|| panic!("no --group in {:?}", pod.dind_args))
+        .to_owned();
+    assert!(gid.parse::<u32>().is_ok(), "ARC's group is numeric: {gid}");
+    let r = runner();
+    let scope = Scope::new("h");
+    let volumes: std::collections::HashMap<&str, String> = pod
+        .empty_dirs
+        .iter()
+        .map(|name| (name.as_str(), scope.volume(name)))
+        .collect();
+    // `nocopy`: an emptyDir starts empty, where a new docker volume would
+    // first get a copy of the image's directory.
+    let mounts = |m: &[(String, String)]| -> Vec<String> {
+        m.iter()
+            .map(|(name, path)| format!("{}:{path}:nocopy", volumes[name.as_str()]))
+            .collect()
+    };
+    let svc = scope.start_service(
+        "dind",
+        &ServiceSpec {
+            env: pod.dind_env.clone(),
+            volumes: mounts(&pod.dind_mounts),
+            command: pod.dind_args.clone(),
+            ..Default::default()
+        },
+    );
+    let mut env = pod.runner_env.clone();
+    env.push(("HOME".into(), "/tmp".into()));
+    let mut volumes = mounts(&pod.runner_mounts);
+    volumes.push(format!("{}:/ctx:ro", scope.build_context().display()));
+    let job = scope.run_job(
+        "runner",
+        &JobSpec {
+            network: Some(format!("container:{svc}")),
+            env,
+            volumes,
+            script: format!("{JOB_SCRIPT}{ARC_CHECKS}"),
+            user: Some("1001:1001".into()),
+            group_add: vec![gid.clone()],
+        },
+    );
+    let printed = format!("{}{}", job.stdout, job.stderr);
+    let context = || {
+        format!(
+            "{}\n--- service log ---\n{}",
+            job.text(),
+            scope.log_tail(&svc, 40)
+        )
+    };
+    assert!(
+        job.success() && !printed.contains(NO_DAEMON),
+        "{}",
+        context()
+    );
+    check_full_job(&printed).unwrap_or_else(|e| panic!("{e}\n{}", context()));
+    let refused: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.starts_with("refused: "))
+        .collect();
+    assert_eq!(refused.len(), 2, "{}", context());
+    for line in &refused {
+        assert!(
+            line.contains("policy ci-safe"),
+            "not the policy's refusal: {line}"
+        );
+    }
+    assert!(
+        !printed.contains("NOT REFUSED") && !printed.contains("ESCAPE EXISTS"),
+        "{}",
+        context()
+    );
+    assert_eq!(
+        line_after(&printed, "socket mode and group:"),
+        Some(format!("660 {gid}").as_str()),
+        "{}",
+        context()
+    );
+    assert_eq!(
+        line_after(&printed, "shared entries:"),
+        Some("docker.sock"),
+        "{}",
+        context()
+    );
+    assert_eq!(
+        line_after(&printed, "shared sockets:"),
+        Some("/var/run/docker.sock"),
+        "{}",
+        context()
+    );
+    // The raw sockets exist, on the service's private /run: the check
+    // above could have found them.
+    let inside = r.run(
+        &["exec", &svc, "sh", "-c", "find /run/dind-supervisor/dockerd /run/docker /run/containerd -type s; docker info --format '{{.ID}}' >/dev/null && echo 'inside: ok'"],
+        Duration::from_secs(30),
+    );
+    assert!(inside.success(), "{}", inside.text());
+    let raw: Vec<&str> = inside
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("/run/"))
+        .collect();
+    assert!(
+        raw.contains(&"/run/dind-supervisor/dockerd/docker.sock")
+            && raw.contains(&"/run/docker/containerd/containerd.sock")
+            && raw.iter().any(|s| s.starts_with("/run/containerd/s/")),
+        "dockerd's socket and a shim socket are on the private /run: {raw:?}"
+    );
+    assert!(
+        inside.stdout.contains("inside: ok"),
+        "a docker CLI inside the service meets the proxy: {}",
+        inside.text()
     );
 }

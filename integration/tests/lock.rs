@@ -184,17 +184,18 @@ fn the_service_command_cannot_escape_a_lock() {
     refused(svc, &["the command \"sh\"", "remove the service's command"]);
     assert!(!marker.exists(), "sh ran");
 
-    // `command: ["dockerd", …]`: dockerd with exactly those flags, no proxy.
-    let exact = ["dockerd".to_owned(), format!("--host={tcp}")];
+    // Bare dockerd: exactly the command's flags, no proxy.
+    let bare = ["dockerd".to_owned(), format!("--host={tcp}")];
     refused(
         locked_in(
             short_tempdir(),
             ServiceOptions {
-                command: Some(exact.to_vec()),
+                command: Some(bare.to_vec()),
+                env: env(&[("DIND_BARE_DOCKERD", "1")]),
                 ..Default::default()
             },
         ),
-        &["the command \"dockerd …\""],
+        &["DIND_BARE_DOCKERD=\"true\" is refused"],
     );
     // Our own `run` with a loosening flag, named as the job spelled it.
     let run = ["run", "--policy", "permissive"].map(String::from);
@@ -209,19 +210,26 @@ fn the_service_command_cannot_escape_a_lock() {
         &["--policy \"permissive\""],
     );
     // dockerd flags in the stock form (`command: ["-H", …]`), in the
-    // spellings dockerd's flag parser reads.
-    for args in [
-        vec!["-H".to_owned(), tcp.clone()],
-        vec![format!("-H{tcp}")],
-        vec!["--debug".to_owned(), format!("--host={tcp}")],
-        vec!["-DH".to_owned(), tcp.clone()],
-        vec!["--config-file=/builds/daemon.json".to_owned()],
-        vec!["--default-runtime".to_owned(), "evil".to_owned()],
+    // spellings dockerd's flag parser reads. A `--host` is the proxy's
+    // endpoint (below), but never at dockerd's raw socket.
+    fn raw(d: &std::path::Path) -> String {
+        format!("unix://{}", d.join("run/dockerd/docker.sock").display())
+    }
+    type Args = dyn Fn(&std::path::Path) -> Vec<String>;
+    let cases: [&Args; 6] = [
+        &|d| vec!["-H".to_owned(), raw(d)],
+        &|d| vec!["--debug".to_owned(), format!("--host={}", raw(d))],
+        &|d| vec!["-DH".to_owned(), raw(d)],
+        &|_| vec!["--config-file=/builds/daemon.json".to_owned()],
+        &|_| vec!["--default-runtime".to_owned(), "evil".to_owned()],
         // dockerd overwrites its pid file, and removes it at exit.
-        vec!["--pidfile=/etc/dind-supervisor/policy.toml".to_owned()],
-    ] {
+        &|_| vec!["--pidfile=/etc/dind-supervisor/policy.toml".to_owned()],
+    ];
+    for case in cases {
+        let dir = short_tempdir();
+        let args = case(dir.path());
         let svc = locked_in(
-            short_tempdir(),
+            dir,
             ServiceOptions {
                 dockerd_args: args.clone(),
                 ..Default::default()
@@ -233,8 +241,51 @@ fn the_service_command_cannot_escape_a_lock() {
             "{args:?}: {line}"
         );
     }
-    // Nothing answered on the port dockerd was asked to open.
+    // Nothing answered on the port bare dockerd was asked to open.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+/// Under a lock, `-H tcp://…` in the service command (a cluster, as pflag
+/// reads it) is a listener of the proxy: dockerd's own command line names
+/// only its private socket, and a request on that port meets the locked
+/// policy.
+#[test]
+fn a_host_flag_under_a_lock_is_the_proxys_endpoint() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let svc = locked_in(
+        short_tempdir(),
+        ServiceOptions {
+            dockerd_args: vec!["-DH".to_owned(), format!("tcp://127.0.0.1:{port}")],
+            ..Default::default()
+        },
+    );
+    svc.wait_ready();
+    let cmdline = fs::read(format!("/proc/{}/cmdline", svc.dockerd_pid())).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        !cmdline.contains("tcp://"),
+        "dockerd listens on TCP itself: {cmdline}"
+    );
+    assert!(
+        cmdline.contains(" -D"),
+        "the rest of the cluster reaches dockerd: {cmdline}"
+    );
+    let cli = docker_clis().pop().unwrap();
+    let mut cmd = svc.tls_cli(&cli);
+    cmd.env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"));
+    ok(cmd.args(["version", "--format", "{{.Server.Version}}"]));
+    let mut cmd = svc.tls_cli(&cli);
+    let out = cmd
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+        .args(["run", "-v", "/:/host", "no-such-image", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("policy"), "{err}");
 }
 
 #[test]

@@ -3,9 +3,13 @@
 //! The stock entrypoint treats no arguments or a leading flag as "run dockerd
 //! with these extra flags", `dockerd ...` as "run exactly this", and anything
 //! else as a command to exec. Pipelines depend on all three (GitLab passes
-//! `command: ["--registry-mirror", "..."]` straight through), so they come
-//! before our own subcommands. Our settings are flags of `run` and, for the
-//! image, `DIND_*` variables.
+//! `command: ["--registry-mirror", "..."]` straight through;
+//! actions-runner-controller runs `dockerd --host=… --group=…`), so they
+//! come before our own subcommands. Here `dockerd FLAGS…` means the same as
+//! `FLAGS…`: the user's dockerd flags, with the supervisor's features kept
+//! (issue 12); dockerd with exactly those flags and nothing of ours needs
+//! `DIND_BARE_DOCKERD`. Our settings are flags of `run` and, for the image,
+//! `DIND_*` variables.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -21,15 +25,15 @@ use crate::env;
 /// What one start of the binary is asked to do.
 #[derive(Debug)]
 pub enum Invocation {
-    /// Supervise dockerd. With `exact`, `dockerd_args` is dockerd's whole
-    /// command line; otherwise it is appended to our defaults.
+    /// Supervise dockerd. `dockerd_args` are the user's dockerd flags:
+    /// appended to our defaults, or, with `DIND_BARE_DOCKERD`, dockerd's
+    /// whole command line.
     Run {
         settings: Box<Settings>,
         /// Which settings were set, not defaulted: under a lock they are
         /// the job's.
         given: Given,
         dockerd_args: Vec<String>,
-        exact: bool,
     },
     /// Mint or refresh the certificate set and exit.
     Certs(TlsArgs),
@@ -49,8 +53,9 @@ pub enum Invocation {
     long_about = "PID 1 for Docker-in-Docker service containers.\n\n\
         With no arguments, or with arguments that start with '-', it runs `run` \
         and passes those arguments to dockerd, like the docker:dind entrypoint. \
-        `dind-supervisor dockerd FLAGS...` runs dockerd with exactly FLAGS. \
-        Any other command is executed as is."
+        `dind-supervisor dockerd FLAGS...` means the same; its --host and --group \
+        name the proxy's endpoints. DIND_BARE_DOCKERD=1 runs dockerd with exactly \
+        the given flags and nothing else. Any other command is executed as is."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -151,15 +156,15 @@ fn parse_ours(argv: Vec<OsString>) -> Result<(Command, Given), clap::Error> {
 pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
     let first = argv.get(1).map(|a| a.to_string_lossy().into_owned());
     match first.as_deref() {
-        None => run_with(argv[..1].to_vec(), Vec::new(), false),
+        None => run_with(argv[..1].to_vec(), Vec::new()),
         // A lone help or version flag is for us, not dockerd: nobody asks a
         // CI service for dockerd's help, and starting the whole supervisor
         // (certificates, sockets) by surprise is worse.
         Some("-h" | "--help" | "-V" | "--version") if argv.len() == 2 => {
             Err(Cli::try_parse_from(argv).unwrap_err())
         }
-        Some(a) if a.starts_with('-') => run_with(argv[..1].to_vec(), lossy(&argv[1..]), false),
-        Some("dockerd") => run_with(argv[..1].to_vec(), lossy(&argv[2..]), true),
+        Some(a) if a.starts_with('-') => run_with(argv[..1].to_vec(), lossy(&argv[1..])),
+        Some("dockerd") => run_with(argv[..1].to_vec(), lossy(&argv[2..])),
         Some(a) if OURS.contains(&a) => match parse_ours(argv)? {
             (
                 Command::Run {
@@ -171,7 +176,6 @@ pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
                 settings,
                 given,
                 dockerd_args,
-                exact: false,
             }),
             (Command::Certs(tls), _) => Ok(Invocation::Certs(tls)),
             (Command::Wait(w), _) => Ok(Invocation::Wait(w)),
@@ -183,11 +187,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
 
 /// `run` with settings from the environment only: the stock forms leave no
 /// room for our flags on the command line.
-fn run_with(
-    prog: Vec<OsString>,
-    dockerd_args: Vec<String>,
-    exact: bool,
-) -> Result<Invocation, clap::Error> {
+fn run_with(prog: Vec<OsString>, dockerd_args: Vec<String>) -> Result<Invocation, clap::Error> {
     let mut argv = prog;
     argv.push("run".into());
     let (Command::Run { settings, .. }, given) = parse_ours(argv)? else {
@@ -197,7 +197,6 @@ fn run_with(
         settings,
         given,
         dockerd_args,
-        exact,
     })
 }
 
@@ -290,7 +289,7 @@ pub struct Settings {
     /// Mode of the unix socket served at DOCKER_HOST's path (octal).
     #[arg(long, env = env::DIND_SOCKET_MODE, default_value = "0660", value_parser = parse_mode)]
     pub socket_mode: u32,
-    /// Group of that socket; when /etc/group lacks it, the socket is made 0666.
+    /// Group of that socket: a gid, or a name read from /etc/group (when it lacks the name, the socket is made 0666).
     #[arg(long, env = env::DIND_SOCKET_GROUP, default_value = "docker")]
     pub socket_group: String,
     /// When the public API starts accepting: `start` (at once; requests wait until the engine answers)
@@ -323,6 +322,12 @@ pub struct Settings {
     /// Plain-HTTP health endpoint (/livez, /readyz, /metrics, /status).
     #[arg(long, env = env::DIND_HEALTH_ADDR, default_value = "0.0.0.0:2378")]
     pub health_addr: std::net::SocketAddr,
+
+    /// Run dockerd with exactly the given flags: no proxy, policy, readiness gate, MTU, mirrors or
+    /// private socket (what `dockerd FLAGS...` did before). Refused under a locked policy.
+    #[arg(long, env = env::DIND_BARE_DOCKERD, value_parser = clap::builder::BoolishValueParser::new(),
+          default_value = "false", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub bare_dockerd: bool,
 
     /// dockerd binary, looked up on PATH.
     #[arg(long, env = env::DIND_DOCKERD, default_value = DEFAULT_DOCKERD)]
@@ -438,9 +443,9 @@ mod tests {
         match inv {
             Invocation::Run {
                 dockerd_args,
-                exact,
+                settings,
                 ..
-            } => (dockerd_args, exact),
+            } => (dockerd_args, settings.bare_dockerd),
             other => panic!("expected run, got {other:?}"),
         }
     }
@@ -452,7 +457,7 @@ mod tests {
 
     #[test]
     fn leading_flag_is_passed_to_dockerd_as_gitlab_command_does() {
-        let (args, exact) = run_args(
+        let (args, bare) = run_args(
             parse(argv(&[
                 "--registry-mirror",
                 "https://mirror.example",
@@ -464,7 +469,7 @@ mod tests {
             args,
             ["--registry-mirror", "https://mirror.example", "--debug"]
         );
-        assert!(!exact);
+        assert!(!bare);
     }
 
     #[test]
@@ -487,10 +492,21 @@ mod tests {
     }
 
     #[test]
-    fn dockerd_first_means_exactly_these_flags() {
-        let (args, exact) = run_args(parse(argv(&["dockerd", "-H", "unix:///x.sock"])).unwrap());
+    fn dockerd_first_means_the_same_flags_with_our_features() {
+        let (args, bare) = run_args(parse(argv(&["dockerd", "-H", "unix:///x.sock"])).unwrap());
         assert_eq!(args, ["-H", "unix:///x.sock"]);
-        assert!(exact);
+        assert!(!bare, "bare only when asked for");
+        // The bare setting is a flag of `run` too, and boolish.
+        for (flag, bare) in [
+            (&["--bare-dockerd"][..], true),
+            (&["--bare-dockerd=1"], true),
+            (&["--bare-dockerd", "false"], false),
+        ] {
+            let mut a = vec!["run"];
+            a.extend(flag);
+            assert_eq!(run_args(parse(argv(&a)).unwrap()).1, bare, "{flag:?}");
+        }
+        assert!(parse(argv(&["run", "--bare-dockerd=maybe"])).is_err());
     }
 
     #[test]
@@ -523,7 +539,6 @@ mod tests {
         let Invocation::Run {
             settings,
             dockerd_args,
-            exact,
             ..
         } = inv
         else {
@@ -533,7 +548,7 @@ mod tests {
         assert_eq!(settings.restart, RestartPolicy::Never);
         assert_eq!(settings.shutdown_timeout, Duration::from_secs(3));
         assert_eq!(dockerd_args, ["--debug"]);
-        assert!(!exact);
+        assert!(!settings.bare_dockerd);
     }
 
     #[test]

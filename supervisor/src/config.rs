@@ -14,15 +14,17 @@ use crate::cli::{Given, ListenWhenArg, OnOverlayArg, RestartPolicy, Settings, Sh
 use crate::cli::{DEFAULT_DATA_ROOT, DEFAULT_DOCKERD, DEFAULT_RUN_DIR};
 use crate::daemon_json::Entitlement;
 use crate::dockerd_flags::{flag_value, flag_values};
-use crate::env::{Env, DOCKER_HOST, DOCKER_IPTABLES_LEGACY, DOCKER_TLS_CERTDIR, DOCKER_TLS_SAN};
+use crate::env::{Env, DIND_BARE_DOCKERD, DOCKER_HOST, DOCKER_IPTABLES_LEGACY};
+use crate::env::{DOCKER_TLS_CERTDIR, DOCKER_TLS_SAN};
+use crate::host_flags::{self, Group, Host, Taken, TlsFlags};
 use crate::lock::{self, LockError, Pinning, Pins};
 use crate::mtu::MtuSetting;
 use crate::private;
 use crate::storage::OnOverlay;
 
 const DEFAULT_CERTDIR: &str = "/certs";
-/// dockerd's own default socket: where it listens in exact mode when its
-/// flags name none.
+/// dockerd's own default socket: where bare dockerd listens when its flags
+/// name none.
 const DOCKERD_OWN_SOCKET: &str = "/var/run/docker.sock";
 const DOCKERD_DEFAULT_DATA_ROOT: &str = "/var/lib/docker";
 /// dockerd's raw socket lives in this directory of the run directory, made
@@ -42,8 +44,8 @@ pub struct Config {
     pub dockerd: Dockerd,
     pub supervise: Supervise,
     pub health_addr: SocketAddr,
-    /// The public API; None when dockerd runs with exactly the user's flags
-    /// and so owns its endpoints itself.
+    /// The public API; None when dockerd runs bare, with exactly the user's
+    /// flags, and so owns its endpoints itself.
     pub proxy: Option<Proxy>,
     /// The image's policy file when it locks the policy.
     pub locked_by: Option<&'static str>,
@@ -54,9 +56,11 @@ pub struct Config {
 pub struct Proxy {
     /// TCP addresses; mutual TLS on them when certificates are on.
     pub listen: Vec<SocketAddr>,
-    /// `DOCKER_HOST=unix://...` naming a path other than dockerd's socket,
-    /// else [`DEFAULT_PUBLIC_SOCKET`] unless that is dockerd's.
-    pub socket: Option<PublicSocket>,
+    /// The unix sockets: the paths of the command's `--host unix://…` and
+    /// `DOCKER_HOST=unix://…`, other than dockerd's socket; with none of
+    /// them and no `--host` at all, [`DEFAULT_PUBLIC_SOCKET`] unless that
+    /// is dockerd's.
+    pub sockets: Vec<PublicSocket>,
     /// At start (requests held until Ready), or only once Ready.
     pub listen_when: proxy::ListenWhen,
     pub hold: Duration,
@@ -91,9 +95,11 @@ pub struct Dockerd {
     pub socket_is_ours: bool,
     /// `DIND_DOCKERD_SOCKET_SHARED=allow`: a shared mount is only a warning.
     pub allow_shared: bool,
-    /// The user's dockerd flags: appended to ours, or all of them when `exact`.
+    /// The user's dockerd flags without the endpoint flags the proxy took
+    /// (`host_flags.rs`): appended to ours; when `bare`, all of them, as given.
     pub user_args: Vec<String>,
-    pub exact: bool,
+    /// `DIND_BARE_DOCKERD`: dockerd with exactly the user's flags, nothing of ours.
+    pub bare: bool,
     pub data_root: PathBuf,
     pub registry_mirrors: Vec<String>,
     pub insecure_registries: Vec<String>,
@@ -122,21 +128,24 @@ impl Config {
     pub fn new(
         settings: Settings,
         dockerd_args: Vec<String>,
-        exact: bool,
         env: &dyn Env,
     ) -> anyhow::Result<Config> {
-        Config::build(settings, &Given::default(), dockerd_args, exact, env, None)
+        Config::build(settings, &Given::default(), dockerd_args, env, None)
     }
 
     /// Checks the settings against the image's policy file `image` (read
     /// from [`IMAGE_FILE`]): with `locked = true` what was `given` may only
     /// tighten (see `lock.rs`); otherwise the file is the default policy
     /// and its `[supervisor]` table gives defaults.
+    ///
+    /// `dockerd_args` are the user's dockerd flags, whatever the command's
+    /// form (`FLAGS…`, `dockerd FLAGS…`, `run -- FLAGS…`): their endpoint
+    /// flags become the proxy's (`host_flags.rs`), the rest goes to dockerd
+    /// after ours. Only `DIND_BARE_DOCKERD` gives dockerd them as they are.
     pub fn build(
         mut settings: Settings,
         given: &Given,
         dockerd_args: Vec<String>,
-        exact: bool,
         env: &dyn Env,
         image: Option<&PolicyFile>,
     ) -> anyhow::Result<Config> {
@@ -145,41 +154,44 @@ impl Config {
             None => Pins::default(),
         };
         let locked = image.filter(|f| f.locked).map(|_| IMAGE_FILE);
-        if let (Some(file), true) = (locked, exact) {
-            return Err(lock::refuse_exact(file).into());
+        let bare = settings.bare_dockerd;
+        if let (Some(file), true) = (locked, bare) {
+            let name = given.name("bare_dockerd");
+            return Err(lock::refuse_bare(file, name.unwrap_or(DIND_BARE_DOCKERD)).into());
         }
         let pin = Pinning { given, locked };
         let pinned = pin_paths(&mut settings, &pins, &pin)?;
-        if let Some(file) = locked {
-            lock::check_dockerd_args(file, &dockerd_args, &settings.data_root, &settings.run_dir)?;
-        }
+        let taken = user_flags(dockerd_args, bare, locked, &settings)?;
         check_bounds(&settings)?;
 
         let tls = tls_spec(&settings.tls, env)?;
-        let socket = if exact {
-            unix_host(&dockerd_args).unwrap_or_else(|| PathBuf::from(DOCKERD_OWN_SOCKET))
+        check_tls_flags(&taken.tls, tls.as_ref())?;
+        let socket = if bare {
+            unix_host(&taken.rest).unwrap_or_else(|| PathBuf::from(DOCKERD_OWN_SOCKET))
         } else {
             pinned.dockerd_socket.clone().expect("has a default")
         };
-        let data_root = effective_data_root(&dockerd_args, exact, &settings.data_root);
-        let public_path = public_socket_path(env, locked, &socket, exact)?;
+        let data_root = effective_data_root(&taken.rest, bare, &settings.data_root);
         let policy = policy(&settings, given, image, locked)?;
-        // Exact mode has no proxy and so no policy; its flags are the user's alone.
-        let deny_entitlements = if exact {
-            Vec::new()
-        } else {
-            denied_entitlements(&policy)
+        // Bare dockerd has no proxy and so no policy; its flags are the user's alone.
+        let sockets = (!bare).then(|| public_sockets(env, locked, &socket, &taken));
+        let proxy = match sockets.transpose()? {
+            Some(s) => Some(proxy_settings(&settings, &taken, s, tls.is_some(), policy)?),
+            None => None,
         };
-        let proxy = (!exact).then(|| proxy_settings(&settings, public_path, tls.is_some(), policy));
+        let deny_entitlements = proxy
+            .as_ref()
+            .map(|p| denied_entitlements(&p.policy))
+            .unwrap_or_default();
         Ok(Config {
             tls,
             dockerd: Dockerd {
                 program: settings.dockerd,
-                socket_is_ours: !exact && socket == pinned.own_socket,
+                socket_is_ours: !bare && socket == pinned.own_socket,
                 allow_shared: pinned.shared == SharedArg::Allow,
                 socket,
-                user_args: dockerd_args,
-                exact,
+                user_args: taken.rest,
+                bare,
                 data_root,
                 registry_mirrors: split_list(&settings.registry_mirrors),
                 insecure_registries: split_list(&settings.insecure_registries),
@@ -210,11 +222,11 @@ impl Config {
 
     /// The directories that must not lie on a shared mount (`private.rs`):
     /// dockerd's socket directory, the run directory, dockerd's exec root
-    /// (containerd's socket). None in exact mode, where dockerd's socket is
-    /// the API clients use by choice.
+    /// (containerd's socket). None for bare dockerd, whose socket is the
+    /// API clients use by choice.
     pub fn private_dirs(&self) -> Vec<private::Dir> {
         let d = &self.dockerd;
-        if d.exact {
+        if d.bare {
             return Vec::new();
         }
         let mut dirs = vec![
@@ -437,12 +449,35 @@ fn pin_paths(settings: &mut Settings, pins: &Pins, pin: &Pinning) -> anyhow::Res
     })
 }
 
-/// The data root dockerd will use: its own flag, else ours, else (exact
-/// mode) dockerd's default.
-fn effective_data_root(dockerd_args: &[String], exact: bool, ours: &Path) -> PathBuf {
+/// The user's dockerd flags with the endpoint flags taken for the proxy
+/// (all of them left to dockerd when `bare`); under a lock, what is left
+/// must pass its list.
+fn user_flags(
+    dockerd_args: Vec<String>,
+    bare: bool,
+    locked: Option<&str>,
+    settings: &Settings,
+) -> anyhow::Result<Taken> {
+    let taken = if bare {
+        Taken {
+            rest: dockerd_args,
+            ..Taken::default()
+        }
+    } else {
+        host_flags::take(&dockerd_args)?
+    };
+    if let Some(file) = locked {
+        lock::check_dockerd_args(file, &taken.rest, &settings.data_root, &settings.run_dir)?;
+    }
+    Ok(taken)
+}
+
+/// The data root dockerd will use: its own flag, else ours, else (bare)
+/// dockerd's default.
+fn effective_data_root(dockerd_args: &[String], bare: bool, ours: &Path) -> PathBuf {
     match flag_value(dockerd_args, "--data-root", None) {
         Some(flag) => PathBuf::from(flag),
-        None if exact => PathBuf::from(DOCKERD_DEFAULT_DATA_ROOT),
+        None if bare => PathBuf::from(DOCKERD_DEFAULT_DATA_ROOT),
         None => ours.to_path_buf(),
     }
 }
@@ -471,14 +506,17 @@ fn check_bounds(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the proxy serves the API on a unix socket: DOCKER_HOST's path,
-/// else the default one (`true`: implicit), unless that is dockerd's own.
-fn public_socket_path(
+/// Where the proxy serves the API on unix sockets (`implicit` marks the
+/// default path, which steps aside for another server): the paths of the
+/// command's `--host unix://…`, then DOCKER_HOST's; with none of them and no
+/// `--host` at all, the default path. Never dockerd's own socket: under a
+/// lock naming it is refused, otherwise it is left to dockerd.
+fn public_sockets(
     env: &dyn Env,
     locked: Option<&'static str>,
-    socket: &Path,
-    exact: bool,
-) -> anyhow::Result<Option<(PathBuf, bool)>> {
+    raw: &Path,
+    taken: &Taken,
+) -> anyhow::Result<Vec<(PathBuf, bool)>> {
     let docker_host = env.var(DOCKER_HOST);
     let host_path = docker_host
         .as_deref()
@@ -486,42 +524,144 @@ fn public_socket_path(
         .filter(|p| !p.is_empty())
         .map(PathBuf::from);
     if let (Some(file), Some(p), Some(h)) = (locked, &host_path, &docker_host) {
-        lock::check_docker_host(file, h, same_socket(p, socket))?;
+        lock::check_docker_host(file, h, same_socket(p, raw))?;
     }
-    Ok(match host_path {
-        Some(p) if !same_socket(&p, socket) => Some((p, false)),
-        _ if !same_socket(Path::new(DEFAULT_PUBLIC_SOCKET), socket) => {
-            Some((PathBuf::from(DEFAULT_PUBLIC_SOCKET), true))
-        }
-        _ => {
-            if !exact {
-                tracing::warn!(socket = %socket.display(), "dockerd's raw socket is where docker clients look first: whatever uses it bypasses the policy and the audit log");
+    let mut asked = Vec::new();
+    for h in &taken.hosts {
+        if let Host::Unix(p) = h {
+            if let Some(file) = locked {
+                lock::check_host_flag(file, p, same_socket(p, raw))?;
             }
-            None
+            asked.push(p.clone());
         }
-    })
+    }
+    asked.extend(host_path);
+    let mut out: Vec<(PathBuf, bool)> = Vec::new();
+    for p in asked {
+        if !same_socket(&p, raw) && !out.iter().any(|(o, _)| same_socket(o, &p)) {
+            out.push((p, false));
+        }
+    }
+    if out.is_empty() && taken.hosts.is_empty() {
+        let default = Path::new(DEFAULT_PUBLIC_SOCKET);
+        if same_socket(default, raw) {
+            tracing::warn!(socket = %raw.display(), "dockerd's raw socket is where docker clients look first: whatever uses it bypasses the policy and the audit log");
+        } else {
+            out.push((default.to_owned(), true));
+        }
+    }
+    Ok(out)
 }
 
-/// The proxy's settings: its listeners (2376 with TLS, 2375 without, by
-/// default), the public socket, the bounds and the policy.
+/// The TLS flags of the command, checked against what the proxy serves:
+/// mutual TLS with the certificates in `DOCKER_TLS_CERTDIR`, or plain TCP
+/// when that is empty. Flags that say the same are accepted (a copy of the
+/// stock entrypoint's `--tlsverify --tlscacert=/certs/server/ca.pem …`);
+/// `--tls` without `--tlsverify` is served with client verification too,
+/// since the proxy never serves TLS without it. Anything else would be
+/// silently different from what the user wrote, so it is refused.
+fn check_tls_flags(flags: &TlsFlags, tls: Option<&CertSpec>) -> anyhow::Result<()> {
+    let on = flags.tls == Some(true) || flags.verify == Some(true);
+    let off = !on && (flags.tls == Some(false) || flags.verify == Some(false));
+    match tls {
+        Some(spec) if off => bail!(
+            "the dockerd flag --tls=false/--tlsverify=false asks for plain TCP, but the proxy serves mutual TLS with the certificates in {}: set DOCKER_TLS_CERTDIR=\"\" to turn TLS off, or remove the flag",
+            spec.dir.display()
+        ),
+        None if on => bail!("the dockerd flag --tls/--tlsverify asks for TLS, but DOCKER_TLS_CERTDIR is empty: set it (e.g. /certs) so the proxy serves mutual TLS, or remove the flag"),
+        _ => {}
+    }
+    let paths = tls.map(|spec| certs::Paths::new(&spec.dir));
+    for (flag, given, ours) in [
+        (
+            "--tlscacert",
+            &flags.ca,
+            paths.as_ref().map(certs::Paths::server_ca),
+        ),
+        (
+            "--tlscert",
+            &flags.cert,
+            paths.as_ref().map(certs::Paths::server_cert),
+        ),
+        (
+            "--tlskey",
+            &flags.key,
+            paths.as_ref().map(certs::Paths::server_key),
+        ),
+    ] {
+        let Some(given) = given else { continue };
+        match ours {
+            // Compared by components: `/certs//server/ca.pem` is ours too.
+            Some(ours) if ours == *given => {}
+            Some(ours) => bail!(
+                "the dockerd flag {flag} {}: the proxy serves the certificates in DOCKER_TLS_CERTDIR ({}); put yours in that layout, or remove the flag",
+                given.display(),
+                ours.display()
+            ),
+            None => bail!(
+                "the dockerd flag {flag} {}: TLS is off (DOCKER_TLS_CERTDIR is empty); set it, or remove the flag",
+                given.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The gid of the public sockets: the command's `--group` (a number, or a
+/// name that must be in /etc/group, as dockerd requires), else
+/// `DIND_SOCKET_GROUP` (a number, or a name; None when /etc/group lacks it).
+fn socket_gid(
+    group_file: &Path,
+    flag: Option<&Group>,
+    setting: &str,
+) -> anyhow::Result<Option<u32>> {
+    match flag {
+        Some(Group::Id(id)) => Ok(Some(*id)),
+        Some(Group::Name(name)) => match group_id(group_file, name) {
+            Some(id) => Ok(Some(id)),
+            None => bail!(
+                "the dockerd flag --group {name:?}: no such group in {}: give its number, or add it to the image",
+                group_file.display()
+            ),
+        },
+        None => Ok(setting.parse().ok().or_else(|| group_id(group_file, setting))),
+    }
+}
+
+/// The proxy's settings: its listeners, the public sockets, the bounds and
+/// the policy. TCP listeners are `DIND_LISTEN`'s and the command's `--host
+/// tcp://…` (no port: 2376 with TLS, 2375 without, as dockerd); with
+/// neither, and no `--host` at all, the default port on every address.
 fn proxy_settings(
     settings: &Settings,
-    public_path: Option<(PathBuf, bool)>,
+    taken: &Taken,
+    public: Vec<(PathBuf, bool)>,
     tls: bool,
     policy: Policy,
-) -> Proxy {
-    Proxy {
-        listen: if settings.listen.is_empty() {
-            vec![SocketAddr::from((
-                [0, 0, 0, 0],
-                if tls { 2376 } else { 2375 },
-            ))]
-        } else {
-            settings.listen.clone()
-        },
-        socket: public_path.map(|(path, implicit)| {
-            let gid = group_id(Path::new(GROUP_FILE), &settings.socket_group);
-            PublicSocket {
+) -> anyhow::Result<Proxy> {
+    let default_port = if tls { 2376 } else { 2375 };
+    let mut listen = settings.listen.clone();
+    for h in &taken.hosts {
+        if let Host::Tcp { ip, port } = h {
+            let addr = SocketAddr::new(*ip, port.unwrap_or(default_port));
+            if !listen.contains(&addr) {
+                listen.push(addr);
+            }
+        }
+    }
+    if listen.is_empty() && taken.hosts.is_empty() {
+        listen.push(SocketAddr::from(([0, 0, 0, 0], default_port)));
+    }
+    let gid = socket_gid(
+        Path::new(GROUP_FILE),
+        taken.group.as_ref(),
+        &settings.socket_group,
+    )?;
+    Ok(Proxy {
+        listen,
+        sockets: public
+            .into_iter()
+            .map(|(path, implicit)| PublicSocket {
                 path,
                 // Without the group, 0660 would lock the job out.
                 mode: if gid.is_some() {
@@ -531,8 +671,8 @@ fn proxy_settings(
                 },
                 gid,
                 implicit,
-            }
-        }),
+            })
+            .collect(),
         listen_when: match settings.listen_when {
             ListenWhenArg::Start => proxy::ListenWhen::Start,
             ListenWhenArg::Ready => proxy::ListenWhen::Ready,
@@ -543,7 +683,7 @@ fn proxy_settings(
         body_timeout: settings.body_timeout,
         policy,
         audit_log: settings.audit_log.clone(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -567,11 +707,11 @@ mod tests {
     #[test]
     fn certdir_unset_is_stock_default_and_empty_turns_tls_off() {
         let none: HashMap<&str, &str> = HashMap::new();
-        let c = Config::new(settings(&[]), vec![], false, &none).unwrap();
+        let c = Config::new(settings(&[]), vec![], &none).unwrap();
         assert_eq!(c.tls.unwrap().dir, PathBuf::from("/certs"));
 
         let off = HashMap::from([(DOCKER_TLS_CERTDIR, "")]);
-        assert!(Config::new(settings(&[]), vec![], false, &off)
+        assert!(Config::new(settings(&[]), vec![], &off)
             .unwrap()
             .tls
             .is_none());
@@ -580,7 +720,7 @@ mod tests {
     #[test]
     fn tls_san_is_parsed_and_bad_san_names_the_variable() {
         let env = HashMap::from([(DOCKER_TLS_SAN, "DNS:dind,IP:10.0.0.5")]);
-        let spec = Config::new(settings(&[]), vec![], false, &env)
+        let spec = Config::new(settings(&[]), vec![], &env)
             .unwrap()
             .tls
             .unwrap();
@@ -589,13 +729,15 @@ mod tests {
         assert!(sans.contains(&"IP:10.0.0.5".to_string()), "{sans:?}");
 
         let bad = HashMap::from([(DOCKER_TLS_SAN, "URI:x")]);
-        let err = Config::new(settings(&[]), vec![], false, &bad).unwrap_err();
+        let err = Config::new(settings(&[]), vec![], &bad).unwrap_err();
         assert!(format!("{err:#}").contains(DOCKER_TLS_SAN), "{err:#}");
     }
 
     fn public_socket(env: &HashMap<&str, &str>) -> Option<PathBuf> {
-        let c = Config::new(settings(&[]), vec![], false, env).unwrap();
-        c.proxy.unwrap().socket.map(|s| s.path)
+        let c = Config::new(settings(&[]), vec![], env).unwrap();
+        let mut sockets = c.proxy.unwrap().sockets;
+        assert!(sockets.len() <= 1, "{sockets:?}");
+        sockets.pop().map(|s| s.path)
     }
 
     #[test]
@@ -620,19 +762,13 @@ mod tests {
                 "{host}"
             );
         }
-        let c = Config::new(settings(&[]), vec![], false, &HashMap::new()).unwrap();
-        assert!(c.proxy.unwrap().socket.unwrap().implicit);
+        let c = Config::new(settings(&[]), vec![], &HashMap::new()).unwrap();
+        assert!(c.proxy.unwrap().sockets[0].implicit);
     }
 
     #[test]
     fn dockerds_socket_is_in_a_directory_of_its_own_under_the_run_dir() {
-        let c = Config::new(
-            settings(&["--run-dir", "/r"]),
-            vec![],
-            false,
-            &HashMap::new(),
-        )
-        .unwrap();
+        let c = Config::new(settings(&["--run-dir", "/r"]), vec![], &HashMap::new()).unwrap();
         assert_eq!(c.dockerd.socket, PathBuf::from("/r/dockerd/docker.sock"));
         assert!(c.dockerd.socket_is_ours);
         let dirs = c.private_dirs();
@@ -655,7 +791,6 @@ mod tests {
         let c = Config::new(
             settings(&["--dockerd-socket", "/s/d.sock"]),
             args,
-            false,
             &HashMap::new(),
         )
         .unwrap();
@@ -666,10 +801,12 @@ mod tests {
             .map(|d| d.path.to_str().unwrap().to_owned())
             .collect();
         assert_eq!(paths, ["/s", "/run/dind-supervisor", "/x", "/y"]);
-        assert!(Config::new(settings(&[]), vec![], true, &HashMap::new())
-            .unwrap()
-            .private_dirs()
-            .is_empty());
+        assert!(
+            Config::new(settings(&["--bare-dockerd"]), vec![], &HashMap::new())
+                .unwrap()
+                .private_dirs()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -680,49 +817,42 @@ mod tests {
             let c = Config::new(
                 settings(&["--dockerd-socket", "/var/run/docker.sock"]),
                 vec![],
-                false,
                 &env,
             )
             .unwrap();
-            assert!(c.proxy.unwrap().socket.is_none(), "{host:?}");
+            assert!(c.proxy.unwrap().sockets.is_empty(), "{host:?}");
         }
     }
 
     #[test]
     fn default_port_follows_tls() {
-        let on = Config::new(settings(&[]), vec![], false, &HashMap::new()).unwrap();
+        let on = Config::new(settings(&[]), vec![], &HashMap::new()).unwrap();
         assert_eq!(on.proxy.unwrap().listen, ["0.0.0.0:2376".parse().unwrap()]);
         let off = HashMap::from([(DOCKER_TLS_CERTDIR, "")]);
-        let c = Config::new(settings(&[]), vec![], false, &off).unwrap();
+        let c = Config::new(settings(&[]), vec![], &off).unwrap();
         assert_eq!(c.proxy.unwrap().listen, ["0.0.0.0:2375".parse().unwrap()]);
         let c = Config::new(
             settings(&["--listen", "[::]:2376,127.0.0.1:12376"]),
             vec![],
-            false,
             &HashMap::new(),
         )
         .unwrap();
         assert_eq!(c.proxy.unwrap().listen.len(), 2);
-        assert!(Config::new(settings(&[]), vec![], true, &HashMap::new())
-            .unwrap()
-            .proxy
-            .is_none());
+        assert!(
+            Config::new(settings(&["--bare-dockerd"]), vec![], &HashMap::new())
+                .unwrap()
+                .proxy
+                .is_none()
+        );
     }
 
     #[test]
     fn policy_is_checked_before_start() {
-        let c = Config::new(
-            settings(&["--policy", "ci-safe"]),
-            vec![],
-            false,
-            &HashMap::new(),
-        )
-        .unwrap();
+        let c = Config::new(settings(&["--policy", "ci-safe"]), vec![], &HashMap::new()).unwrap();
         assert_eq!(c.proxy.unwrap().policy.name(), "ci-safe");
         let err = Config::new(
             settings(&["--policy", "/nonexistent/policy.toml"]),
             vec![],
-            false,
             &HashMap::new(),
         )
         .unwrap_err();
@@ -763,7 +893,6 @@ mod tests {
             settings(flags),
             &Given::of(given),
             args,
-            false,
             &env,
             Some(&image(text)),
         )
@@ -1023,25 +1152,39 @@ mod tests {
     }
 
     #[test]
-    fn a_locked_policy_refuses_exact_mode_and_loosening_dockerd_flags() {
-        let e = Config::build(
-            settings(&[]),
-            &Given::default(),
-            vec!["-H".into(), "tcp://0.0.0.0:2375".into()],
-            true,
-            &HashMap::new(),
-            Some(&image(LOCKED)),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("the command \"dockerd …\" is refused"), "{e}");
+    fn a_locked_policy_refuses_bare_dockerd_and_loosening_dockerd_flags() {
+        let e = refused(
+            LOCKED,
+            &["--bare-dockerd"],
+            &[("bare_dockerd", "DIND_BARE_DOCKERD")],
+            &["-H", "tcp://0.0.0.0:2375"],
+            &[],
+        );
+        assert!(e.contains("DIND_BARE_DOCKERD=\"true\" is refused"), "{e}");
+        assert!(e.ends_with("; unset DIND_BARE_DOCKERD"), "{e}");
         for args in [
-            &["-H", "tcp://0.0.0.0:2375"][..],
-            &["--host=unix:///builds/raw.sock"],
-            &["--config-file", "/builds/d.json"],
+            &["--config-file", "/builds/d.json"][..],
+            &["--host=unix:///run/dind-supervisor/dockerd/docker.sock"],
+            &["-DH", "unix:///run/dind-supervisor/dockerd//docker.sock"],
         ] {
             refused(LOCKED, &[], &[], args, &[]);
         }
+        // Endpoint flags are the proxy's, so the lock lets them through:
+        // ARC's command, and a TCP listener of the proxy.
+        let c = started(
+            LOCKED,
+            &[],
+            &[],
+            &[
+                "--host=unix:///var/run/docker.sock",
+                "--group=123",
+                "-H",
+                "tcp://0.0.0.0:2376",
+            ],
+            &[],
+        );
+        assert!(c.dockerd.user_args.is_empty(), "{:?}", c.dockerd.user_args);
+        assert_eq!(c.proxy.unwrap().listen, ["0.0.0.0:2376".parse().unwrap()]);
         let c = started(
             LOCKED,
             &[],
@@ -1112,13 +1255,18 @@ mod tests {
             &[],
         );
         assert_eq!(policy_of(&c).allow_binds(), ["/"]);
-        started(text, &[], &[], &["-H", "tcp://0.0.0.0:2375"], &[]);
+        let c = started(text, &[], &[], &["-H", "tcp://0.0.0.0:2375"], &[]);
+        assert_eq!(c.proxy.unwrap().listen, ["0.0.0.0:2375".parse().unwrap()]);
     }
 
     #[test]
     fn buildkit_entitlements_follow_the_policy_rules_that_deny_the_same_thing() {
-        let denied = |args: &[&str], exact| {
-            Config::new(settings(args), vec![], exact, &HashMap::new())
+        let denied = |args: &[&str], bare: bool| {
+            let mut args = args.to_vec();
+            if bare {
+                args.push("--bare-dockerd");
+            }
+            Config::new(settings(&args), vec![], &HashMap::new())
                 .unwrap()
                 .dockerd
                 .deny_entitlements
@@ -1169,32 +1317,200 @@ mod tests {
             "--registry-mirror",
             "https://d",
         ]);
-        let c = Config::new(s, vec![], false, &HashMap::new()).unwrap();
+        let c = Config::new(s, vec![], &HashMap::new()).unwrap();
         assert_eq!(
             c.dockerd.registry_mirrors,
             ["https://a", "https://b", "https://c", "https://d"]
         );
     }
 
+    fn strings(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
-    fn exact_mode_probes_the_socket_dockerd_was_told_to_use() {
-        let args: Vec<String> = [
+    fn bare_dockerd_probes_the_socket_dockerd_was_told_to_use() {
+        let args = strings(&[
             "--data-root=/d",
             "-H",
             "tcp://0.0.0.0:2375",
             "--host=unix:///x/d.sock",
-        ]
-        .map(String::from)
-        .to_vec();
-        let c = Config::new(settings(&[]), args, true, &HashMap::new()).unwrap();
+        ]);
+        let c = Config::new(settings(&["--bare-dockerd"]), args.clone(), &HashMap::new()).unwrap();
         assert_eq!(c.dockerd.socket, PathBuf::from("/x/d.sock"));
         assert_eq!(c.dockerd.data_root, PathBuf::from("/d"));
+        assert_eq!(c.dockerd.user_args, args, "dockerd gets them as they are");
+        assert!(c.proxy.is_none() && c.dockerd.bare);
+    }
+
+    /// ARC's dind container: `dockerd --host=unix:///var/run/docker.sock
+    /// --group=$(DOCKER_GROUP_GID)`, no DOCKER_HOST.
+    #[test]
+    fn arcs_command_keeps_the_proxy_on_the_socket_it_names() {
+        let c = Config::new(
+            settings(&[]),
+            strings(&[
+                "--host=unix:///var/run/docker.sock",
+                "--group=123",
+                "--debug",
+            ]),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert!(!c.dockerd.bare);
+        assert_eq!(
+            c.dockerd.user_args,
+            ["--debug"],
+            "the endpoint flags are ours"
+        );
+        assert_eq!(
+            c.dockerd.socket,
+            PathBuf::from("/run/dind-supervisor/dockerd/docker.sock")
+        );
+        let p = c.proxy.unwrap();
+        assert_eq!(p.sockets.len(), 1);
+        let s = &p.sockets[0];
+        assert_eq!(
+            (s.path.as_path(), s.gid, s.mode, s.implicit),
+            (Path::new("/var/run/docker.sock"), Some(123), 0o660, false)
+        );
+        // dockerd's semantics: the hosts named are all of them.
+        assert!(p.listen.is_empty(), "{:?}", p.listen);
+        assert_eq!(p.policy.name(), "permissive");
+    }
+
+    #[test]
+    fn tcp_hosts_are_the_proxys_listeners_with_dockerds_default_ports() {
+        let listen = |args: &[&str], flags: &[&str], env: &[(&str, &str)]| {
+            let env: HashMap<&str, &str> = env.iter().copied().collect();
+            let c = Config::new(settings(flags), strings(args), &env).unwrap();
+            let p = c.proxy.unwrap();
+            let sockets: Vec<PathBuf> = p.sockets.into_iter().map(|s| s.path).collect();
+            (
+                p.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                sockets,
+            )
+        };
+        assert_eq!(
+            listen(&["-H", "tcp://0.0.0.0:2376", "-H", "tcp://"], &[], &[]),
+            (
+                vec!["0.0.0.0:2376".to_owned(), "127.0.0.1:2376".to_owned()],
+                vec![]
+            )
+        );
+        assert_eq!(
+            listen(&["-H", "tcp://"], &[], &[(DOCKER_TLS_CERTDIR, "")]).0,
+            ["127.0.0.1:2375"]
+        );
+        // DIND_LISTEN, when given, stays; DOCKER_HOST's socket too.
+        assert_eq!(
+            listen(
+                &["-H", "tcp://0.0.0.0:2376"],
+                &["--listen", "127.0.0.1:9"],
+                &[(DOCKER_HOST, "unix:///s/api.sock")]
+            ),
+            (
+                vec!["127.0.0.1:9".to_owned(), "0.0.0.0:2376".to_owned()],
+                vec![PathBuf::from("/s/api.sock")]
+            )
+        );
+    }
+
+    #[test]
+    fn the_socket_group_is_a_number_or_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("group");
+        std::fs::write(
+            &f,
+            "docker:x:998:
+ci:x:1500:
+",
+        )
+        .unwrap();
+        let name = |n: &str| Group::Name(n.into());
+        assert_eq!(socket_gid(&f, None, "docker").unwrap(), Some(998));
+        assert_eq!(socket_gid(&f, None, "123").unwrap(), Some(123));
+        assert_eq!(socket_gid(&f, None, "nobody-here").unwrap(), None);
+        assert_eq!(
+            socket_gid(&f, Some(&Group::Id(7)), "docker").unwrap(),
+            Some(7)
+        );
+        assert_eq!(
+            socket_gid(&f, Some(&name("ci")), "docker").unwrap(),
+            Some(1500)
+        );
+        let e = socket_gid(&f, Some(&name("nope")), "docker")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--group \"nope\": no such group") && e.ends_with("add it to the image"),
+            "{e}"
+        );
+        // DIND_SOCKET_GROUP as a number reaches the socket.
+        let c = Config::new(
+            settings(&["--socket-group", "4242"]),
+            vec![],
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(c.proxy.unwrap().sockets[0].gid, Some(4242));
+    }
+
+    #[test]
+    fn tls_flags_that_agree_with_the_certificates_pass_and_others_are_one_line() {
+        let run = |args: &[&str], env: &[(&str, &str)]| {
+            let env: HashMap<&str, &str> = env.iter().copied().collect();
+            Config::new(settings(&[]), strings(args), &env).map_err(|e| format!("{e:#}"))
+        };
+        // The stock entrypoint's own line, copied into a command.
+        let c = run(
+            &[
+                "--host=tcp://0.0.0.0:2376",
+                "--tlsverify",
+                "--tlscacert",
+                "/certs/server/ca.pem",
+                "--tlscert=/certs/server/cert.pem",
+                "--tlskey=/certs//server/key.pem",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(c.dockerd.user_args.is_empty());
+        run(&["--tls"], &[]).unwrap();
+        run(&["--tls=false"], &[(DOCKER_TLS_CERTDIR, "")]).unwrap();
+        for (args, env, says) in [
+            (
+                &["--tlsverify=false"][..],
+                &[][..],
+                "set DOCKER_TLS_CERTDIR=\"\" to turn TLS off",
+            ),
+            (
+                &["--tlsverify"],
+                &[(DOCKER_TLS_CERTDIR, "")],
+                "DOCKER_TLS_CERTDIR is empty",
+            ),
+            (
+                &["--tlscert=/etc/my/cert.pem"],
+                &[],
+                "(/certs/server/cert.pem); put yours in that layout",
+            ),
+            (
+                &["--tlskey=/certs/server/key.pem"],
+                &[(DOCKER_TLS_CERTDIR, "")],
+                "TLS is off",
+            ),
+            (&["-H", "fd://"], &[], "socket activation"),
+        ] {
+            let e = run(args, env).unwrap_err();
+            assert!(e.contains(says), "{args:?}: {e}");
+            assert!(!e.contains('\n'));
+        }
     }
 
     #[test]
     fn bounds_have_defaults_and_the_body_timeout_may_only_be_shortened() {
         let none = HashMap::new();
-        let p = Config::new(settings(&[]), vec![], false, &none)
+        let p = Config::new(settings(&[]), vec![], &none)
             .unwrap()
             .proxy
             .unwrap();
@@ -1205,7 +1521,6 @@ mod tests {
         let p = Config::new(
             settings(&["--max-connections", "8", "--body-timeout", "2s"]),
             vec![],
-            false,
             &none,
         )
         .unwrap()
@@ -1220,7 +1535,7 @@ mod tests {
             ["--body-timeout", "61s"],
             ["--body-timeout", "500ms"],
         ] {
-            let err = Config::new(settings(&bad), vec![], false, &none).unwrap_err();
+            let err = Config::new(settings(&bad), vec![], &none).unwrap_err();
             let name = if bad[0] == "--max-connections" {
                 "DIND_MAX_CONNECTIONS"
             } else {
@@ -1232,12 +1547,6 @@ mod tests {
 
     #[test]
     fn bad_mtu_is_rejected_before_start() {
-        assert!(Config::new(
-            settings(&["--mtu", "jumbo"]),
-            vec![],
-            false,
-            &HashMap::new()
-        )
-        .is_err());
+        assert!(Config::new(settings(&["--mtu", "jumbo"]), vec![], &HashMap::new()).is_err());
     }
 }

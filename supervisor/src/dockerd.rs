@@ -155,10 +155,10 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
     // Read once: the storage choice, the merge and our own flags all
     // decide on the same file.
     let user_config = daemon_json::load(&cfg.user_args, Path::new(daemon_json::DEFAULT_CONFIG));
-    if cfg.exact {
+    if cfg.bare {
         // The file is dockerd's alone here: a bad one is for it to report.
         let live_restore = daemon_json::live_restore(&cfg.user_args, user_config.as_ref().ok());
-        tracing::info!(args = ?cfg.user_args, "running dockerd with exactly the given flags");
+        tracing::warn!(args = ?cfg.user_args, "DIND_BARE_DOCKERD: running dockerd with exactly the given flags, without the proxy, its policy and the readiness gate");
         return Ok(Prepared {
             program: cfg.program.clone(),
             args: cfg.user_args.clone(),

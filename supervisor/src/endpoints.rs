@@ -1,10 +1,10 @@
 //! Which public endpoints the proxy serves: TCP (mutual TLS when
-//! certificates are on) and the unix socket named by DOCKER_HOST.
+//! certificates are on) and the unix sockets named by `--host` and DOCKER_HOST.
 
 use crate::{certs, config};
 
 /// The proxy's endpoints: TCP (mutual TLS when certificates are on) and the
-/// unix socket named by DOCKER_HOST.
+/// unix sockets.
 pub fn endpoints(
     p: &config::Proxy,
     tls: Option<&certs::CertSpec>,
@@ -28,13 +28,13 @@ pub fn endpoints(
             tls: server_tls.clone(),
         })
         .collect();
-    if let Some(s) = p
-        .socket
-        .as_ref()
+    for s in p
+        .sockets
+        .iter()
         .filter(|s| !(s.implicit && served_by_another(&s.path)))
     {
         if s.gid.is_none() {
-            tracing::warn!(path = %s.path.display(), "no `docker` group in /etc/group: the API socket is world-writable (0666)");
+            tracing::warn!(path = %s.path.display(), "the socket group (DIND_SOCKET_GROUP) is not in /etc/group: the API socket is world-writable (0666)");
         }
         out.push(proxy::Endpoint::Unix {
             path: s.path.clone(),

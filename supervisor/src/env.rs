@@ -52,6 +52,7 @@ pub const PATH: &str = "PATH";
 
 // The supervisor's own settings, each also a flag (see `cli`).
 pub const DIND_AUDIT_LOG: &str = "DIND_AUDIT_LOG";
+pub const DIND_BARE_DOCKERD: &str = "DIND_BARE_DOCKERD";
 pub const DIND_BODY_TIMEOUT: &str = "DIND_BODY_TIMEOUT";
 pub const DIND_CERT_VALIDITY_DAYS: &str = "DIND_CERT_VALIDITY_DAYS";
 pub const DIND_DATA_ROOT: &str = "DIND_DATA_ROOT";

@@ -6,9 +6,12 @@
 //! - [`cli`]: the stock entrypoint's argument rules, then our subcommands.
 //! - [`env`]: every environment variable's name, and the [`env::Env`] trait.
 //! - [`config`]: settings and `DOCKER_*` variables, checked once.
+//! - [`host_flags`]: dockerd's `--host`, `--group` and TLS flags in the
+//!   user's command, turned into the proxy's endpoints.
 //! - [`lock`]: what a job may not change when the image locks the policy.
 //! - [`private`]: dockerd's raw endpoints only where no other container
-//!   reaches.
+//!   reaches; [`shared_run`]: a `/run` shared with another container
+//!   (ARC) covered by a private tmpfs first.
 //! - [`certs`]: minting the CA, server and client certificates.
 //! - [`cgroup`], [`iptables`], [`storage`], [`mtu`], [`daemon_json`]: host
 //!   preparation decided before dockerd starts.
@@ -35,6 +38,7 @@ pub mod dockerd_flags;
 pub mod endpoints;
 pub mod env;
 pub mod exit;
+pub mod host_flags;
 pub mod hostname;
 pub mod iptables;
 pub mod listen_fds;
@@ -45,6 +49,7 @@ pub mod private;
 pub mod procfs;
 pub mod reap;
 pub mod service;
+pub mod shared_run;
 pub mod signals;
 pub mod status;
 pub mod storage;

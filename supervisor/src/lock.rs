@@ -10,8 +10,12 @@
 //! policy (see [`proxy::policy::Policy::tightened`]) and may not do
 //! anything else that matters:
 //!
-//! - a command that is not ours (`sh -c …`) or `dockerd …` (exact mode,
-//!   no proxy) is refused;
+//! - a command that is not ours (`sh -c …`) is refused, and so is
+//!   `DIND_BARE_DOCKERD` (dockerd with exactly the command's flags, no
+//!   proxy). `dockerd …` itself is the user's dockerd flags, as a leading
+//!   flag is: its `--host` and `--group` are the proxy's endpoints
+//!   (`host_flags.rs`), and its `--host unix://` may not name dockerd's
+//!   raw socket;
 //! - settings the `[supervisor]` table pins (or whose built-in default it
 //!   keeps) must be left alone or equal the image's: where dockerd's raw
 //!   socket, run directory and data root are, which program is dockerd,
@@ -198,14 +202,14 @@ impl Pinning<'_> {
     }
 }
 
-/// Under a lock only `run` and the stock forms that end in it are ours to
-/// start. `dockerd …` (exact mode) would run dockerd without the proxy.
-pub fn refuse_exact(file: &str) -> LockError {
+/// Bare dockerd (`DIND_BARE_DOCKERD`, spelled `name`) would run dockerd
+/// with exactly the command's flags, without the proxy and its policy.
+pub fn refuse_bare(file: &str, name: &str) -> LockError {
     refused(
         file,
-        "the command \"dockerd …\"",
-        "dockerd would run with exactly those flags, without the proxy and its policy",
-        "drop \"dockerd\" and pass only its flags",
+        spelled(name, "true"),
+        "bare dockerd runs without the proxy and its policy",
+        format!("unset {name}"),
     )
 }
 
@@ -239,6 +243,20 @@ pub fn check_docker_host(
     Ok(())
 }
 
+/// A `--host unix://PATH` of the command is a socket the proxy serves, as
+/// DOCKER_HOST's is; it may not be dockerd's own.
+pub fn check_host_flag(file: &str, path: &Path, same_as_raw: bool) -> Result<(), LockError> {
+    if same_as_raw {
+        return Err(refused(
+            file,
+            format!("the dockerd flag --host=unix://{}", path.display()),
+            "it names dockerd's raw socket, which no job may reach",
+            "point it at another path, or remove it",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a dockerd flag takes a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Arity {
@@ -249,7 +267,9 @@ enum Arity {
 /// A dockerd flag: long name without dashes, shorthand, arity.
 type Flag = (&'static str, Option<char>, Arity);
 
-/// dockerd flags a locked service passes on (dockerd 20.10 to 28). They
+/// dockerd flags a locked service passes on (dockerd 20.10 to 28), read
+/// after the endpoint flags (`--host`, `--group`, `--tls*`) were taken
+/// for the proxy, so those entries are only a backstop. They
 /// shape networking, storage, logging and registries, or can only tighten
 /// (`--authorization-plugin`, `--userns-remap`, `--no-new-privileges`,
 /// `--selinux-enabled`); `--tls*` does nothing without a TCP `--host`.
@@ -733,17 +753,14 @@ mod tests {
     }
 
     #[test]
-    fn other_commands_and_exact_mode_are_one_line() {
+    fn other_commands_and_bare_dockerd_are_one_line() {
         assert_eq!(
             refuse_exec(FILE, OsStr::new("sh")).to_string(),
             format!("policy locked by {FILE}: the command \"sh\" is refused: a locked service runs dind-supervisor only, never another program; remove the service's command, or pass dockerd flags only")
         );
-        let e = refuse_exact(FILE).to_string();
-        assert!(
-            e.contains(
-                "the command \"dockerd …\" is refused: dockerd would run with exactly those flags"
-            ),
-            "{e}"
+        assert_eq!(
+            refuse_bare(FILE, "DIND_BARE_DOCKERD").to_string(),
+            format!("policy locked by {FILE}: DIND_BARE_DOCKERD=\"true\" is refused: bare dockerd runs without the proxy and its policy; unset DIND_BARE_DOCKERD")
         );
     }
 

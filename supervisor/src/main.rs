@@ -9,7 +9,7 @@ use std::time::Instant;
 use dind_supervisor::cli::{self, Invocation};
 use dind_supervisor::config::Config;
 use dind_supervisor::env::ProcessEnv;
-use dind_supervisor::{exit, listen_fds, lock, logging, private, service, wait};
+use dind_supervisor::{exit, listen_fds, lock, logging, private, service, shared_run, wait};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -45,25 +45,21 @@ fn main() -> ExitCode {
             settings,
             given,
             dockerd_args,
-            exact,
         } => {
             logging::init(settings.log_format, &settings.log_level);
             let image = match proxy::policy::load_image(proxy::policy::IMAGE_FILE) {
                 Ok(f) => f,
                 Err(e) => return exit::refused(e),
             };
-            let config = match Config::build(
-                *settings,
-                &given,
-                dockerd_args,
-                exact,
-                &ProcessEnv,
-                image.as_ref(),
-            ) {
-                Ok(c) => c,
-                Err(e) => return exit::refused(e),
-            };
-            if let Err(e) = private::ensure(&config.private_dirs(), config.dockerd.allow_shared) {
+            let mut config =
+                match Config::build(*settings, &given, dockerd_args, &ProcessEnv, image.as_ref()) {
+                    Ok(c) => c,
+                    Err(e) => return exit::refused(e),
+                };
+            // A /run shared with another container (ARC) is covered first.
+            let own = shared_run::apply(&mut config).map(|p| p.run);
+            let dirs = config.private_dirs();
+            if let Err(e) = private::ensure(&dirs, config.dockerd.allow_shared, own.as_deref()) {
                 return exit::refused(e);
             }
             if config.locked_by.is_some() {

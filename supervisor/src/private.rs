@@ -16,12 +16,14 @@
 //!   an emptyDir, a memory-backed emptyDir (a tmpfs) all look alike from
 //!   inside. So anything but the root mount counts as shared.
 //!
-//! A tmpfs the supervisor mounted itself would not help: its mount point
-//! would be a directory in the shared volume, and a job that removes or
-//! renames that directory (empty from its side) detaches or moves the mount
-//! in our namespace too (Linux removes mounts on unlinked directories
-//! lazily, in every namespace), so the next dockerd start would bind its
-//! socket in the shared directory again.
+//! A tmpfs the supervisor mounted itself on a directory *in* the shared
+//! volume would not help: a job that removes or renames that directory
+//! (empty from its side) detaches or moves the mount in our namespace too
+//! (Linux removes mounts on unlinked directories lazily, in every
+//! namespace), so the next dockerd start would bind its socket in the
+//! shared directory again. A tmpfs over the volume's own mount point is
+//! another matter: that is what `shared_run.rs` does when `/run` is shared,
+//! and its mount counts as private here (`own`).
 
 use std::fs;
 use std::io;
@@ -174,12 +176,13 @@ pub enum PrivateError {
 /// Checks every directory against the kernel's mount table (with
 /// `allow_shared` a shared one is only a warning), then creates the ones
 /// that are ours, mode 0700: nothing is written before the check passes.
-pub fn ensure(dirs: &[Dir], allow_shared: bool) -> Result<(), PrivateError> {
+/// `own` is the mount point of the supervisor's own tmpfs (`shared_run.rs`), if any.
+pub fn ensure(dirs: &[Dir], allow_shared: bool, own: Option<&Path>) -> Result<(), PrivateError> {
     let Some(first) = dirs.first() else {
         return Ok(());
     };
     match fs::read_to_string(MOUNTINFO) {
-        Ok(text) => check(&parse_mountinfo(&text), dirs, allow_shared)?,
+        Ok(text) => check(&parse_mountinfo(&text), dirs, allow_shared, own)?,
         Err(_) if allow_shared => {}
         Err(source) => {
             let d = first;
@@ -194,12 +197,20 @@ pub fn ensure(dirs: &[Dir], allow_shared: bool) -> Result<(), PrivateError> {
 }
 
 /// [`ensure`] without the file system: the decision on a mount table.
-pub fn check(mounts: &[Mount], dirs: &[Dir], allow_shared: bool) -> Result<(), PrivateError> {
+pub fn check(
+    mounts: &[Mount],
+    dirs: &[Dir],
+    allow_shared: bool,
+    own: Option<&Path>,
+) -> Result<(), PrivateError> {
     for d in dirs {
         let resolved = resolve(&d.path);
         let Err(on) = placement(mounts, &resolved.to_string_lossy()) else {
             continue;
         };
+        if on.is_some_and(|m| own.is_some_and(|o| Path::new(&m.mount_point) == o)) {
+            continue;
+        }
         let on = match on {
             Some(m) if m.root == "/" => format!("{} ({} {})", m.mount_point, m.fstype, m.source),
             Some(m) => format!("{} ({} {}, {})", m.mount_point, m.fstype, m.source, m.root),
@@ -404,9 +415,14 @@ mod tests {
 
     #[test]
     fn a_shared_directory_is_one_line_naming_the_mount_and_the_fix() {
-        let e = check(&mounts(ARC), &[dir("/run/dind-supervisor/dockerd")], false)
-            .unwrap_err()
-            .to_string();
+        let e = check(
+            &mounts(ARC),
+            &[dir("/run/dind-supervisor/dockerd")],
+            false,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             e,
             "dockerd's socket directory /run/dind-supervisor/dockerd is on /run (xfs /dev/nvme0n1p1, \
@@ -416,13 +432,44 @@ mod tests {
              DIND_DOCKERD_SOCKET_SHARED=allow if that is wanted"
         );
         // The operator's explicit word turns it into a warning.
-        assert!(check(&mounts(ARC), &[dir("/run/dind-supervisor/dockerd")], true).is_ok());
+        assert!(check(
+            &mounts(ARC),
+            &[dir("/run/dind-supervisor/dockerd")],
+            true,
+            None
+        )
+        .is_ok());
         assert!(check(
             &mounts(ARC),
             &[dir("/var/lib/dind-supervisor/dockerd")],
-            false
+            false,
+            None
         )
         .is_ok());
+        // The supervisor's own tmpfs over the shared /run, stacked on the
+        // volume, is private; the volume seen through its view is not.
+        let covered = format!(
+            "{ARC}1505 1502 0:320 / /run rw - tmpfs dind-supervisor-run rw\n\
+             1506 1505 259:1 /var/lib/kubelet/pods/0c1d/volumes/kubernetes.io~empty-dir/var-run /run/dind-supervisor-shared rw - xfs /dev/nvme0n1p1 rw\n"
+        );
+        let own = Some(Path::new("/run"));
+        for private in ["/run/dind-supervisor/dockerd", "/run/docker"] {
+            assert!(
+                check(&mounts(&covered), &[dir(private)], false, own).is_ok(),
+                "{private}"
+            );
+            assert!(
+                check(&mounts(&covered), &[dir(private)], false, None).is_err(),
+                "{private}"
+            );
+        }
+        assert!(check(
+            &mounts(&covered),
+            &[dir("/run/dind-supervisor-shared/d")],
+            false,
+            own
+        )
+        .is_err());
     }
 
     #[test]
@@ -445,6 +492,7 @@ mod tests {
             &mounts(&table),
             &[dir(&t.path().join("link/d").to_string_lossy())],
             false,
+            None,
         );
         assert!(matches!(e, Err(PrivateError::Shared { .. })), "{e:?}");
     }

@@ -339,6 +339,10 @@ pub struct JobSpec {
     pub env: Vec<(String, String)>,
     pub volumes: Vec<String>,
     pub script: String,
+    /// `--user`, e.g. ARC's runner `1001:1001`; None: the image's (root).
+    pub user: Option<String>,
+    /// `--group-add`: supplementary groups, e.g. ARC's `docker` group.
+    pub group_add: Vec<String>,
 }
 
 /// What one test created on the runner; all of it goes when this drops.
@@ -532,6 +536,12 @@ impl Scope {
         }
         for v in &spec.volumes {
             args.extend(["-v".into(), v.clone()]);
+        }
+        if let Some(user) = &spec.user {
+            args.extend(["--user".into(), user.clone()]);
+        }
+        for g in &spec.group_add {
+            args.extend(["--group-add".into(), g.clone()]);
         }
         args.extend([
             r.job_image.clone(),
