@@ -3,7 +3,8 @@
 # supervisor mints:
 #   - the proxy, mutual TLS on 127.0.0.1:$P_PROXY (and its unix socket
 #     $B/proxy.sock);
-#   - dockerd's own --tlsverify listener on 127.0.0.1:$P_DOCKERD;
+#   - dockerd's own --tlsverify listener on 127.0.0.1:$P_DOCKERD
+#     (DIND_DOCKERD_OWN_LISTEN, with the server certificate);
 #   - dockerd's private unix socket $B/docker.sock.
 # dockerd runs with --bridge=none --iptables=false and its own data root, exec
 # root and pid file, so it stays clear of any other engine on the machine.
@@ -62,8 +63,8 @@ engine_start() {
   DOCKER_TLS_CERTDIR="$B/certs" DIND_DOCKERD_SOCKET="$B/docker.sock" DIND_DATA_ROOT="$B/data" \
   DIND_RUN_DIR="$B/run" DIND_STALE_PID_DIRS="$B/run" DIND_LISTEN="127.0.0.1:$P_PROXY" \
   DIND_HEALTH_ADDR="127.0.0.1:$P_HEALTH" DOCKER_HOST="unix://$B/proxy.sock" DIND_LOG_LEVEL=${DIND_LOG_LEVEL:-warn} \
+  DIND_DOCKERD_OWN_LISTEN="127.0.0.1:$P_DOCKERD" \
     "$bin" --exec-root="$B/exec" --pidfile="$B/run/docker.pid" --bridge=none --iptables=false \
-    -H "tcp://127.0.0.1:$P_DOCKERD" --tlsverify --tlscacert "$S/ca.pem" --tlscert "$S/cert.pem" --tlskey "$S/key.pem" \
     >"$B/supervisor.log" 2>&1 &
   sup_pid=$!
   for _ in $(seq 300); do

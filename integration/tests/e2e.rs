@@ -723,6 +723,9 @@ fn s_job_soak() {
         to_ready.len(),
         jobs,
         "the service's time to Ready was not read from every job"
+    );
+}
+
 /// ARC's runner pod as `examples/arc/values.yaml` writes it: the parts a
 /// runner engine can re-enact, read from the file itself so that the
 /// example cannot drift from what is tested.

@@ -329,6 +329,17 @@ pub struct Settings {
           default_value = "false", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub bare_dockerd: bool,
 
+    /// TCP addresses where dockerd itself listens, beside the proxy, with the service's server
+    /// certificate: no policy, readiness gate or audit there. For benchmarks against dockerd's own
+    /// TLS and for debugging; refused under a locked policy. `--host tcp://...` names the proxy's.
+    #[arg(
+        long,
+        env = env::DIND_DOCKERD_OWN_LISTEN,
+        value_delimiter = ',',
+        value_name = "ADDR:PORT"
+    )]
+    pub dockerd_own_listen: Vec<std::net::SocketAddr>,
+
     /// dockerd binary, looked up on PATH.
     #[arg(long, env = env::DIND_DOCKERD, default_value = DEFAULT_DOCKERD)]
     pub dockerd: PathBuf,

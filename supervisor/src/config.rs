@@ -14,7 +14,8 @@ use crate::cli::{Given, ListenWhenArg, OnOverlayArg, RestartPolicy, Settings, Sh
 use crate::cli::{DEFAULT_DATA_ROOT, DEFAULT_DOCKERD, DEFAULT_RUN_DIR};
 use crate::daemon_json::Entitlement;
 use crate::dockerd_flags::{flag_value, flag_values};
-use crate::env::{Env, DIND_BARE_DOCKERD, DOCKER_HOST, DOCKER_IPTABLES_LEGACY};
+use crate::env::DOCKER_IPTABLES_LEGACY;
+use crate::env::{Env, DIND_BARE_DOCKERD, DIND_DOCKERD_OWN_LISTEN, DOCKER_HOST};
 use crate::env::{DOCKER_TLS_CERTDIR, DOCKER_TLS_SAN};
 use crate::host_flags::{self, Group, Host, Taken, TlsFlags};
 use crate::lock::{self, LockError, Pinning, Pins};
@@ -100,6 +101,11 @@ pub struct Dockerd {
     pub user_args: Vec<String>,
     /// `DIND_BARE_DOCKERD`: dockerd with exactly the user's flags, nothing of ours.
     pub bare: bool,
+    /// `DIND_DOCKERD_OWN_LISTEN`: dockerd's own TCP listeners, outside the
+    /// proxy (with the server certificate when TLS is on).
+    pub own_listen: Vec<SocketAddr>,
+    /// The certificate layout those listeners serve with; None: TLS off.
+    pub own_tls: Option<certs::Paths>,
     pub data_root: PathBuf,
     pub registry_mirrors: Vec<String>,
     pub insecure_registries: Vec<String>,
@@ -159,6 +165,12 @@ impl Config {
             let name = given.name("bare_dockerd");
             return Err(lock::refuse_bare(file, name.unwrap_or(DIND_BARE_DOCKERD)).into());
         }
+        if let (Some(file), false) = (locked, settings.dockerd_own_listen.is_empty()) {
+            let name = given.name("dockerd_own_listen");
+            return Err(
+                lock::refuse_own_listen(file, name.unwrap_or(DIND_DOCKERD_OWN_LISTEN)).into(),
+            );
+        }
         let pin = Pinning { given, locked };
         let pinned = pin_paths(&mut settings, &pins, &pin)?;
         let taken = user_flags(dockerd_args, bare, locked, &settings)?;
@@ -183,6 +195,7 @@ impl Config {
             .as_ref()
             .map(|p| denied_entitlements(&p.policy))
             .unwrap_or_default();
+        let own_tls = tls.as_ref().map(|t| certs::Paths::new(&t.dir));
         Ok(Config {
             tls,
             dockerd: Dockerd {
@@ -192,6 +205,8 @@ impl Config {
                 socket,
                 user_args: taken.rest,
                 bare,
+                own_listen: settings.dockerd_own_listen,
+                own_tls,
                 data_root,
                 registry_mirrors: split_list(&settings.registry_mirrors),
                 insecure_registries: split_list(&settings.insecure_registries),
@@ -718,6 +733,30 @@ mod tests {
     }
 
     #[test]
+    fn dockerds_own_listeners_serve_the_server_certificate_beside_the_proxy() {
+        let none: HashMap<&str, &str> = HashMap::new();
+        let own = ["--dockerd-own-listen", "127.0.0.1:2377"];
+        let c = Config::new(settings(&own), vec![], &none).unwrap();
+        let user = crate::daemon_json::load(&[], Path::new("/nonexistent/daemon.json")).unwrap();
+        let flags = crate::dockerd::our_flags(&c.dockerd, &user, Duration::from_secs(8));
+        for f in [
+            "--host=tcp://127.0.0.1:2377",
+            "--tlsverify",
+            "--tlscacert=/certs/server/ca.pem",
+            "--tlscert=/certs/server/cert.pem",
+            "--tlskey=/certs/server/key.pem",
+        ] {
+            assert!(flags.iter().any(|a| a == f), "{f} missing: {flags:?}");
+        }
+        // The proxy keeps its own default listener.
+        assert_eq!(c.proxy.unwrap().listen, ["0.0.0.0:2376".parse().unwrap()]);
+        let off = HashMap::from([(DOCKER_TLS_CERTDIR, "")]);
+        let c = Config::new(settings(&own), vec![], &off).unwrap();
+        let flags = crate::dockerd::our_flags(&c.dockerd, &user, Duration::from_secs(8));
+        assert!(!flags.iter().any(|a| a.starts_with("--tls")), "{flags:?}");
+    }
+
+    #[test]
     fn tls_san_is_parsed_and_bad_san_names_the_variable() {
         let env = HashMap::from([(DOCKER_TLS_SAN, "DNS:dind,IP:10.0.0.5")]);
         let spec = Config::new(settings(&[]), vec![], &env)
@@ -1162,6 +1201,14 @@ mod tests {
         );
         assert!(e.contains("DIND_BARE_DOCKERD=\"true\" is refused"), "{e}");
         assert!(e.ends_with("; unset DIND_BARE_DOCKERD"), "{e}");
+        let e = refused(
+            LOCKED,
+            &["--dockerd-own-listen", "127.0.0.1:2377"],
+            &[("dockerd_own_listen", "DIND_DOCKERD_OWN_LISTEN")],
+            &[],
+            &[],
+        );
+        assert!(e.ends_with("; unset DIND_DOCKERD_OWN_LISTEN"), "{e}");
         for args in [
             &["--config-file", "/builds/d.json"][..],
             &["--host=unix:///run/dind-supervisor/dockerd/docker.sock"],

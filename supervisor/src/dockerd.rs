@@ -226,7 +226,7 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
 
 /// The flags we always give dockerd: its private socket, and the data root
 /// and stop timeout unless the user's flags or daemon.json set them.
-fn our_flags(
+pub(crate) fn our_flags(
     cfg: &config::Dockerd,
     user_config: &UserConfig,
     shutdown_timeout: Duration,
@@ -236,6 +236,17 @@ fn our_flags(
             && user_config.get(key).is_none()
     };
     let mut args = vec![format!("--host=unix://{}", cfg.socket.display())];
+    args.extend(cfg.own_listen.iter().map(|a| format!("--host=tcp://{a}")));
+    if let (false, Some(p)) = (cfg.own_listen.is_empty(), &cfg.own_tls) {
+        args.push("--tlsverify".into());
+        for (flag, path) in [
+            ("--tlscacert", p.server_ca()),
+            ("--tlscert", p.server_cert()),
+            ("--tlskey", p.server_key()),
+        ] {
+            args.push(format!("{flag}={}", path.display()));
+        }
+    }
     if unset("--data-root", "data-root") && cfg.data_root != Path::new(storage::DEFAULT_DATA_ROOT) {
         args.push(format!("--data-root={}", cfg.data_root.display()));
     }

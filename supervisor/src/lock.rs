@@ -213,6 +213,15 @@ pub fn refuse_bare(file: &str, name: &str) -> LockError {
     )
 }
 
+pub fn refuse_own_listen(file: &str, name: &str) -> LockError {
+    refused(
+        file,
+        format!("{name} (dockerd listening for itself)"),
+        "dockerd's own listeners have no policy",
+        format!("unset {name}"),
+    )
+}
+
 /// Any command that is not ours would replace the supervisor in a
 /// privileged container.
 pub fn refuse_exec(file: &str, first: &OsStr) -> LockError {
