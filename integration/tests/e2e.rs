@@ -14,10 +14,14 @@
 //! | `e_kubernetes_pod_without_runner_wait` | the job in the service's network namespace, starting with it, no wait of any kind; 20 runs |
 //! | `f_docker_stop_ends_in_the_grace_period` | `docker stop` with an inner container that ignores SIGTERM |
 //! | `g_the_first_connect_is_always_answered` | an API call made at the first successful TCP connect to 2376 works; with `DIND_LISTEN_WHEN=ready` the port never opens before the API answers |
-//! | `h_arc_runner_pod_from_the_example_values` | actions-runner-controller's runner pod from `examples/arc/values.yaml`: ARC's dind args, `/var/run` shared, the runner (uid 1001, numeric group) builds and runs; ci-safe refuses through the socket; no raw socket in the shared volume |
+//! | `h_gitlab_docker_executor_from_the_kit` | `examples/gitlab-docker`: `.gitlab-ci.yml` and the runner's `config.toml` as the runner reads them, the job's own script |
+//! | `i_kubernetes_pod_from_the_kit` | `examples/kubernetes-pod/pod.yaml` as the kubelet runs it: emptyDirs, native sidecar, its probes, the build container's command, the stop in the grace period |
+//! | `j_github_actions_service_from_the_kit` | `examples/github-actions`: the service with its `options:`, healthy by its `--health-cmd`, then the steps |
+//! | `k_arc_runner_pod_from_the_example_values` | actions-runner-controller's runner pod from `examples/arc/values.yaml`: ARC's dind args, `/var/run` shared, the runner (uid 1001, numeric group) builds and runs; ci-safe refuses through the socket; no raw socket in the shared volume |
 //! | `s_job_soak` | `DIND_SOAK_JOBS` (default 5) whole service lives in a row: start, wait, job, `docker stop`; first tries, stop codes and times, time to Ready |
 
 mod e2e_support;
+mod kit;
 mod support;
 
 use std::net::{SocketAddr, TcpStream};
@@ -842,7 +846,7 @@ fn line_after<'a>(printed: &'a str, label: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// h. actions-runner-controller's runner pod, started from
+/// k. actions-runner-controller's runner pod, started from
 /// `examples/arc/values.yaml`: the dind container with ARC's own args
 /// (`dockerd --host=unix:///var/run/docker.sock --group=<gid>`), env and
 /// mounts (`/var/run` an emptyDir shared with the runner), and the runner
@@ -854,7 +858,7 @@ fn line_after<'a>(printed: &'a str, label: &str) -> Option<&'a str> {
 /// the numeric group) and nothing else, while dockerd's and containerd's
 /// sockets, shim sockets included, live on the service's private /run.
 #[test]
-fn h_arc_runner_pod_from_the_example_values() {
+fn k_arc_runner_pod_from_the_example_values() {
     let pod = arc_pod();
     assert_eq!(
         pod.dind_args.first().map(String::as_str),
@@ -870,7 +874,7 @@ fn h_arc_runner_pod_from_the_example_values() {
         .to_owned();
     assert!(gid.parse::<u32>().is_ok(), "ARC's group is numeric: {gid}");
     let r = runner();
-    let scope = Scope::new("h");
+    let scope = Scope::new("k");
     let volumes: std::collections::HashMap<&str, String> = pod
         .empty_dirs
         .iter()
@@ -977,5 +981,457 @@ fn h_arc_runner_pod_from_the_example_values() {
         inside.stdout.contains("inside: ok"),
         "a docker CLI inside the service meets the proxy: {}",
         inside.text()
+// ---------------------------------------------------------------------------
+// The kit (examples/, issue 12), re-enacted from its own files: what a runner
+// or the kubelet would read there is read there, and only what this runner
+// host cannot be (a registry, a GitLab checkout) is put in by the test.
+
+/// A job or build container of the kit runs as the job image (it has the
+/// docker CLI), whatever image the file names, but never as ours.
+fn job_container_image(image: &str) {
+    assert!(
+        !image.is_empty() && !kit::is_our_image(image),
+        "{image:?}: not a job image"
+    );
+}
+
+/// Whether a GitLab `allowed_*` list admits `image`: the entries are globs;
+/// the kit uses exact names and `*` at the end.
+fn gitlab_allows(list: &serde_json::Value, image: &str) -> bool {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .any(|p| match p.strip_suffix('*') {
+            Some(prefix) => image.starts_with(prefix),
+            None => p == image,
+        })
+}
+
+/// Runs a kit job to its end: it must succeed without meeting "Cannot
+/// connect", and its image must have been built and run. Its output.
+fn kit_job(scope: &Scope, what: &str, svc: &str, spec: &JobSpec) -> String {
+    let out = scope.run_job("job", spec);
+    let printed = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        out.success() && printed.contains(BUILT_GREETING) && !printed.contains(NO_DAEMON),
+        "{what} failed:\n{}\n--- service log ---\n{}",
+        out.text(),
+        scope.log_tail(svc, 40)
+    );
+    eprintln!("{what} passed in {:?}", out.elapsed);
+    printed
+}
+
+/// h. GitLab's docker executor as `examples/gitlab-docker` sets it up:
+/// the service (image, alias, variables, command) from `.gitlab-ci.yml`,
+/// what the runner allows, privileges and shares from `config.toml`, then
+/// the runner's TCP wait and the job's own `script:` in a checkout of the
+/// build context. Its `docker run` prints the built image's greeting, and
+/// its `docker info` shows the mirror the service command gave dockerd.
+#[test]
+fn h_gitlab_docker_executor_from_the_kit() {
+    runner();
+    let ci = kit::load_one(&kit::example("gitlab-docker/.gitlab-ci.yml"));
+    let config = kit::load_one(&kit::example("gitlab-docker/config.toml"));
+    let docker = &config["runners"][0]["docker"];
+    assert_eq!(kit::text(&config["runners"][0], "executor"), "docker");
+    let [(job_name, service)] = &kit::gitlab_services(&ci)[..] else {
+        panic!("expected one job with our service in .gitlab-ci.yml");
+    };
+    let job = &ci[job_name];
+    let service_name = kit::text(service, "name");
+    assert!(
+        gitlab_allows(&docker["allowed_services"], service_name),
+        "config.toml does not allow {service_name}"
+    );
+    assert!(
+        gitlab_allows(&docker["allowed_images"], kit::text(job, "image")),
+        "config.toml does not allow the job image"
+    );
+    let privileged_service = docker["services_privileged"]
+        .as_bool()
+        .or(docker["privileged"].as_bool())
+        == Some(true)
+        && gitlab_allows(&docker["allowed_privileged_services"], service_name);
+    assert!(
+        privileged_service,
+        "config.toml does not run {service_name} privileged"
+    );
+    assert_eq!(
+        docker["privileged"].as_bool(),
+        Some(false),
+        "the job would run privileged"
+    );
+    job_container_image(kit::text(job, "image"));
+
+    let scope = Scope::new("h");
+    let net = scope.network();
+    // Global and job variables go to the job and to every service; service
+    // variables to that service only.
+    let mut job_env = kit::variables(ci.get("variables"));
+    job_env.extend(kit::variables(job.get("variables")));
+    let mut service_env = job_env.clone();
+    service_env.extend(kit::variables(service.get("variables")));
+    // The runner's volumes: a path alone is a volume of the job's, mounted
+    // in the job and in its services.
+    let mut volumes = Vec::new();
+    for v in kit::strings(docker.get("volumes")) {
+        assert!(
+            !v.contains(':'),
+            "{v}: the re-enactment mounts container paths only"
+        );
+        volumes.push(format!("{}:{v}", scope.volume("vol")));
+    }
+    let svc = scope.start_service(
+        "svc",
+        &ServiceSpec {
+            network: Some(net.clone()),
+            alias: Some(kit::text(service, "alias").to_owned()),
+            env: service_env,
+            volumes: volumes.clone(),
+            command: kit::strings(service.get("command")),
+            ..Default::default()
+        },
+    );
+    scope
+        .runner_wait(&net)
+        .unwrap_or_else(|e| panic!("{e}\n--- service log ---\n{}", scope.log_tail(&svc, 40)));
+    // The checkout: the build context as the project directory, and the
+    // variables GitLab predefines that the script uses.
+    let checkout = "/builds/kit/project";
+    job_env.extend([
+        (
+            "CI_REGISTRY_IMAGE".to_owned(),
+            "registry.example/kit/project".to_owned(),
+        ),
+        ("CI_COMMIT_SHORT_SHA".to_owned(), "0badc0de".to_owned()),
+    ]);
+    volumes.push(format!("{}:{checkout}:ro", scope.build_context().display()));
+    let script = format!(
+        "set -eo pipefail\n{}",
+        kit::strings(job.get("script")).join("\n")
+    );
+    let printed = kit_job(
+        &scope,
+        "h: the kit's GitLab job",
+        &svc,
+        &JobSpec {
+            network: Some(net),
+            env: job_env,
+            volumes,
+            script,
+            workdir: Some(checkout.to_owned()),
+            ..Default::default()
+        },
+    );
+    for arg in kit::strings(service.get("command")) {
+        if let Some(mirror) = arg.strip_prefix("--registry-mirror=") {
+            assert!(
+                printed.contains(mirror.trim_end_matches('/')),
+                "dockerd does not show the mirror {mirror}:\n{printed}"
+            );
+        }
+    }
+}
+
+/// An httpGet probe of a pod spec: its path and port.
+fn http_probe(container: &serde_json::Value, probe: &str) -> (String, u64) {
+    let get = &container[probe]["httpGet"];
+    let port = get["port"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{probe}: the kit's probes use a numeric port"));
+    (kit::text(get, "path").to_owned(), port)
+}
+
+/// Polls an httpGet probe as the kubelet does: every `periodSeconds`, up to
+/// `failureThreshold` failures (Kubernetes' defaults 10 s and 3). Ok with
+/// the number of the try that passed.
+fn kubelet_probe(container: &serde_json::Value, probe: &str, ip: &str) -> Result<u64, String> {
+    let (path, port) = http_probe(container, probe);
+    let spec = &container[probe];
+    let period = Duration::from_secs(spec["periodSeconds"].as_u64().unwrap_or(10));
+    let tries = spec["failureThreshold"].as_u64().unwrap_or(3);
+    let mut last = (0, String::new());
+    for n in 1..=tries {
+        last = support::http_get(&format!("{ip}:{port}"), &path);
+        if (200..400).contains(&last.0) {
+            return Ok(n);
+        }
+        thread::sleep(period);
+    }
+    Err(format!(
+        "{probe} {path} on {ip}:{port} failed {tries} times; last answer {last:?}"
+    ))
+}
+
+/// A pod's volumeMounts as `docker run -v` arguments, with the pod's
+/// emptyDir volumes made docker volumes (tmpfs for `medium: Memory`).
+fn pod_mounts(
+    container: &serde_json::Value,
+    volumes: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let vol = &volumes[kit::text(m, "name")];
+            let ro = if m["readOnly"].as_bool() == Some(true) {
+                ":ro"
+            } else {
+                ""
+            };
+            format!("{vol}:{}{ro}", kit::text(m, "mountPath"))
+        })
+        .collect()
+}
+
+/// i. The pod of `examples/kubernetes-pod` as the kubelet runs it: the
+/// emptyDir volumes (a tmpfs for `medium: Memory`), the native sidecar
+/// started first with its env and args, its startupProbe polled at the
+/// file's period until it passes, then the build container in the
+/// sidecar's network namespace with its own command, env and mounts. The
+/// readiness and liveness probes pass while it runs; once it has exited,
+/// the sidecar is stopped with the pod's grace period, and ends in it, with
+/// exit code 0.
+#[test]
+fn i_kubernetes_pod_from_the_kit() {
+    let r = runner();
+    let pod = kit::load_one(&kit::example("kubernetes-pod/pod.yaml"));
+    let spec = &pod["spec"];
+    let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
+    let scope = Scope::new("i");
+    let mut volumes = std::collections::HashMap::new();
+    for v in spec["volumes"].as_array().into_iter().flatten() {
+        let empty = v
+            .get("emptyDir")
+            .unwrap_or_else(|| panic!("{v}: only emptyDir volumes are re-enacted"));
+        let opts: &[&str] = if kit::text(empty, "medium") == "Memory" {
+            &["type=tmpfs", "device=tmpfs"]
+        } else {
+            &[]
+        };
+        let name = kit::text(v, "name");
+        volumes.insert(name.to_owned(), scope.volume_with(name, opts));
+    }
+    let sidecars: Vec<&serde_json::Value> = spec["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| kit::text(c, "restartPolicy") == "Always")
+        .collect();
+    let [sidecar] = sidecars[..] else {
+        panic!("expected one native sidecar in pod.yaml")
+    };
+    assert!(kit::is_our_image(kit::text(sidecar, "image")));
+    assert!(
+        sidecar.get("command").is_none(),
+        "the sidecar keeps the image's entrypoint"
+    );
+    assert_eq!(
+        sidecar["securityContext"]["privileged"].as_bool(),
+        Some(true)
+    );
+    let started = Instant::now();
+    let svc = scope.start_service(
+        "dind",
+        &ServiceSpec {
+            env: kit::container_env(sidecar),
+            volumes: pod_mounts(sidecar, &volumes),
+            command: kit::strings(sidecar.get("args")),
+            ..Default::default()
+        },
+    );
+    let ip = scope.inspect(&svc, "{{.NetworkSettings.IPAddress}}");
+    let log = |scope: &Scope| scope.log_tail(&svc, 40);
+    let tries = kubelet_probe(sidecar, "startupProbe", &ip)
+        .unwrap_or_else(|e| panic!("{e}\n{}", log(&scope)));
+    eprintln!(
+        "i: startupProbe passed on try {tries}, {:?} after the sidecar started",
+        started.elapsed()
+    );
+
+    let [main] = &spec["containers"].as_array().expect("containers")[..] else {
+        panic!("expected one build container in pod.yaml")
+    };
+    job_container_image(kit::text(main, "image"));
+    let mut command = kit::strings(main.get("command"));
+    command.extend(kit::strings(main.get("args")));
+    assert!(
+        !command.is_empty(),
+        "the build container's command is the job: it must be in pod.yaml"
+    );
+    let build = thread::scope(|s| {
+        let build = s.spawn(|| {
+            scope.run_job(
+                "build",
+                &JobSpec {
+                    network: Some(format!("container:{svc}")),
+                    env: kit::container_env(main),
+                    volumes: pod_mounts(main, &volumes),
+                    command: Some(command.clone()),
+                    ..Default::default()
+                },
+            )
+        });
+        for probe in ["readinessProbe", "livenessProbe"] {
+            kubelet_probe(sidecar, probe, &ip).unwrap_or_else(|e| panic!("{e}\n{}", log(&scope)));
+        }
+        build.join().unwrap()
+    });
+    let printed = format!("{}{}", build.stdout, build.stderr);
+    assert!(
+        build.success() && !printed.contains(NO_DAEMON),
+        "the kit pod's build container failed:\n{}\n--- sidecar log ---\n{}",
+        build.text(),
+        log(&scope)
+    );
+    // The build container has exited: the kubelet stops the sidecar with
+    // what is left of the grace period, all of it here.
+    let stop = r.run(
+        &["stop", "--time", &grace.to_string(), &svc],
+        Duration::from_secs(grace + 30),
+    );
+    assert!(stop.success(), "{}", stop.text());
+    let exit = scope.inspect(&svc, "{{.State.ExitCode}}");
+    eprintln!(
+        "i: build container {:?}, sidecar stopped in {:?} (exit {exit}, grace {grace} s)",
+        build.elapsed, stop.elapsed
+    );
+    assert_eq!(
+        exit,
+        "0",
+        "the sidecar did not stop cleanly:\n{}",
+        log(&scope)
+    );
+    assert!(
+        stop.elapsed < Duration::from_secs(grace),
+        "the sidecar outlived the {grace} s grace period"
+    );
+}
+
+/// j. The workflow of `examples/github-actions` as the Actions runner runs
+/// a container job: a network, the service under its label with the
+/// workflow's env, volumes and `options:` (`--privileged` as this runner
+/// host grants it, the rest as written, its `--health-cmd` among them),
+/// then the runner's wait until docker reports the service healthy, then
+/// the job container with its env and volumes running the steps, the
+/// checkout being the build context.
+#[test]
+fn j_github_actions_service_from_the_kit() {
+    runner();
+    let wf = kit::load_one(&kit::example("github-actions/docker-build.yml"));
+    let (_, job) = wf["jobs"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .find(|(_, j)| {
+            j["services"]
+                .as_object()
+                .is_some_and(|s| s.values().any(|v| kit::is_our_image(kit::text(v, "image"))))
+        })
+        .expect("a job with our image as a service");
+    let [(label, service)] = &job["services"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .collect::<Vec<_>>()[..]
+    else {
+        panic!("expected one service")
+    };
+    let scope = Scope::new("j");
+    let net = scope.network();
+    let mut named = std::collections::HashMap::new();
+    let mut mounts = |list: &serde_json::Value| -> Vec<String> {
+        kit::strings(Some(list))
+            .iter()
+            .map(|v| {
+                let (name, path) = v.split_once(':').expect("volume as name:path");
+                assert!(
+                    !name.starts_with('/'),
+                    "{v}: the re-enactment mounts named volumes only"
+                );
+                let vol = named
+                    .entry(name.to_owned())
+                    .or_insert_with(|| scope.volume(name))
+                    .clone();
+                format!("{vol}:{path}")
+            })
+            .collect()
+    };
+    let service_volumes = mounts(&service["volumes"]);
+    let container = &job["container"];
+    let mut job_volumes = mounts(&container["volumes"]);
+    let options = kit::shell_words(kit::text(service, "options"));
+    assert!(
+        options.iter().any(|o| o == "--health-cmd"),
+        "the service has no --health-cmd"
+    );
+    let extra_args: Vec<String> = options
+        .into_iter()
+        .filter(|o| o != "--privileged")
+        .collect();
+    let svc = scope.start_service(
+        "svc",
+        &ServiceSpec {
+            network: Some(net.clone()),
+            alias: Some((*label).clone()),
+            env: kit::variables(service.get("env")),
+            volumes: service_volumes,
+            extra_args,
+            ..Default::default()
+        },
+    );
+    let started = Instant::now();
+    let healthy = loop {
+        let status = scope.inspect(&svc, "{{if .State.Health}}{{.State.Health.Status}}{{end}}");
+        match status.as_str() {
+            "healthy" => break started.elapsed(),
+            "starting" if started.elapsed() < Duration::from_secs(120) => {
+                thread::sleep(Duration::from_millis(250))
+            }
+            _ => panic!(
+                "the service is {status:?}, not healthy:\n{}",
+                scope.log_tail(&svc, 40)
+            ),
+        }
+    };
+    eprintln!("j: the service reported healthy {healthy:?} after it started");
+
+    job_container_image(kit::text(container, "image"));
+    let workspace = "/__w/kit/kit";
+    let mut steps = vec!["set -e".to_owned()];
+    for step in job["steps"].as_array().expect("steps") {
+        if let Some(uses) = step["uses"].as_str() {
+            assert!(
+                uses.starts_with("actions/checkout@"),
+                "{uses}: only the checkout is re-enacted"
+            );
+            job_volumes.push(format!(
+                "{}:{workspace}:ro",
+                scope.build_context().display()
+            ));
+            continue;
+        }
+        let run = kit::text(step, "run").replace("${{ github.sha }}", "0badc0de");
+        assert!(
+            !run.contains("${{"),
+            "{run}: an expression the re-enactment does not know"
+        );
+        steps.push(run);
+    }
+    kit_job(
+        &scope,
+        "j: the kit's workflow job",
+        &svc,
+        &JobSpec {
+            network: Some(net),
+            env: kit::variables(container.get("env")),
+            volumes: job_volumes,
+            script: steps.join("\n"),
+            workdir: Some(workspace.to_owned()),
+            ..Default::default()
+        },
     );
 }

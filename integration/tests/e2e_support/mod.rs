@@ -320,8 +320,12 @@ fn unique(tag: &str) -> String {
 /// A service container as a runner starts it.
 #[derive(Default, Clone)]
 pub struct ServiceSpec {
-    /// A user-defined network, with the alias `docker` on it.
+    /// A user-defined network, with the alias [`ServiceSpec::alias`] on it.
     pub network: Option<String>,
+    /// The service's name on that network (default `docker`).
+    pub alias: Option<String>,
+    /// More `docker run` flags, as a runner passes a service's options.
+    pub extra_args: Vec<String>,
     /// A fixed address on that network.
     pub ip: Option<Ipv4Addr>,
     pub env: Vec<(String, String)>,
@@ -343,6 +347,9 @@ pub struct JobSpec {
     pub user: Option<String>,
     /// `--group-add`: supplementary groups, e.g. ARC's `docker` group.
     pub group_add: Vec<String>,
+    /// The job's command instead of `bash -c script`.
+    pub command: Option<Vec<String>>,
+    pub workdir: Option<String>,
 }
 
 /// What one test created on the runner; all of it goes when this drops.
@@ -401,9 +408,19 @@ impl Scope {
     }
 
     pub fn volume(&self, role: &str) -> String {
+        self.volume_with(role, &[])
+    }
+
+    /// A volume created with driver options (`type=tmpfs`, …).
+    pub fn volume_with(&self, role: &str, opts: &[&str]) -> String {
         let name = self.name(role);
         self.volumes.lock().unwrap().push(name.clone());
-        runner().ok(&["volume", "create", &name], Duration::from_secs(30));
+        let mut args = vec!["volume", "create"];
+        for o in opts {
+            args.extend(["--opt", o]);
+        }
+        args.push(&name);
+        runner().ok(&args, Duration::from_secs(30));
         name
     }
 
@@ -461,7 +478,7 @@ impl Scope {
                 "--network".into(),
                 net.clone(),
                 "--network-alias".into(),
-                "docker".into(),
+                spec.alias.clone().unwrap_or_else(|| "docker".into()),
             ]);
         }
         if let Some(ip) = spec.ip {
@@ -473,6 +490,7 @@ impl Scope {
         for v in &spec.volumes {
             args.extend(["-v".into(), v.clone()]);
         }
+        args.extend(spec.extra_args.iter().cloned());
         args.push(r.service_image.clone());
         args.extend(spec.command.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -543,12 +561,14 @@ impl Scope {
         for g in &spec.group_add {
             args.extend(["--group-add".into(), g.clone()]);
         }
-        args.extend([
-            r.job_image.clone(),
-            "bash".into(),
-            "-c".into(),
-            spec.script.clone(),
-        ]);
+        if let Some(dir) = &spec.workdir {
+            args.extend(["--workdir".into(), dir.clone()]);
+        }
+        args.push(r.job_image.clone());
+        match &spec.command {
+            Some(command) => args.extend(command.iter().cloned()),
+            None => args.extend(["bash".into(), "-c".into(), spec.script.clone()]),
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         r.run(&args, Duration::from_secs(180))
     }
