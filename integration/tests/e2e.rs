@@ -909,6 +909,7 @@ fn k_arc_runner_pod_from_the_example_values() {
             script: format!("{JOB_SCRIPT}{ARC_CHECKS}"),
             user: Some("1001:1001".into()),
             group_add: vec![gid.clone()],
+            ..Default::default()
         },
     );
     let printed = format!("{}{}", job.stdout, job.stderr);
@@ -981,6 +982,9 @@ fn k_arc_runner_pod_from_the_example_values() {
         inside.stdout.contains("inside: ok"),
         "a docker CLI inside the service meets the proxy: {}",
         inside.text()
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The kit (examples/, issue 12), re-enacted from its own files: what a runner
 // or the kubelet would read there is read there, and only what this runner
