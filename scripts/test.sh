@@ -19,8 +19,11 @@ fi
 # Formatting, lints, import cycles, long functions: seconds, so first.
 bash scripts/gates.sh
 # The Python Docker SDK, one of the third-party clients the gate tests drive.
-DIND_TEST_PYTHON="$(bash scripts/python-sdk.sh)"
-export DIND_TEST_PYTHON
+# It downloads some thirty packages on a fresh machine (minutes, mostly
+# waiting on the network), so it is made in the background too.
+bash scripts/python-sdk.sh >target/python.path 2>target/python.log &
+python_pid=$!
+trap 'kill "$python_pid" ${deny_pid:-} 2>/dev/null || true' EXIT
 cargo build --release -p dind-supervisor
 export DIND_SUPERVISOR_BIN="$PWD/target/x86_64-unknown-linux-gnu/release/dind-supervisor"
 # The debug build too: its fault hook (X-Dind-Fault) is compiled out of
@@ -36,7 +39,7 @@ build_pid=$!
 # The runner host of integration/tests/e2e.rs: its own dockerd, data root,
 # socket and bridge. Stopped on the way out, whatever happened, so nothing
 # keeps running; its data root stays as the image cache.
-trap 'kill "$build_pid" ${deny_pid:-} 2>/dev/null || true; bash scripts/runner-engine.sh stop' EXIT
+trap 'kill "$build_pid" "$python_pid" ${deny_pid:-} 2>/dev/null || true; bash scripts/runner-engine.sh stop' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 # The service image and a job image with the docker client, on the runner.
@@ -46,6 +49,12 @@ if ! wait "$build_pid"; then
   cat target/test-build.log
   exit 1
 fi
+if ! wait "$python_pid"; then
+  cat target/python.log
+  exit 1
+fi
+DIND_TEST_PYTHON="$(cat target/python.path)"
+export DIND_TEST_PYTHON
 if [ -n "${deny_pid:-}" ] && ! wait "$deny_pid"; then
   cat target/cargo-deny-install.log
   exit 1
