@@ -18,6 +18,7 @@
 //! | `i_kubernetes_pod_from_the_kit` | `examples/kubernetes-pod/pod.yaml` as the kubelet runs it: emptyDirs, native sidecar, its probes, the build container's command, the stop in the grace period |
 //! | `j_github_actions_service_from_the_kit` | `examples/github-actions`: the service with its `options:`, healthy by its `--health-cmd`, then the steps |
 //! | `k_arc_runner_pod_from_the_example_values` | actions-runner-controller's runner pod from `examples/arc/values.yaml`: ARC's dind args, `/var/run` shared, the runner (uid 1001, numeric group) builds and runs; ci-safe refuses through the socket; no raw socket in the shared volume |
+//! | `l_a_job_network_in_a_pod_with_mtu_1400` | the service on a runner network of MTU 1400, `DOCKER_DRIVER: overlay2`; the job creates a network and downloads 2 MB over it from a server on the runner network, whose 1500-byte packets the pod network drops without a word; a control network of MTU 1500 must hang |
 //! | `s_job_soak` | `DIND_SOAK_JOBS` (default 5) whole service lives in a row: start, wait, job, `docker stop`; first tries, stop codes and times, time to Ready |
 
 mod e2e_support;
@@ -92,7 +93,35 @@ fn gitlab_job(
     service_env: &[(&str, &str)],
     script: &str,
 ) -> Result<(RunTimes, String), String> {
-    let net = scope.network();
+    let job = Job {
+        transport,
+        arrival,
+        command,
+        service_env,
+        script,
+    };
+    gitlab_job_on(scope, &scope.network(), &job)
+}
+
+/// What a GitLab job is, besides the network it runs on.
+struct Job<'a> {
+    transport: Transport,
+    arrival: Arrival,
+    command: &'a [&'a str],
+    service_env: &'a [(&'a str, &'a str)],
+    script: &'a str,
+}
+
+/// [`gitlab_job`] on the runner network `net`.
+fn gitlab_job_on(scope: &Scope, net: &str, job: &Job<'_>) -> Result<(RunTimes, String), String> {
+    let Job {
+        transport,
+        arrival,
+        command,
+        service_env,
+        script,
+    } = *job;
+    let net = net.to_owned();
     let mut service = ServiceSpec {
         network: Some(net.clone()),
         command: command.iter().map(|s| s.to_string()).collect(),
@@ -1438,4 +1467,175 @@ fn j_github_actions_service_from_the_kit() {
             ..Default::default()
         },
     );
+}
+
+/// The size of the download in [`l_a_job_network_in_a_pod_with_mtu_1400`].
+const BLOB_BYTES: usize = 2 << 20;
+
+/// l. The issue-12 case: a pod whose network has an MTU of 1400, a job that
+/// creates its own network (as `docker network create` or compose do) and a
+/// transfer over it. GitLab's docs set `DOCKER_DRIVER: overlay2`, and jobs
+/// pass their variables to services, so the service gets it too.
+///
+/// A path MTU black hole, made faithfully on one host: the server sits on
+/// the 1400 network with its own link at 1500 (as a server across an
+/// overlay sees 1500), and sends one packet per segment (no segmentation
+/// offload, which would carry big packets past the MTU check). It answers
+/// a client's MSS 1460 with 1500-byte packets; the 1400 link drops them and
+/// says nothing, as overlays whose ICMP is filtered do. A client whose link
+/// has MTU 1400 offers MSS 1360 and gets its bytes. The job's network must
+/// get 1400 from the service. A control network created with MTU 1500 must
+/// hang: if it does not, this host cannot show a black hole and the test
+/// fails rather than pass without proof.
+#[test]
+fn l_a_job_network_in_a_pod_with_mtu_1400() {
+    let scope = Scope::new("l");
+    let net = scope.network_with(&["com.docker.network.driver.mtu=1400"]);
+    let (server, server_ip, sha) = blob_server(&scope, &net);
+    let script = POD_MTU_SCRIPT.replace("SERVER", &server_ip.to_string());
+    let job = Job {
+        transport: Transport::Tls,
+        arrival: Arrival::RunnerWait,
+        command: &[],
+        service_env: &[("DOCKER_DRIVER", "overlay2")],
+        script: &script,
+    };
+    let (_, printed) = gitlab_job_on(&scope, &net, &job).unwrap_or_else(|e| {
+        panic!(
+            "the job failed: {e}\n--- server log ---\n{}",
+            scope.log_tail(&server, 20)
+        )
+    });
+    eprintln!("h: {printed}");
+    let (job_part, control) = printed
+        .split_once("== control network")
+        .unwrap_or_else(|| panic!("the job did not reach its control network:\n{printed}"));
+    assert!(
+        control.contains("eth0 mtu: 1500") && control.contains("download failed"),
+        "the control network (MTU 1500) got the blob: this host shows no black hole, so the test cannot tell the fix from none:\n{printed}"
+    );
+    assert!(
+        job_part.contains("network option: 1400"),
+        "the job's network has no MTU 1400 option:\n{printed}"
+    );
+    assert!(
+        job_part.contains("job network eth0 mtu: 1400"),
+        "a container on the job's network has no MTU 1400:\n{printed}"
+    );
+    assert!(
+        job_part.contains("default bridge eth0 mtu: 1400"),
+        "a container on the default bridge has no MTU 1400:\n{printed}"
+    );
+    assert!(
+        job_part.contains(&format!("sha256: {sha}")),
+        "the 2 MB download over the job's network did not complete intact (want sha256 {sha}):\n{printed}"
+    );
+    let driver = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("storage driver: "))
+        .unwrap_or_default();
+    assert!(!driver.trim().is_empty(), "no storage driver:\n{printed}");
+}
+
+/// What the job of [`l_a_job_network_in_a_pod_with_mtu_1400`] runs: an
+/// image with busybox built in the service, a network of its own, and the
+/// download from SERVER over it; then the same over a network created with
+/// MTU 1500.
+const POD_MTU_SCRIPT: &str = r#"
+set -u
+docker build -q -t pod-mtu /ctx >/dev/null || { echo "docker build failed"; exit 102; }
+echo "storage driver: $(docker info --format '{{.Driver}}')"
+echo "default bridge eth0 mtu: $(docker run --rm pod-mtu /bin/busybox cat /sys/class/net/eth0/mtu)"
+fetch() {
+  docker run --rm --network "$1" pod-mtu /bin/busybox sh -c '
+    echo "$0 eth0 mtu: $(/bin/busybox cat /sys/class/net/eth0/mtu)"
+    /bin/busybox timeout 20 /bin/busybox wget -O /blob http://SERVER:8080/blob 2>/dev/null \
+      || { echo "download failed"; exit 0; }
+    echo "sha256: $(/bin/busybox sha256sum /blob | /bin/busybox cut -d" " -f1)"' "$2"
+}
+docker network create jobnet >/dev/null || { echo "network create failed"; exit 104; }
+echo "network option: $(docker network inspect jobnet --format '{{index .Options "com.docker.network.driver.mtu"}}')"
+fetch jobnet "job network"
+docker network create -o com.docker.network.driver.mtu=1500 control >/dev/null || exit 105
+echo "== control network"
+fetch control "control network"
+"#;
+
+/// A server of [`BLOB_BYTES`] random bytes on `net`, port 8080, whose own
+/// link has MTU 1500 and sends one packet per TCP segment. Returns its
+/// name, address and the blob's sha256.
+fn blob_server(scope: &Scope, net: &str) -> (String, std::net::Ipv4Addr, String) {
+    let r = runner();
+    let bb = format!("{}:/bin/busybox:ro", e2e_support::busybox().display());
+    let serve = format!(
+        "busybox mkdir -p /www && busybox head -c {BLOB_BYTES} /dev/urandom > /www/blob \
+         && busybox sha256sum /www/blob > /www/sum && exec busybox httpd -f -p 8080 -h /www"
+    );
+    let name = scope.start_helper(
+        "blob",
+        &[
+            "--network",
+            net,
+            "-v",
+            &bb,
+            &r.job_image,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &serve,
+        ],
+    );
+    let ip = scope
+        .inspect(
+            &name,
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        )
+        .parse()
+        .expect("the blob server has an IPv4 address");
+    // The runner engine runs on this machine: its containers' network
+    // namespaces are reachable with nsenter (the tests run as root).
+    let pid = scope.inspect(&name, "{{.State.Pid}}");
+    let set = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid,
+            "-n",
+            "ip",
+            "link",
+            "set",
+            "eth0",
+            "mtu",
+            "1500",
+            "gso_max_segs",
+            "1",
+        ])
+        .output()
+        .expect("nsenter and ip (iproute2) are needed to shape the server's link");
+    assert!(
+        set.status.success(),
+        "cannot set the server's link: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = r.run(
+            &["exec", &name, "busybox", "cat", "/www/sum"],
+            Duration::from_secs(10),
+        );
+        if let Some(sha) = out
+            .stdout
+            .split_whitespace()
+            .next()
+            .filter(|s| s.len() == 64)
+        {
+            return (name, ip, sha.to_owned());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the blob server did not come up: {}\n{}",
+            out.text(),
+            scope.log_tail(&name, 20)
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
 }

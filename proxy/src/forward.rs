@@ -29,6 +29,7 @@ use crate::gate::{self, HoldBudget};
 use crate::head::RequestHead;
 pub use crate::limits::{Limits, BODY_MEMORY, BODY_TIMEOUT, MAX_CONNECTIONS, MAX_HELD};
 use crate::metrics::Metrics;
+use crate::network_mtu;
 use crate::park;
 use crate::pin::{self, Pins};
 use crate::ping::{PingCache, Ticket};
@@ -85,6 +86,10 @@ pub struct Shared {
     pub tasks: Tasks,
     /// BuildKit sessions seen opening, which a refused build waits for.
     pub sessions: Sessions,
+    /// The MTU the proxy adds to bridge networks created through it
+    /// ([`crate::network_mtu`]); None when dockerd adds it itself or none
+    /// is wanted.
+    pub network_mtu: Option<u32>,
 }
 
 /// The pins made for one request: released when dropped, unless dockerd
@@ -149,6 +154,7 @@ impl Shared {
             pins,
             tasks: Tasks::new(),
             sessions: Sessions::default(),
+            network_mtu: None,
         }
     }
 }
@@ -492,7 +498,18 @@ async fn admit(
         pins: PinLease::default(),
         _body_memory: None,
     };
-    let decided = match decide::decide(&admitted.head, &shared.policy, content_type.as_deref()) {
+    let decision = match decide::decide(&admitted.head, &shared.policy, content_type.as_deref()) {
+        // The MTU is added to the body before the policy reads it, so the
+        // policy decides on what dockerd gets; a permissive policy reads
+        // no body, so this one is read for the MTU alone.
+        Decision::Forward if network_mtu::applies(shared.network_mtu, &admitted.head) => {
+            Decision::InspectBody {
+                cap: shared.policy.body_cap(),
+            }
+        }
+        decision => decision,
+    };
+    let decided = match decision {
         Decision::Forward => Ok(()),
         Decision::Refuse(refusal) => Err(refusal),
         Decision::InspectBody { cap } => {
@@ -537,6 +554,16 @@ async fn decide_body(
     let (mut bytes, memory) = read_whole(parts, body, checked.cap, shared).await?;
     admitted._body_memory = Some(memory);
     let head = &admitted.head;
+    // A few bytes more than the memory counted: one short option.
+    if let Some(with_mtu) =
+        network_mtu::rewrite(shared.network_mtu, head, checked.content_type, &bytes)
+    {
+        bytes = with_mtu.into();
+        parts.headers.insert(
+            CONTENT_LENGTH,
+            hyper::header::HeaderValue::from(bytes.len()),
+        );
+    }
     let mut decided = decide::decide_body(head, &shared.policy, checked.content_type, &bytes);
     if let (Ok(()), Some(pins)) = (&decided, &shared.pins) {
         match pin::pin_body(pins, &shared.policy, head, &bytes) {

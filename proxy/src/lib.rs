@@ -20,6 +20,8 @@
 //! - [`ping`]: `/_ping` answered from dockerd's last answer, kept briefly.
 //! - [`policy`]: what a job may ask of the engine (profiles, rules, strict JSON).
 //! - [`archive`]: `docker cp` refused on containers with mounts (ci-safe).
+//! - [`network_mtu`]: the MTU added to bridge networks clients create, where
+//!   dockerd (before 24) cannot add it itself.
 //! - [`pin`]: bind sources pinned beneath their allowlisted directory, so no
 //!   symlink can redirect them.
 //! - [`audit`]: one JSON line per decision on a mutating request.
@@ -48,6 +50,7 @@ pub mod health;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod network_mtu;
 mod park;
 pub mod pin;
 pub mod ping;

@@ -101,6 +101,9 @@ pub struct Config {
     /// Where bind sources the policy confines are pinned ([`crate::pin`]);
     /// a directory of the supervisor's own. None: the policy confines none.
     pub pins_dir: Option<PathBuf>,
+    /// The MTU to add to bridge networks clients create
+    /// ([`crate::network_mtu`]): set only for a dockerd that cannot add it.
+    pub network_mtu: Option<u32>,
 }
 
 /// Why the proxy could not serve.
@@ -188,6 +191,7 @@ pub async fn serve(
         audit,
         ping_ttl,
         pins_dir,
+        network_mtu,
     } = config;
     let Some(listeners) = open_listeners(open, &readiness, shutdown.as_mut()).await? else {
         return Ok(());
@@ -198,7 +202,7 @@ pub async fn serve(
         )),
         None => None,
     };
-    let shared = Arc::new(Shared::new(
+    let mut shared = Shared::new(
         upstream,
         readiness.clone(),
         metrics.clone(),
@@ -207,7 +211,9 @@ pub async fn serve(
         audit,
         crate::ping::PingCache::new(ping_ttl),
         pins.clone(),
-    ));
+    );
+    shared.network_mtu = network_mtu;
+    let shared = Arc::new(shared);
     if let Some(p) = pins.clone() {
         sweep_pins(p, &shared, readiness);
     }
@@ -627,6 +633,7 @@ mod tests {
             audit: crate::audit::Audit::file(Path::new("/dev/null")).unwrap(),
             ping_ttl: Duration::ZERO,
             pins_dir: None,
+            network_mtu: None,
         }
     }
 

@@ -7,6 +7,13 @@
 //! appearing. As PID 1 we do it before anything else runs, so one pass normally suffices;
 //! EBUSY still gets a few retries in case something raced us.
 //!
+//! The stock script does this at the mount's root whatever it is. When the container shares
+//! the host's cgroup namespace, that root is the host's: the script would reorganise the host,
+//! and dockerd's containers (under `/docker`, from that root) would escape the service
+//! container's limits. So there we nest at our own cgroup, the one `/proc/self/cgroup` names,
+//! and [`CgroupOutcome::dockerd_cgroup_parent`] tells dockerd to put its containers beneath it:
+//! a memory or pids limit on the service container then bounds them in both cases.
+//!
 //! cgroup v1 needs none of this: [`nest`] reports [`CgroupOutcome::V1`] and does nothing.
 
 use std::fs::{self, OpenOptions};
@@ -31,15 +38,28 @@ pub enum CgroupOutcome {
     V1,
     /// No cgroupfs at the root at all.
     Absent,
-    /// cgroup v2, but we are not at the root of our cgroup namespace (e.g. the container runs
-    /// with the host's cgroup namespace), so the root we see is not ours to reorganise.
+    /// cgroup v2, but we are not at the root of our cgroup namespace (the container runs with
+    /// the host's cgroup namespace), and our own cgroup is not visible under the mount.
     NotNamespaceRoot { path: String },
-    /// Processes moved into the leaf and `controllers` enabled for the subtree.
+    /// Processes moved into the leaf and `controllers` enabled for the subtree of `path`: `/`
+    /// at the root of our cgroup namespace, else our own cgroup in the host's hierarchy.
     Nested {
+        path: String,
         moved: usize,
         controllers: String,
         attempts: u32,
     },
+}
+
+impl CgroupOutcome {
+    /// dockerd's `--cgroup-parent` when we nested outside a namespace root: absolute, so that
+    /// runc places containers under our cgroup and not under the host's `/docker`.
+    pub fn dockerd_cgroup_parent(&self) -> Option<String> {
+        match self {
+            CgroupOutcome::Nested { path, .. } if path != "/" => Some(format!("{path}/docker")),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,33 +173,59 @@ fn move_procs(root: &Path, leaf_procs: &Path) -> Result<usize, CgroupError> {
     Ok(moved)
 }
 
-/// Nests our processes under `<cgroup_root>/init` and enables every available controller for
-/// the subtree. `proc_root` is `/proc` and `cgroup_root` `/sys/fs/cgroup` in production.
+/// Our cgroup's directory under the mount, for a `/proc/self/cgroup` path outside the
+/// namespace root: None unless it is a plain absolute path to a cgroup that is there.
+fn own_dir(cgroup_root: &Path, path: &str) -> Option<PathBuf> {
+    let rel = path.strip_prefix('/')?;
+    let plain = Path::new(rel)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    let dir = cgroup_root.join(rel);
+    (plain && !rel.is_empty() && dir.join("cgroup.controllers").is_file()).then_some(dir)
+}
+
+/// Nests our processes under `init` in our cgroup and enables every available controller for
+/// its subtree: at `<cgroup_root>` itself when it is our namespace's root, else at our own
+/// cgroup beneath it. `proc_root` is `/proc` and `cgroup_root` `/sys/fs/cgroup` in production.
 pub fn nest(proc_root: &Path, cgroup_root: &Path) -> Result<CgroupOutcome, CgroupError> {
     if !cgroup_root.exists() {
         return Ok(CgroupOutcome::Absent);
     }
-    let controllers_path = cgroup_root.join("cgroup.controllers");
-    if !controllers_path.exists() {
+    if !cgroup_root.join("cgroup.controllers").exists() {
         return Ok(CgroupOutcome::V1);
     }
     let self_cgroup_path = proc_root.join("self/cgroup");
     let self_cgroup = read(&self_cgroup_path)?;
-    match unified_path(&self_cgroup) {
-        Some("/") => {}
-        Some(path) => {
-            return Ok(CgroupOutcome::NotNamespaceRoot {
-                path: path.to_owned(),
-            })
-        }
+    let (path, dir) = match unified_path(&self_cgroup) {
+        Some("/") => ("/", cgroup_root.to_path_buf()),
+        Some(path) => match own_dir(cgroup_root, path) {
+            Some(dir) => (path, dir),
+            None => {
+                return Ok(CgroupOutcome::NotNamespaceRoot {
+                    path: path.to_owned(),
+                })
+            }
+        },
         None => {
             return Err(CgroupError::NoUnifiedLine {
                 path: self_cgroup_path,
             })
         }
-    }
+    };
+    let (moved, controllers, attempts) = nest_at(&dir)?;
+    Ok(CgroupOutcome::Nested {
+        path: path.to_owned(),
+        moved,
+        controllers,
+        attempts,
+    })
+}
 
-    let line = subtree_control_line(&read(&controllers_path)?);
+/// The stock script's loop at `dir`: every process into `dir/init`, then every controller of
+/// `dir` enabled for its children, again while the kernel answers EBUSY (a process appeared).
+/// Returns how many processes moved, the controllers line and the attempts.
+fn nest_at(cgroup_root: &Path) -> Result<(usize, String, u32), CgroupError> {
+    let line = subtree_control_line(&read(&cgroup_root.join("cgroup.controllers"))?);
     let leaf = cgroup_root.join(LEAF);
     match fs::create_dir(&leaf) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
@@ -211,11 +257,7 @@ pub fn nest(proc_root: &Path, cgroup_root: &Path) -> Result<CgroupOutcome, Cgrou
         })
     });
     result?;
-    Ok(CgroupOutcome::Nested {
-        moved,
-        controllers: line,
-        attempts,
-    })
+    Ok((moved, line, attempts))
 }
 
 /// [`nest`] on the real `/proc` and `/sys/fs/cgroup`.
@@ -287,6 +329,7 @@ mod tests {
         assert_eq!(
             out,
             CgroupOutcome::Nested {
+                path: "/".into(),
                 moved: 2,
                 controllers: "+cpu +memory +pids".into(),
                 attempts: 1,
@@ -294,20 +337,60 @@ mod tests {
         );
         assert_eq!(t.file("init/cgroup.procs"), "1\n42\n");
         assert_eq!(t.file("cgroup.subtree_control"), "+cpu +memory +pids");
+        // dockerd's own /docker is inside our namespace, so beneath our limits already.
+        assert_eq!(out.dockerd_cgroup_parent(), None);
     }
 
     #[test]
-    fn v2_outside_namespace_root_is_skipped() {
-        let t = Tree::v2("0::/kubepods/pod1/abc\n", "1\n", "cpu\n");
+    fn v2_outside_namespace_root_nests_at_our_own_cgroup_and_leaves_the_host_alone() {
+        let t = Tree::v2("0::/kubepods/pod1/abc\n", "1\n", "cpu memory\n");
+        let own = t.cg().join("kubepods/pod1/abc");
+        fs::create_dir_all(own.join(LEAF)).unwrap();
+        fs::write(own.join("cgroup.procs"), "7\n8\n").unwrap();
+        fs::write(own.join("cgroup.controllers"), "memory pids\n").unwrap();
+        fs::write(own.join("cgroup.subtree_control"), "").unwrap();
+        fs::write(own.join(LEAF).join("cgroup.procs"), "").unwrap();
+
         let out = nest(&t.proc(), &t.cg()).unwrap();
         assert_eq!(
             out,
-            CgroupOutcome::NotNamespaceRoot {
-                path: "/kubepods/pod1/abc".into()
+            CgroupOutcome::Nested {
+                path: "/kubepods/pod1/abc".into(),
+                moved: 2,
+                controllers: "+memory +pids".into(),
+                attempts: 1,
             }
         );
+        assert_eq!(t.file("kubepods/pod1/abc/init/cgroup.procs"), "7\n8\n");
+        assert_eq!(
+            t.file("kubepods/pod1/abc/cgroup.subtree_control"),
+            "+memory +pids"
+        );
+        // The host's root is untouched, and dockerd's containers go beneath our cgroup.
         assert_eq!(t.file("init/cgroup.procs"), "");
         assert_eq!(t.file("cgroup.subtree_control"), "");
+        assert_eq!(
+            out.dockerd_cgroup_parent().as_deref(),
+            Some("/kubepods/pod1/abc/docker")
+        );
+    }
+
+    #[test]
+    fn v2_outside_namespace_root_without_our_cgroup_in_view_is_skipped() {
+        for path in ["/kubepods/pod1/abc", "/../../etc", "/a/./b", "relative"] {
+            let t = Tree::v2(&format!("0::{path}\n"), "1\n", "cpu\n");
+            // A directory that is no cgroup (no cgroup.controllers) is not ours either.
+            fs::create_dir_all(t.cg().join("a/b")).unwrap();
+            let out = nest(&t.proc(), &t.cg()).unwrap();
+            assert_eq!(
+                out,
+                CgroupOutcome::NotNamespaceRoot { path: path.into() },
+                "{path}"
+            );
+            assert_eq!(t.file("init/cgroup.procs"), "");
+            assert_eq!(t.file("cgroup.subtree_control"), "");
+            assert_eq!(out.dockerd_cgroup_parent(), None);
+        }
     }
 
     #[test]

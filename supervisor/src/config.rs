@@ -15,7 +15,7 @@ use crate::cli::{DEFAULT_DATA_ROOT, DEFAULT_DOCKERD, DEFAULT_RUN_DIR};
 use crate::daemon_json::Entitlement;
 use crate::dockerd_flags::{flag_value, flag_values};
 use crate::env::DOCKER_IPTABLES_LEGACY;
-use crate::env::{Env, DIND_BARE_DOCKERD, DIND_DOCKERD_OWN_LISTEN, DOCKER_HOST};
+use crate::env::{Env, DIND_BARE_DOCKERD, DIND_DOCKERD_OWN_LISTEN, DOCKER_DRIVER, DOCKER_HOST};
 use crate::env::{DOCKER_TLS_CERTDIR, DOCKER_TLS_SAN};
 use crate::host_flags::{self, Group, Host, Taken, TlsFlags};
 use crate::lock::{self, LockError, Pinning, Pins};
@@ -112,6 +112,8 @@ pub struct Dockerd {
     /// Our setting; None means overlay2 with the overlay-on-overlay fallback.
     pub storage_driver: Option<String>,
     pub storage_on_overlay: OnOverlay,
+    /// `DOCKER_DRIVER`, when set and not empty (dockerd ignores it empty).
+    pub docker_driver: Option<String>,
     pub mtu: MtuSetting,
     pub iptables_legacy: Option<String>,
     pub run_dir: PathBuf,
@@ -219,6 +221,7 @@ impl Config {
                     .mtu
                     .parse::<MtuSetting>()
                     .with_context(|| format!("DIND_MTU={:?}", settings.mtu))?,
+                docker_driver: env.var(DOCKER_DRIVER).filter(|d| !d.is_empty()),
                 iptables_legacy: env.var(DOCKER_IPTABLES_LEGACY),
                 run_dir: settings.run_dir,
                 stale_pid_dirs: settings.stale_pid_dirs,
@@ -754,6 +757,22 @@ mod tests {
         let c = Config::new(settings(&own), vec![], &off).unwrap();
         let flags = crate::dockerd::our_flags(&c.dockerd, &user, Duration::from_secs(8));
         assert!(!flags.iter().any(|a| a.starts_with("--tls")), "{flags:?}");
+    }
+
+    #[test]
+    fn docker_driver_is_read_and_empty_is_unset_as_in_dockerd() {
+        let driver = |env: HashMap<&str, &str>| {
+            Config::new(settings(&[]), vec![], &env)
+                .unwrap()
+                .dockerd
+                .docker_driver
+        };
+        assert_eq!(
+            driver(HashMap::from([(DOCKER_DRIVER, "overlay2")])).as_deref(),
+            Some("overlay2")
+        );
+        assert_eq!(driver(HashMap::from([(DOCKER_DRIVER, "")])), None);
+        assert_eq!(driver(HashMap::new()), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   dockerd there with `--config-file` (replacing the user's `--config-file`, if any).
 //!
 //! Precedence: lists (`registry-mirrors`, `insecure-registries`) are unions: the file's items,
-//! then the user's flags, then ours, without duplicates. Scalars (`storage-driver`, `mtu`):
+//! then the user's flags, then ours, without duplicates. Scalars (`storage-driver`, `mtu`, `cgroup-parent`):
 //! the user's own dockerd flag wins over everything; then a value the user set explicitly in
 //! our settings (an explicit [`Scalar`]) wins over the file, with a warning, because they asked
 //! for it by name; then the file wins over a value we merely detected.
@@ -47,6 +47,17 @@ struct Directive {
     short: Option<&'static str>,
 }
 
+impl Directive {
+    /// A directive whose flag has no short form.
+    const fn long(key: &'static str, flag: &'static str) -> Directive {
+        Directive {
+            key,
+            flag,
+            short: None,
+        }
+    }
+}
+
 const REGISTRY_MIRRORS: Directive = Directive {
     key: "registry-mirrors",
     flag: "--registry-mirror",
@@ -67,6 +78,14 @@ const MTU: Directive = Directive {
     flag: "--mtu",
     short: None,
 };
+/// Where dockerd puts its containers' cgroups (`cgroup.rs` nesting outside a namespace root).
+const CGROUP_PARENT: Directive = Directive::long("cgroup-parent", "--cgroup-parent");
+/// dockerd 24+: options for every network created with a driver (`daemon/network.go`).
+const DEFAULT_NETWORK_OPTS: Directive =
+    Directive::long("default-network-opts", "--default-network-opt");
+/// The bridge driver's option for a network's MTU, and the driver's name there.
+pub const BRIDGE_MTU_OPTION: &str = "com.docker.network.driver.mtu";
+const BRIDGE: &str = "bridge";
 
 /// A BuildKit entitlement that dockerd grants or not by daemon.json's `builder.entitlements`.
 /// dockerd grants `network.host` unless told otherwise and `security.insecure` only when told.
@@ -132,6 +151,12 @@ pub struct Wanted {
     pub insecure_registries: Vec<String>,
     pub storage_driver: Option<Scalar<String>>,
     pub mtu: Option<Scalar<u32>>,
+    /// The MTU of bridge networks created later (`docker network create`,
+    /// compose), by `default-network-opts`: only for dockerd 24 and later.
+    pub network_mtu: Option<Scalar<u32>>,
+    /// The containers' cgroup parent: our own cgroup, when the service shares the host's
+    /// cgroup namespace (`cgroup.rs`).
+    pub cgroup_parent: Option<Scalar<String>>,
     /// BuildKit entitlements dockerd must not grant.
     pub deny_entitlements: Vec<Entitlement>,
 }
@@ -356,6 +381,14 @@ impl ScalarValue for u32 {
     }
 }
 
+/// What every directive's planning reads: the user's dockerd flags and their
+/// config file's path, as data and as shown in messages.
+struct Context<'a> {
+    user_args: &'a [String],
+    shown: &'a str,
+    path: &'a Path,
+}
+
 /// Builds the plan from the file as [`load`]ed. Nothing is written; see
 /// [`apply`].
 pub fn plan(
@@ -367,58 +400,24 @@ pub fn plan(
     let path = config.path.clone();
     let shown = path.display().to_string();
     let mut object = config.object.clone().unwrap_or_default();
-    let mut changed = false;
     let mut out = Plan::default();
 
+    let cx = Context {
+        user_args,
+        shown: &shown,
+        path: &path,
+    };
+    let mut changed = plan_lists(wanted, &cx, &mut object, generated_path, &mut out)?;
     for (d, ours) in [
-        (REGISTRY_MIRRORS, &wanted.registry_mirrors),
-        (INSECURE_REGISTRIES, &wanted.insecure_registries),
+        (STORAGE_DRIVER, wanted.storage_driver.as_ref()),
+        (CGROUP_PARENT, wanted.cgroup_parent.as_ref()),
     ] {
-        match object.get(d.key) {
-            Some(v) => {
-                let mut list = string_list(v, &path, d.key)?;
-                let add = missing_from(&list, ours);
-                if !add.is_empty() {
-                    out.notes.push(format!(
-                        "{}: {shown} already sets it, so {} merged into {} instead of passed as flags",
-                        d.key,
-                        add.join(", "),
-                        generated_path.display()
-                    ));
-                    list.extend(add);
-                    object.insert(d.key.to_owned(), list.into());
-                    changed = true;
-                }
-            }
-            None => {
-                // Repeating a list flag is fine for dockerd; only skip exact repeats.
-                let theirs = flag_values(user_args, d.flag, d.short);
-                for item in missing_from(&theirs, ours) {
-                    out.flags.push(d.flag.to_owned());
-                    out.flags.push(item);
-                }
-            }
-        }
+        changed |= plan_scalar(d, ours, &cx, &mut object, &mut out)?;
     }
-
-    changed |= plan_scalar(
-        STORAGE_DRIVER,
-        wanted.storage_driver.as_ref(),
-        user_args,
-        &mut object,
-        &shown,
-        &path,
-        &mut out,
-    )?;
-    changed |= plan_scalar(
-        MTU,
-        wanted.mtu.as_ref(),
-        user_args,
-        &mut object,
-        &shown,
-        &path,
-        &mut out,
-    )?;
+    changed |= plan_scalar(MTU, wanted.mtu.as_ref(), &cx, &mut object, &mut out)?;
+    if let Some(mtu) = &wanted.network_mtu {
+        changed |= plan_network_mtu(mtu, &cx, &mut object, &mut out)?;
+    }
 
     changed |= plan_entitlements(
         &wanted.deny_entitlements,
@@ -439,21 +438,64 @@ pub fn plan(
     Ok(out)
 }
 
+/// The list directives (unions); returns whether `object` changed. See the
+/// module docs.
+fn plan_lists(
+    wanted: &Wanted,
+    cx: &Context<'_>,
+    object: &mut Map<String, Value>,
+    generated_path: &Path,
+    out: &mut Plan,
+) -> Result<bool, DaemonJsonError> {
+    let mut changed = false;
+    let shown = cx.shown;
+    for (d, ours) in [
+        (REGISTRY_MIRRORS, &wanted.registry_mirrors),
+        (INSECURE_REGISTRIES, &wanted.insecure_registries),
+    ] {
+        match object.get(d.key) {
+            Some(v) => {
+                let mut list = string_list(v, cx.path, d.key)?;
+                let add = missing_from(&list, ours);
+                if !add.is_empty() {
+                    out.notes.push(format!(
+                        "{}: {shown} already sets it, so {} merged into {} instead of passed as flags",
+                        d.key,
+                        add.join(", "),
+                        generated_path.display()
+                    ));
+                    list.extend(add);
+                    object.insert(d.key.to_owned(), list.into());
+                    changed = true;
+                }
+            }
+            None => {
+                // Repeating a list flag is fine for dockerd; only skip exact repeats.
+                let theirs = flag_values(cx.user_args, d.flag, d.short);
+                for item in missing_from(&theirs, ours) {
+                    out.flags.push(d.flag.to_owned());
+                    out.flags.push(item);
+                }
+            }
+        }
+    }
+    Ok(changed)
+}
+
 /// One scalar directive; returns whether `object` changed. See the module docs for precedence.
 fn plan_scalar<T: ScalarValue>(
     d: Directive,
     ours: Option<&Scalar<T>>,
-    user_args: &[String],
+    cx: &Context<'_>,
     object: &mut Map<String, Value>,
-    shown: &str,
-    path: &Path,
     out: &mut Plan,
 ) -> Result<bool, DaemonJsonError> {
     let Some(ours) = ours else {
         return Ok(false);
     };
+    let shown = cx.shown;
     let key = d.key;
-    if let Some(theirs) = flag_value(user_args, d.flag, d.short) {
+    if let Some(theirs) = flag_value(cx.user_args, d.flag, d.short) {
         if theirs != ours.value.to_string() {
             let msg = format!(
                 "{key}: dockerd flag {} {theirs} wins over our setting {}",
@@ -473,7 +515,7 @@ fn plan_scalar<T: ScalarValue>(
         return Ok(false);
     };
     let theirs = T::from_json(file_value).ok_or_else(|| DaemonJsonError::BadKey {
-        path: path.to_path_buf(),
+        path: cx.path.to_path_buf(),
         key,
         expected: T::EXPECTED,
     })?;
@@ -492,6 +534,71 @@ fn plan_scalar<T: ScalarValue>(
         ours.value
     ));
     object.insert(key.to_owned(), ours.value.to_json());
+    Ok(true)
+}
+
+/// `default-network-opts.bridge."com.docker.network.driver.mtu"`; returns whether `object`
+/// changed. A flag when the file has no `default-network-opts` (or the user gave the flag,
+/// which dockerd would not take next to the key in the file), else merged into the copy; the
+/// scalar precedence of the module docs for a value already there.
+fn plan_network_mtu(
+    ours: &Scalar<u32>,
+    cx: &Context<'_>,
+    object: &mut Map<String, Value>,
+    out: &mut Plan,
+) -> Result<bool, DaemonJsonError> {
+    let (d, shown) = (DEFAULT_NETWORK_OPTS, cx.shown);
+    let want = ours.value.to_string();
+    let shown_key = format!("{}.{BRIDGE}.{BRIDGE_MTU_OPTION}", d.key);
+    let flags = flag_values(cx.user_args, d.flag, d.short);
+    let key = go_key(object, d.key, d.key, cx.path)?;
+    if !flags.is_empty() || !object.contains_key(&key) {
+        let prefix = format!("{BRIDGE}={BRIDGE_MTU_OPTION}=");
+        match flags.iter().rev().find_map(|f| f.strip_prefix(&prefix)) {
+            Some(theirs) if theirs != want => out.notes.push(format!(
+                "{shown_key}: dockerd flag {} {prefix}{theirs} wins over our {want}",
+                d.flag
+            )),
+            Some(_) => {}
+            None => {
+                out.flags.push(d.flag.to_owned());
+                out.flags.push(format!("{prefix}{want}"));
+            }
+        }
+        return Ok(false);
+    }
+    let bad = |expected| DaemonJsonError::BadKey {
+        path: cx.path.to_path_buf(),
+        key: d.key,
+        expected,
+    };
+    let opts = section(object, d.key, d.key, cx.path)?;
+    // Driver names and option keys are map keys: Go matches them exactly.
+    let bridge = opts.entry(BRIDGE).or_insert(Value::Null);
+    if bridge.is_null() {
+        *bridge = Value::Object(Map::new());
+    }
+    let bridge = bridge
+        .as_object_mut()
+        .ok_or_else(|| bad("an object of objects of strings"))?;
+    match bridge.get(BRIDGE_MTU_OPTION) {
+        None => out.notes.push(format!(
+            "{shown_key}: {shown} already sets {}, so {want} is merged into the generated config",
+            d.key
+        )),
+        Some(Value::String(theirs)) if *theirs == want => return Ok(false),
+        Some(Value::String(theirs)) if !ours.explicit => {
+            out.notes.push(format!(
+                "{shown_key}: keeping {theirs} from {shown} over the detected {want}"
+            ));
+            return Ok(false);
+        }
+        Some(Value::String(theirs)) => out.warnings.push(format!(
+            "{shown_key}: our setting {want} replaces {theirs} from {shown} in the generated config"
+        )),
+        Some(_) => return Err(bad("an object of objects of strings")),
+    }
+    bridge.insert(BRIDGE_MTU_OPTION.to_owned(), Value::String(want));
     Ok(true)
 }
 
@@ -654,6 +761,8 @@ mod tests {
             insecure_registries: args(&["reg:5000"]),
             storage_driver: Some(Scalar::new("vfs".into(), false)),
             mtu: Some(Scalar::new(1450, false)),
+            network_mtu: None,
+            cgroup_parent: None,
             deny_entitlements: Vec::new(),
         };
         let p = d.plan(&wanted, &[]).unwrap();
@@ -676,6 +785,121 @@ mod tests {
         assert!(!p.replace_config_flag);
         apply(&p).unwrap();
         assert!(!d.generated().exists());
+    }
+
+    fn network_mtu(n: u32, explicit: bool) -> Wanted {
+        Wanted {
+            network_mtu: Some(Scalar::new(n, explicit)),
+            ..Wanted::default()
+        }
+    }
+
+    #[test]
+    fn network_mtu_is_a_default_network_opt_flag_without_the_key_in_the_file() {
+        let d = Dir::new();
+        let p = d.plan(&network_mtu(1400, false), &[]).unwrap();
+        assert_eq!(
+            p.flags,
+            args(&[
+                "--default-network-opt",
+                "bridge=com.docker.network.driver.mtu=1400"
+            ])
+        );
+        assert_eq!(p.config_file, None);
+
+        // The user's flag for another driver or option: ours joins it (dockerd would refuse
+        // the key in a file next to the flag).
+        d.write_config(r#"{"default-network-opts": {"bridge": {"a": "b"}}}"#);
+        let theirs = args(&["--default-network-opt=overlay=x=y"]);
+        let p = d.plan(&network_mtu(1400, false), &theirs).unwrap();
+        assert_eq!(p.flags.len(), 2);
+        assert_eq!(p.config_file, None);
+
+        // Their own bridge MTU flag wins.
+        let theirs = args(&[
+            "--default-network-opt",
+            "bridge=com.docker.network.driver.mtu=1300",
+        ]);
+        let p = d.plan(&network_mtu(1400, true), &theirs).unwrap();
+        assert!(p.flags.is_empty());
+        assert_eq!(p.notes.len(), 1);
+    }
+
+    #[test]
+    fn network_mtu_merges_into_the_files_default_network_opts() {
+        let d = Dir::new();
+        d.write_config(
+            r#"{"Default-Network-Opts": {"bridge": {"com.docker.network.bridge.enable_icc": "true"}, "overlay": {"x": "y"}}}"#,
+        );
+        let p = d.plan(&network_mtu(1400, false), &[]).unwrap();
+        assert!(p.flags.is_empty());
+        // Go reads the key case-insensitively: the user's spelling is the one merged into.
+        assert_eq!(
+            p.config_file.unwrap().value,
+            json!({"Default-Network-Opts": {
+                "bridge": {"com.docker.network.bridge.enable_icc": "true", "com.docker.network.driver.mtu": "1400"},
+                "overlay": {"x": "y"}
+            }})
+        );
+
+        d.write_config(r#"{"default-network-opts": {"overlay": {"x": "y"}}}"#);
+        let p = d.plan(&network_mtu(1400, false), &[]).unwrap();
+        assert_eq!(
+            p.config_file.unwrap().value,
+            json!({"default-network-opts": {"overlay": {"x": "y"}, "bridge": {"com.docker.network.driver.mtu": "1400"}}})
+        );
+    }
+
+    #[test]
+    fn cgroup_parent_is_a_flag_and_loses_to_the_users_own() {
+        let d = Dir::new();
+        let wanted = Wanted {
+            cgroup_parent: Some(Scalar::new("/kubepods/pod1/c1/docker".into(), false)),
+            ..Wanted::default()
+        };
+        let p = d.plan(&wanted, &[]).unwrap();
+        assert_eq!(
+            p.flags,
+            args(&["--cgroup-parent", "/kubepods/pod1/c1/docker"])
+        );
+        let p = d.plan(&wanted, &args(&["--cgroup-parent=/mine"])).unwrap();
+        assert!(p.flags.is_empty());
+        d.write_config(r#"{"cgroup-parent": "/theirs"}"#);
+        let p = d.plan(&wanted, &[]).unwrap();
+        assert!(p.flags.is_empty() && p.config_file.is_none());
+    }
+
+    #[test]
+    fn network_mtu_in_the_file_follows_scalar_precedence() {
+        let d = Dir::new();
+        d.write_config(
+            r#"{"default-network-opts": {"bridge": {"com.docker.network.driver.mtu": "1300"}}}"#,
+        );
+        // Detected: the file's wins.
+        let p = d.plan(&network_mtu(1400, false), &[]).unwrap();
+        assert_eq!(p.config_file, None);
+        assert_eq!(p.notes.len(), 1);
+        // Set explicitly: ours wins, with a warning.
+        let p = d.plan(&network_mtu(1400, true), &[]).unwrap();
+        assert_eq!(p.warnings.len(), 1);
+        assert_eq!(
+            p.config_file.unwrap().value["default-network-opts"]["bridge"]
+                ["com.docker.network.driver.mtu"],
+            json!("1400")
+        );
+
+        d.write_config(r#"{"default-network-opts": {"bridge": ["x"]}}"#);
+        let err = d.plan(&network_mtu(1400, false), &[]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DaemonJsonError::BadKey {
+                    key: "default-network-opts",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

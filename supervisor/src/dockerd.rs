@@ -42,6 +42,12 @@ pub struct Prepared {
     pub args: Vec<String>,
     /// PATH for dockerd, when the iptables choice needs shims in front.
     pub path_env: Option<String>,
+    /// `DOCKER_DRIVER` for dockerd when ours was set: the storage choice,
+    /// which replaces an overlay2 that cannot work (`storage::from_env`).
+    pub docker_driver: Option<String>,
+    /// The MTU the proxy adds to networks clients create, for a dockerd
+    /// without `default-network-opts` (`mtu::networks`).
+    pub proxy_network_mtu: Option<u32>,
     pub socket: PathBuf,
     pub stale_pid_dirs: Vec<PathBuf>,
     /// dockerd keeps containers running across its own restarts
@@ -140,7 +146,12 @@ const DOCKERD_OWN_SHUTDOWN: Duration = Duration::from_secs(2);
 /// and daemon.json merge.
 /// Runs before supervision starts, so the helper processes it may run are
 /// waited for here and never meet the reaper.
-pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Result<Prepared> {
+/// `cgroup_parent` is where the cgroup nesting wants dockerd's containers.
+pub fn prepare(
+    cfg: &config::Dockerd,
+    shutdown_timeout: Duration,
+    cgroup_parent: Option<String>,
+) -> anyhow::Result<Prepared> {
     remove_stale_pid_files(&cfg.stale_pid_dirs);
     let path = std::env::var(crate::env::PATH).unwrap_or_else(|_| FALLBACK_PATH.to_owned());
 
@@ -163,6 +174,8 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
             program: cfg.program.clone(),
             args: cfg.user_args.clone(),
             path_env: ipt.path_env,
+            docker_driver: None,
+            proxy_network_mtu: None,
             socket: cfg.socket.clone(),
             stale_pid_dirs: cfg.stale_pid_dirs.clone(),
             live_restore,
@@ -170,21 +183,10 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
     }
     let user_config = user_config?;
     let live_restore = daemon_json::live_restore(&cfg.user_args, Some(&user_config));
-    let storage = storage::choose(
-        &storage::Request {
-            explicit: daemon_json::explicit_storage_driver(&cfg.user_args, &user_config)?
-                .as_deref(),
-            requested: cfg.storage_driver.as_deref(),
-            on_overlay: cfg.storage_on_overlay,
-        },
-        &cfg.data_root,
-        ipt.path_env.as_deref().unwrap_or(&path),
-    )?;
-    tracing::info!(driver = %storage.driver, reason = %storage.reason, "storage driver");
-
-    let detected = mtu::detect();
-    let mtu = mtu::choose(cfg.mtu, detected);
-    tracing::info!(reason = %mtu.reason, "mtu");
+    let helpers_path = ipt.path_env.as_deref().unwrap_or(&path);
+    let storage = choose_storage(cfg, &user_config, helpers_path)?;
+    let (mtu, networks) = choose_mtu(cfg, helpers_path);
+    let explicit_mtu = cfg.mtu != MtuSetting::Auto;
 
     let wanted = daemon_json::Wanted {
         registry_mirrors: cfg.registry_mirrors.clone(),
@@ -192,9 +194,12 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
         storage_driver: (!storage.explicit).then(|| {
             daemon_json::Scalar::new(storage.driver.clone(), cfg.storage_driver.is_some())
         }),
-        mtu: mtu
-            .mtu
-            .map(|n| daemon_json::Scalar::new(n, cfg.mtu != MtuSetting::Auto)),
+        mtu: mtu.mtu.map(|n| daemon_json::Scalar::new(n, explicit_mtu)),
+        network_mtu: match networks {
+            mtu::NetworkMtu::Dockerd(n) => Some(daemon_json::Scalar::new(n, explicit_mtu)),
+            _ => None,
+        },
+        cgroup_parent: cgroup_parent.map(|p| daemon_json::Scalar::new(p, false)),
         deny_entitlements: cfg.deny_entitlements.clone(),
     };
     let plan = daemon_json::plan(
@@ -203,13 +208,7 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
         &user_config,
         &cfg.run_dir.join("daemon.json"),
     )?;
-    for note in &plan.notes {
-        tracing::info!("{note}");
-    }
-    for warning in &plan.warnings {
-        tracing::warn!("{warning}");
-    }
-    daemon_json::apply(&plan)?;
+    apply_plan(&plan)?;
 
     let mut args = our_flags(cfg, &user_config, shutdown_timeout);
     args.extend(plan.dockerd_args(&cfg.user_args));
@@ -218,10 +217,105 @@ pub fn prepare(cfg: &config::Dockerd, shutdown_timeout: Duration) -> anyhow::Res
         program: cfg.program.clone(),
         args,
         path_env: ipt.path_env,
+        docker_driver: storage.env,
+        proxy_network_mtu: match networks {
+            mtu::NetworkMtu::Proxy(n) => Some(n),
+            _ => None,
+        },
         socket: cfg.socket.clone(),
         stale_pid_dirs: cfg.stale_pid_dirs.clone(),
         live_restore,
     })
+}
+
+/// The storage driver, from `DOCKER_DRIVER`, the user's flags and
+/// daemon.json, our setting and the data root's filesystem.
+fn choose_storage(
+    cfg: &config::Dockerd,
+    user_config: &UserConfig,
+    path_env: &str,
+) -> anyhow::Result<storage::StorageChoice> {
+    let storage = storage::choose(
+        &storage::Request {
+            env: cfg.docker_driver.as_deref(),
+            explicit: daemon_json::explicit_storage_driver(&cfg.user_args, user_config)?.as_deref(),
+            requested: cfg.storage_driver.as_deref(),
+            on_overlay: cfg.storage_on_overlay,
+        },
+        &cfg.data_root,
+        path_env,
+    )?;
+    tracing::info!(driver = %storage.driver, reason = %storage.reason, "storage driver");
+    Ok(storage)
+}
+
+/// The default bridge's MTU, and who gives it to networks created later
+/// (dockerd's version is asked only when there is an MTU to give).
+fn choose_mtu(cfg: &config::Dockerd, path_env: &str) -> (mtu::MtuChoice, mtu::NetworkMtu) {
+    let mtu = mtu::choose(cfg.mtu, mtu::detect());
+    tracing::info!(reason = %mtu.reason, "mtu");
+    let major = mtu.mtu.and_then(|_| dockerd_major(&cfg.program, path_env));
+    let networks = mtu::networks(mtu.mtu, major);
+    log_network_mtu(networks, major);
+    (mtu, networks)
+}
+
+/// Logs the plan's decisions and writes its config file, if any.
+fn apply_plan(plan: &daemon_json::Plan) -> anyhow::Result<()> {
+    for note in &plan.notes {
+        tracing::info!("{note}");
+    }
+    for warning in &plan.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(daemon_json::apply(plan)?)
+}
+
+/// How long `dockerd --version` may take; a wrapper script that ignores
+/// its arguments must not hold up the start.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// dockerd's major version from `dockerd --version` (well under a second);
+/// None when it cannot be read in [`VERSION_TIMEOUT`].
+fn dockerd_major(program: &Path, path_env: &str) -> Option<u32> {
+    let mut child = Command::new(program)
+        .arg("--version")
+        .env("PATH", path_env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + VERSION_TIMEOUT;
+    // One short line: it fits the pipe, so the child never blocks on it.
+    while child.try_wait().ok()?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut line = String::new();
+    io::Read::read_to_string(&mut child.stdout.take()?, &mut line).ok()?;
+    mtu::dockerd_major(&line)
+}
+
+/// One line on how networks created later get the MTU.
+fn log_network_mtu(networks: mtu::NetworkMtu, major: Option<u32>) {
+    let version = major.map_or_else(|| "of unknown version".to_owned(), |v| v.to_string());
+    match networks {
+        mtu::NetworkMtu::Keep => {}
+        mtu::NetworkMtu::Dockerd(n) => tracing::info!(
+            mtu = n,
+            "networks created later get this MTU from dockerd {version} (default-network-opts)"
+        ),
+        mtu::NetworkMtu::Proxy(n) => tracing::info!(
+            mtu = n,
+            "dockerd {version} has no default-network-opts: the proxy adds {} to bridge networks created through it; networks created on dockerd's own socket keep 1500",
+            proxy::network_mtu::MTU_OPTION
+        ),
+    }
 }
 
 /// The flags we always give dockerd: its private socket, and the data root
@@ -275,6 +369,9 @@ pub fn spawn(p: &Prepared) -> io::Result<(Running, oneshot::Receiver<Pong>)> {
         .process_group(0);
     if let Some(path) = &p.path_env {
         cmd.env("PATH", path);
+    }
+    if let Some(driver) = &p.docker_driver {
+        cmd.env(crate::env::DOCKER_DRIVER, driver);
     }
     // std's Child is dropped without waiting: the reaper owns the status.
     let mut child = cmd.spawn()?;
@@ -434,6 +531,31 @@ fn is_docker_pid_file(name: &OsStr) -> bool {
 mod tests {
     use super::*;
 
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("dockerd");
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn dockerd_major_asks_dockerd_and_a_hung_wrapper_gives_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = script(
+            dir.path(),
+            r#"[ "$1" = --version ] && echo "Docker version 24.0.7, build 311b9ff""#,
+        );
+        assert_eq!(dockerd_major(&ok, "/usr/bin:/bin"), Some(24));
+        // A wrapper that ignores its arguments (a test's late dockerd).
+        let hung = script(dir.path(), "exec sleep 600");
+        assert_eq!(dockerd_major(&hung, "/usr/bin:/bin"), None);
+        assert_eq!(
+            dockerd_major(Path::new("/nonexistent/dockerd"), "/usr/bin:/bin"),
+            None
+        );
+    }
+
     #[test]
     fn logrus_lines_keep_level_and_drop_timestamp() {
         assert_eq!(
@@ -483,6 +605,8 @@ mod tests {
                 r#"echo 'level=fatal msg="disk quota exceeded"' >&2; exit 1"#.into(),
             ],
             path_env: None,
+            docker_driver: None,
+            proxy_network_mtu: None,
             socket: dir.path().join("docker.sock"),
             stale_pid_dirs: Vec::new(),
             live_restore: false,

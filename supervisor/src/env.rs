@@ -37,6 +37,9 @@ pub const DOCKER_TLS_SAN: &str = "DOCKER_TLS_SAN";
 /// The engine's address. The service honours only a `unix://` value (the
 /// socket path jobs use); `wait` honours any, as the docker CLI does.
 pub const DOCKER_HOST: &str = "DOCKER_HOST";
+/// dockerd's storage driver, read by dockerd before `--storage-driver` and
+/// daemon.json; GitLab's docs set it on jobs, which pass it to services.
+pub const DOCKER_DRIVER: &str = "DOCKER_DRIVER";
 /// Set and non-empty: legacy iptables; set and empty: nft.
 pub const DOCKER_IPTABLES_LEGACY: &str = "DOCKER_IPTABLES_LEGACY";
 /// The docker CLI's: verify the server's certificate (implies TLS).

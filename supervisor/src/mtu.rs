@@ -6,7 +6,12 @@
 //! So we read the MTU of the interface carrying the default route and pass `--mtu` when it is
 //! smaller than dockerd's default.
 //!
-//! [`detect_in`] reads the tables, [`choose`] is pure.
+//! `--mtu` lowers only the default bridge; networks a job creates later (`docker network
+//! create`, compose) would still get 1500 (issue 12). dockerd 24 and later take an MTU for them
+//! from daemon.json's `default-network-opts`; for older dockerd the proxy adds it to each
+//! network create (`proxy::network_mtu`). [`networks`] picks one from dockerd's version.
+//!
+//! [`detect_in`] reads the tables, [`choose`] and [`networks`] are pure.
 
 use std::fmt;
 use std::fs;
@@ -175,6 +180,38 @@ pub fn choose(setting: MtuSetting, detected: Option<(String, u32)>) -> MtuChoice
     }
 }
 
+/// The first dockerd release with `default-network-opts` (moby v24.0.0).
+pub const DEFAULT_NETWORK_OPTS_SINCE: u32 = 24;
+
+/// dockerd's major version from its `--version` line, e.g. `Docker version 20.10.24+dfsg1,
+/// build 5d6db84` → 20. None for a line that names no release (a `dev` build).
+pub fn dockerd_major(version_line: &str) -> Option<u32> {
+    let rest = version_line.trim().strip_prefix("Docker version ")?;
+    let major = rest.split(['.', ',', ' ', '-', '+']).next()?;
+    major.parse().ok()
+}
+
+/// Who gives the networks a job creates the lowered MTU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkMtu {
+    /// Nothing to lower: dockerd's 1500 is right.
+    Keep,
+    /// dockerd itself, by `default-network-opts` (24 and later).
+    Dockerd(u32),
+    /// The proxy, on each `POST /networks/create` it relays: a dockerd older than 24, or one
+    /// whose version could not be read (the proxy's way works with any).
+    Proxy(u32),
+}
+
+/// Picks [`NetworkMtu`] for the bridge MTU chosen by [`choose`] and dockerd's major version.
+pub fn networks(mtu: Option<u32>, dockerd_major: Option<u32>) -> NetworkMtu {
+    match (mtu, dockerd_major) {
+        (None, _) => NetworkMtu::Keep,
+        (Some(n), Some(v)) if v >= DEFAULT_NETWORK_OPTS_SINCE => NetworkMtu::Dockerd(n),
+        (Some(n), _) => NetworkMtu::Proxy(n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -304,5 +341,34 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
             let msg = bad.parse::<MtuSetting>().unwrap_err().to_string();
             assert!(msg.contains("68 to 65535") && msg.contains(bad), "{msg}");
         }
+    }
+
+    #[test]
+    fn dockerd_major_reads_the_version_line() {
+        assert_eq!(
+            dockerd_major("Docker version 20.10.24+dfsg1, build 5d6db84\n"),
+            Some(20)
+        );
+        assert_eq!(
+            dockerd_major("Docker version 27.3.1, build 41ca978"),
+            Some(27)
+        );
+        assert_eq!(
+            dockerd_major("Docker version 24.0.0-rc.1, build x"),
+            Some(24)
+        );
+        assert_eq!(dockerd_major("Docker version dev, build unknown"), None);
+        assert_eq!(dockerd_major("dockerd: command not found"), None);
+        assert_eq!(dockerd_major(""), None);
+    }
+
+    #[test]
+    fn networks_get_the_mtu_from_dockerd_24_on_and_from_the_proxy_before() {
+        assert_eq!(networks(None, Some(27)), NetworkMtu::Keep);
+        assert_eq!(networks(None, Some(20)), NetworkMtu::Keep);
+        assert_eq!(networks(Some(1400), Some(24)), NetworkMtu::Dockerd(1400));
+        assert_eq!(networks(Some(1400), Some(23)), NetworkMtu::Proxy(1400));
+        assert_eq!(networks(Some(1400), Some(20)), NetworkMtu::Proxy(1400));
+        assert_eq!(networks(Some(1400), None), NetworkMtu::Proxy(1400));
     }
 }

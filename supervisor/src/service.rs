@@ -28,7 +28,7 @@ pub fn run(
         // Signal handlers exist before any child does, so no SIGCHLD and no
         // early SIGTERM is lost.
         let signals = signals::Signals::install().context("installing signal handlers")?;
-        become_init();
+        let cgroup_parent = become_init();
         let (latch, readiness) = proxy::readiness::channel();
         let metrics = Arc::new(proxy::metrics::Metrics::default());
         // Health answers (503) from the first moment, so probes can tell
@@ -66,7 +66,7 @@ pub fn run(
             }
             _ => proxy::Open::WhenReady(endpoints),
         };
-        let prepared = dockerd::prepare(&config.dockerd, config.supervise.shutdown_timeout)?;
+        let prepared = dockerd::prepare(&config.dockerd, config.supervise.shutdown_timeout, cgroup_parent)?;
         let health = proxy::health::Health {
             readiness: readiness.clone(),
             metrics: metrics.clone(),
@@ -76,7 +76,8 @@ pub fn run(
         tokio::spawn(proxy::health::serve(health_listener, Arc::new(health)));
         let proxy_task = match config.proxy {
             Some(p) => {
-                let proxy_config = proxy_config(p, open, &config.dockerd.run_dir, &prepared.socket, config.locked_by)?;
+                let mut proxy_config = proxy_config(p, open, &config.dockerd.run_dir, &prepared.socket, config.locked_by)?;
+                proxy_config.network_mtu = prepared.proxy_network_mtu;
                 let shutdown = readiness.clone().shutting_down();
                 Some(tokio::spawn(proxy::serve(proxy_config, readiness.clone(), metrics.clone(), shutdown)))
             }
@@ -136,17 +137,22 @@ fn proxy_config(
         policy: p.policy,
         audit,
         ping_ttl: p.ping_cache,
+        network_mtu: None,
     })
 }
 
 /// PID 1 inherits orphans by definition; elsewhere ask the kernel for them,
 /// so containerd shims are reaped here and not by whoever started us. As PID
-/// 1 also nest cgroup v2 before any other process exists.
-fn become_init() {
+/// 1 also nest cgroup v2 before any other process exists; returns dockerd's
+/// cgroup parent when that nesting needs one (`cgroup::CgroupOutcome`).
+fn become_init() -> Option<String> {
     raise_fd_limit();
     if nix::unistd::getpid().as_raw() == 1 {
         match cgroup::nest_default() {
-            Ok(outcome) => tracing::info!(?outcome, "cgroup"),
+            Ok(outcome) => {
+                tracing::info!(?outcome, "cgroup");
+                return outcome.dockerd_cgroup_parent();
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cgroup v2 nesting failed; dockerd may not manage cgroups")
             }
@@ -154,6 +160,7 @@ fn become_init() {
     } else if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!(error = %e, "cannot become a child subreaper; orphans will go to the real init");
     }
+    None
 }
 
 /// Every proxied connection holds two descriptors (client and dockerd); the

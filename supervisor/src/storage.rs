@@ -104,6 +104,10 @@ pub struct Fallbacks {
 /// What the user and our settings asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Request<'a> {
+    /// `DOCKER_DRIVER` from our environment, when set and not empty. dockerd reads it from its
+    /// environment before `--storage-driver` and daemon.json (moby `daemon/daemon.go`), so it
+    /// wins over every other setting here too.
+    pub env: Option<&'a str>,
     /// A driver set in the user's dockerd flags (`--storage-driver`, `-s`) or daemon.json.
     /// It is passed to dockerd by the user's own config, so the caller must not pass it again.
     pub explicit: Option<&'a str>,
@@ -123,12 +127,18 @@ pub struct StorageChoice {
     pub explicit: bool,
     /// Lines to log at warn level, in order.
     pub warnings: Vec<String>,
+    /// What dockerd must find in `DOCKER_DRIVER`: set whenever our environment set it, to the
+    /// driver chosen (the fallback, when `DOCKER_DRIVER=overlay2` cannot work), because dockerd
+    /// would read the variable over any flag we give.
+    pub env: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("{data_root} is on overlayfs, where overlay2 cannot work; mount a volume at {data_root} (or allow the fallback driver)")]
     OverlayOnOverlay { data_root: String },
+    #[error("DOCKER_DRIVER=overlay2, but {data_root} is on overlayfs, where overlay2 cannot work, and DIND_STORAGE_ON_OVERLAY=exit; mount a volume at {data_root} (or unset DOCKER_DRIVER)")]
+    EnvOverlayOnOverlay { data_root: String },
     #[error("cannot check the filesystem of {}", path.display())]
     Statfs {
         path: PathBuf,
@@ -177,8 +187,8 @@ pub fn fallbacks(path_env: &str, dev_root: &Path) -> Fallbacks {
 
 /// Picks the driver. `probe` is `None` when the filesystem could not be checked; then we keep
 /// the wanted driver and let dockerd speak for itself.
-// long: one decision table (explicit, requested, overlay-on-overlay and
-// its fallbacks), each row with the reason logged; read top to bottom.
+// long: one decision table (DOCKER_DRIVER, explicit, requested,
+// overlay-on-overlay), each row with the reason logged; read top to bottom.
 pub fn decide(
     req: &Request<'_>,
     data_root: &Path,
@@ -192,6 +202,9 @@ pub fn decide(
         None => format!("filesystem of {root} unknown"),
     };
 
+    if let Some(driver) = req.env {
+        return from_env(driver, req, &root, on_overlay, &fs_note, fallbacks);
+    }
     if let Some(driver) = req.explicit {
         let mut warnings = Vec::new();
         if driver == DEFAULT_DRIVER && on_overlay {
@@ -209,6 +222,7 @@ pub fn decide(
             reason: format!("{driver} (set in dockerd flags or daemon.json; {fs_note})"),
             explicit: true,
             warnings,
+            env: None,
         });
     }
 
@@ -222,45 +236,90 @@ pub fn decide(
             reason: format!("{driver} ({origin}; {fs_note})"),
             explicit: false,
             warnings: Vec::new(),
+            env: None,
         });
     }
 
     if req.on_overlay == OnOverlay::Exit {
         return Err(StorageError::OverlayOnOverlay { data_root: root });
     }
-    let mut warnings = vec![format!(
-        "{root} is on overlayfs, where overlay2 cannot work; mount a volume at {root}"
-    )];
-    let (driver, reason) = match (&fallbacks.fuse_overlayfs, fallbacks.dev_fuse) {
-        (Some(_), true) => (
-            "fuse-overlayfs",
-            format!("fuse-overlayfs (fallback: {root} is on overlayfs)"),
-        ),
-        (Some(_), false) => (
-            "vfs",
-            format!("vfs (fallback: {root} is on overlayfs and /dev/fuse is missing)"),
-        ),
-        (None, _) => (
-            "vfs",
-            format!("vfs (fallback: {root} is on overlayfs and fuse-overlayfs is not installed)"),
-        ),
-    };
-    if driver == "vfs" {
-        // vfs copies every layer in full: builds get slow and disks fill up; say so loudly.
-        warnings.push(format!(
-            "FALLING BACK TO THE vfs STORAGE DRIVER: every image layer is a full copy, slow and disk-hungry; mount a volume at {root} to get overlay2"
-        ));
-    } else {
-        warnings.push(format!(
-            "falling back to the fuse-overlayfs storage driver, slower than overlay2; mount a volume at {root} to get overlay2"
-        ));
-    }
+    let (driver, reason, cost) = fallback(&root, fallbacks);
     Ok(StorageChoice {
         driver: driver.to_owned(),
         reason,
         explicit: false,
-        warnings,
+        warnings: vec![
+            format!("{root} is on overlayfs, where overlay2 cannot work; mount a volume at {root}"),
+            cost,
+        ],
+        env: None,
     })
+}
+
+/// `DOCKER_DRIVER` decides, as in dockerd; only an overlay2 that cannot work on the data root
+/// follows `DIND_STORAGE_ON_OVERLAY`. The stock image's users set `DOCKER_DRIVER: overlay2`
+/// out of habit (GitLab's docs did for years), so it must not stop a service that works.
+fn from_env(
+    driver: &str,
+    req: &Request<'_>,
+    root: &str,
+    on_overlay: bool,
+    fs_note: &str,
+    fallbacks: &Fallbacks,
+) -> Result<StorageChoice, StorageError> {
+    if driver != DEFAULT_DRIVER || !on_overlay {
+        // Our own flag would lose to the variable in dockerd: add none, say what wins.
+        let overrides = match (req.explicit, req.requested) {
+            (Some(other), _) if other != driver => {
+                format!("; over {other} from dockerd flags or daemon.json, as dockerd reads it")
+            }
+            (None, Some(other)) if other != driver => {
+                format!("; over DIND_STORAGE_DRIVER={other}, as dockerd reads it")
+            }
+            _ => String::new(),
+        };
+        return Ok(StorageChoice {
+            driver: driver.to_owned(),
+            reason: format!("{driver} (DOCKER_DRIVER{overrides}; {fs_note})"),
+            explicit: true,
+            warnings: Vec::new(),
+            env: Some(driver.to_owned()),
+        });
+    }
+    if req.on_overlay == OnOverlay::Exit {
+        return Err(StorageError::EnvOverlayOnOverlay {
+            data_root: root.to_owned(),
+        });
+    }
+    // One line: the variable, why it cannot be followed, what runs instead and at what cost.
+    let (driver, reason, cost) = fallback(root, fallbacks);
+    Ok(StorageChoice {
+        driver: driver.to_owned(),
+        reason: format!("{reason}; DOCKER_DRIVER=overlay2 replaced"),
+        explicit: true,
+        warnings: vec![format!(
+            "DOCKER_DRIVER=overlay2 cannot work with {root} on overlayfs: dockerd gets DOCKER_DRIVER={driver} instead (DIND_STORAGE_ON_OVERLAY=fallback); {cost}"
+        )],
+        env: Some(driver.to_owned()),
+    })
+}
+
+/// The driver used when overlay2 cannot work on the data root: fuse-overlayfs where it can
+/// mount, else vfs. The reason, and a warning on what the fallback costs.
+fn fallback(root: &str, fallbacks: &Fallbacks) -> (&'static str, String, String) {
+    let (driver, why) = match (&fallbacks.fuse_overlayfs, fallbacks.dev_fuse) {
+        (Some(_), true) => ("fuse-overlayfs", ""),
+        (Some(_), false) => ("vfs", " and /dev/fuse is missing"),
+        (None, _) => ("vfs", " and fuse-overlayfs is not installed"),
+    };
+    let reason = format!("{driver} (fallback: {root} is on overlayfs{why})");
+    let cost = if driver == "vfs" {
+        // vfs copies every layer in full: builds get slow and disks fill up; say so loudly.
+        format!("FALLING BACK TO THE vfs STORAGE DRIVER: every image layer is a full copy, slow and disk-hungry; mount a volume at {root} to get overlay2")
+    } else {
+        format!("falling back to the fuse-overlayfs storage driver, slower than overlay2; mount a volume at {root} to get overlay2")
+    };
+    (driver, reason, cost)
 }
 
 /// [`decide`] against the real system: statfs on `data_root`, fuse-overlayfs on `path_env`,
@@ -422,6 +481,109 @@ mod tests {
         .unwrap();
         assert_eq!(c.driver, "overlay2");
         assert_eq!(c.warnings.len(), 1);
+    }
+
+    /// [`decide`] for `req` with the data root on `fs`, nothing to fall back on.
+    fn decided(req: &Request<'_>, fs: FsMagic) -> Result<StorageChoice, StorageError> {
+        decide(req, Path::new(ROOT), Some(&on(fs)), &Fallbacks::default())
+    }
+
+    fn on_overlayfs(req: &Request<'_>) -> Result<StorageChoice, StorageError> {
+        decided(req, FsMagic::OVERLAYFS)
+    }
+
+    #[test]
+    fn docker_driver_wins_over_flags_daemon_json_and_ours_as_in_dockerd() {
+        let req = Request {
+            env: Some("btrfs"),
+            explicit: Some("zfs"),
+            requested: Some("vfs"),
+            ..Request::default()
+        };
+        let c = decided(&req, FsMagic(0x9123_683e)).unwrap();
+        assert_eq!(c.driver, "btrfs");
+        // dockerd reads the variable over any flag: we add none, and it keeps the value.
+        assert!(c.explicit);
+        assert_eq!(c.env.as_deref(), Some("btrfs"));
+        assert!(
+            c.reason.contains("DOCKER_DRIVER") && c.reason.contains("zfs"),
+            "{}",
+            c.reason
+        );
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn docker_driver_overlay2_on_ext4_is_kept() {
+        let req = Request {
+            env: Some("overlay2"),
+            ..Request::default()
+        };
+        let c = decided(&req, FsMagic(0xef53)).unwrap();
+        assert_eq!(
+            (c.driver.as_str(), c.env.as_deref()),
+            ("overlay2", Some("overlay2"))
+        );
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn docker_driver_overlay2_on_overlayfs_falls_back_with_one_line() {
+        let req = Request {
+            env: Some("overlay2"),
+            ..Request::default()
+        };
+        let c = on_overlayfs(&req).unwrap();
+        assert_eq!(c.driver, "vfs");
+        // dockerd must see the fallback in the variable, or it would still try overlay2.
+        assert_eq!(c.env.as_deref(), Some("vfs"));
+        assert!(
+            c.explicit,
+            "no --storage-driver flag of ours: the variable carries it"
+        );
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("DOCKER_DRIVER=overlay2"));
+        assert!(c.warnings[0].contains("mount a volume at /var/lib/docker"));
+
+        let fuse = Fallbacks {
+            fuse_overlayfs: Some(PathBuf::from("/usr/bin/fuse-overlayfs")),
+            dev_fuse: true,
+        };
+        let c = decide(&req, Path::new(ROOT), Some(&on(FsMagic::OVERLAYFS)), &fuse).unwrap();
+        assert_eq!(c.env.as_deref(), Some("fuse-overlayfs"));
+    }
+
+    #[test]
+    fn docker_driver_overlay2_on_overlayfs_with_exit_is_one_line_naming_it() {
+        let req = Request {
+            env: Some("overlay2"),
+            on_overlay: OnOverlay::Exit,
+            ..Request::default()
+        };
+        let err = on_overlayfs(&req).unwrap_err();
+        assert!(
+            matches!(err, StorageError::EnvOverlayOnOverlay { .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("DOCKER_DRIVER=overlay2") && msg.contains("mount a volume"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn without_docker_driver_dockerd_gets_no_variable_from_us() {
+        for req in [
+            Request::default(),
+            Request {
+                explicit: Some("vfs"),
+                ..Request::default()
+            },
+        ] {
+            assert_eq!(on_overlayfs(&req).unwrap().env, None);
+        }
     }
 
     #[test]

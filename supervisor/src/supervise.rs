@@ -592,6 +592,8 @@ mod tests {
             program: PathBuf::from("/fake/dockerd"),
             args: Vec::new(),
             path_env: None,
+            docker_driver: None,
+            proxy_network_mtu: None,
             socket: PathBuf::from("/fake/docker.sock"),
             stale_pid_dirs: Vec::new(),
             live_restore,

@@ -307,6 +307,16 @@ impl Runner {
     }
 }
 
+/// The machine's static busybox, which containers with no tools of their
+/// own get by copy or bind mount.
+pub fn busybox() -> &'static Path {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .expect("busybox is not installed: apt-get install busybox-static (scripts/install-deps.sh does)")
+}
+
 /// Unique names for one test process: pid and a counter.
 fn unique(tag: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -378,9 +388,31 @@ impl Scope {
 
     /// A user-defined bridge network, as the docker executor creates per job.
     pub fn network(&self) -> String {
+        self.network_with(&[])
+    }
+
+    /// [`Scope::network`] with driver options (`key=value`), e.g. the lower
+    /// MTU of a pod network.
+    pub fn network_with(&self, opts: &[&str]) -> String {
         let name = self.name("net");
         self.networks.lock().unwrap().push(name.clone());
-        runner().ok(&["network", "create", &name], Duration::from_secs(30));
+        let mut args = vec!["network", "create"];
+        for o in opts {
+            args.extend(["-o", o]);
+        }
+        args.push(&name);
+        runner().ok(&args, Duration::from_secs(30));
+        name
+    }
+
+    /// `docker run -d --name <scope>-<role> <args…>` on the runner, removed
+    /// with the scope; returns the container name.
+    pub fn start_helper(&self, role: &str, args: &[&str]) -> String {
+        let name = self.name(role);
+        self.track(&name);
+        let mut all = vec!["run", "-d", "--name", &name];
+        all.extend(args);
+        runner().ok(&all, Duration::from_secs(60));
         name
     }
 
@@ -443,12 +475,7 @@ impl Scope {
     /// registry. The RUN step makes the build start a container.
     pub fn build_context(&self) -> PathBuf {
         let dir = self.dir();
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.is_file())
-            .expect("busybox is not installed: apt-get install busybox-static (scripts/install-deps.sh does)");
-        fs::copy(busybox, dir.join("busybox")).expect("copy busybox into the build context");
+        fs::copy(busybox(), dir.join("busybox")).expect("copy busybox into the build context");
         fs::write(
             dir.join("Dockerfile"),
             format!(
