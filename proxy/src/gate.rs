@@ -54,7 +54,7 @@ impl HoldBudget {
 }
 
 /// Lets a request through once the engine is Ready; holds it while it is
-/// starting or restarting, for what is left of the connection's
+/// starting, restarting or not answering, for what is left of the connection's
 /// `limits.hold`, unless `limits.max_held` requests wait already.
 pub async fn pass(
     readiness: &Readiness,
@@ -73,7 +73,7 @@ pub async fn pass(
                 last_error: last_error(),
             })
         }
-        State::Starting | State::Restarting => {}
+        State::Starting | State::Restarting | State::Unresponsive => {}
     }
     let since = budget.begin(Instant::now());
     let left = (since + limits.hold).saturating_duration_since(Instant::now());

@@ -121,6 +121,11 @@ fn route(req: &Request<Incoming>, h: &Health) -> Response<Body> {
 /// None when ready; else why not.
 fn not_ready(h: &Health) -> Option<String> {
     let state = h.readiness.state();
+    if state == State::Unresponsive {
+        // The watchdog's reason: how long dockerd has been silent.
+        let why = h.readiness.engine().unresponsive.unwrap_or_default();
+        return Some(format!("engine is {state}: {why}"));
+    }
     if state != State::Ready {
         return Some(format!("engine is {state}"));
     }
@@ -142,6 +147,7 @@ fn render_engine(h: &Health, out: &mut String) {
         State::Starting,
         State::Ready,
         State::Restarting,
+        State::Unresponsive,
         State::ShuttingDown,
     ] {
         let _ = writeln!(out, "dind_state{{state=\"{s}\"}} {}", u8::from(s == state));

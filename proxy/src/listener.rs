@@ -320,7 +320,9 @@ async fn first_ready(mut readiness: Readiness) -> bool {
         match state {
             State::Ready => return true,
             State::ShuttingDown => return false,
-            State::Starting | State::Restarting => state = readiness.changed().await,
+            State::Starting | State::Restarting | State::Unresponsive => {
+                state = readiness.changed().await
+            }
         }
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Where the engine is in its life. Moves Starting → Ready → Restarting →
-/// Ready … → ShuttingDown; ShuttingDown is final.
+/// Ready … → ShuttingDown; ShuttingDown is final. Ready ⇄ Unresponsive
+/// while a live dockerd stops answering, and Unresponsive → Restarting when
+/// it is killed for that.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Certificates are being minted or dockerd has not answered yet.
@@ -19,6 +21,9 @@ pub enum State {
     Ready,
     /// dockerd exited unexpectedly and is being started again.
     Restarting,
+    /// dockerd runs but has not answered `/_ping` for a while (stopped,
+    /// deadlocked): requests are held as during a restart.
+    Unresponsive,
     /// A stop signal arrived; nothing new may start.
     ShuttingDown,
 }
@@ -29,6 +34,7 @@ impl State {
             State::Starting => "starting",
             State::Ready => "ready",
             State::Restarting => "restarting",
+            State::Unresponsive => "unresponsive",
             State::ShuttingDown => "shutting_down",
         }
     }
@@ -38,8 +44,9 @@ impl State {
         match (self, next) {
             (ShuttingDown, _) => false,
             (_, ShuttingDown) => true,
-            (Starting | Restarting, Ready) => true,
-            (Ready, Restarting) => true,
+            (Starting | Restarting | Unresponsive, Ready) => true,
+            (Ready | Unresponsive, Restarting) => true,
+            (Ready, Unresponsive) => true,
             (Starting, Restarting) => true,
             (Restarting, Restarting) => true,
             _ => false,
@@ -68,6 +75,9 @@ pub struct Engine {
     /// Why the last dockerd ended or could not start (its last stderr line),
     /// so a request held in vain can say why.
     pub last_error: Option<String>,
+    /// While Unresponsive: for how long dockerd has not answered, said for
+    /// `/readyz` and `/status` (the supervisor's watchdog writes it).
+    pub unresponsive: Option<String>,
 }
 
 /// The only handle that can change the state. Owned by the supervisor's run
@@ -186,6 +196,15 @@ mod tests {
         assert!(latch.set(State::Ready));
         assert!(latch.set(State::Restarting));
         assert!(!latch.set(State::Starting), "never back to Starting");
+        assert!(latch.set(State::Ready));
+        assert!(latch.set(State::Unresponsive));
+        assert!(latch.set(State::Ready), "an answer again: back to Ready");
+        assert!(latch.set(State::Unresponsive));
+        assert!(latch.set(State::Restarting), "killed for its silence");
+        assert!(
+            !latch.set(State::Unresponsive),
+            "only a Ready engine goes silent"
+        );
         assert!(latch.set(State::Ready));
         assert!(latch.set(State::ShuttingDown));
         assert!(!latch.set(State::Ready), "a late probe must not revive it");

@@ -123,6 +123,7 @@ fn doing(state: State) -> &'static str {
     match state {
         State::Starting => "still starting",
         State::Restarting => "restarting after dockerd exited",
+        State::Unresponsive => "not answering (dockerd runs but is silent)",
         State::Ready | State::ShuttingDown => "not ready",
     }
 }

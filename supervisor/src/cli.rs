@@ -270,6 +270,9 @@ pub struct Settings {
     /// Restarts allowed in a row (a run Ready for 60 s resets the count); then exit non-zero.
     #[arg(long, env = env::DIND_RESTART_MAX, default_value_t = 5)]
     pub restart_max: u32,
+    /// How long dockerd may not answer its ping after Ready before it is killed and restarted; 0 = never.
+    #[arg(long, env = env::DIND_HANG_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub hang_timeout: Duration,
 
     /// Log format of the supervisor (dockerd's lines are re-emitted in it too).
     #[arg(long, env = env::DIND_LOG_FORMAT, value_enum, default_value = "text")]

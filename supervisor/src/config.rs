@@ -128,6 +128,9 @@ pub struct Supervise {
     pub shutdown_timeout: Duration,
     pub restart: RestartPolicy,
     pub restart_max: u32,
+    /// How long dockerd may not answer after Ready before it is killed and
+    /// restarted (see `watchdog`); None: never.
+    pub hang_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -231,6 +234,7 @@ impl Config {
                 shutdown_timeout: settings.shutdown_timeout,
                 restart: settings.restart,
                 restart_max: settings.restart_max,
+                hang_timeout: Some(settings.hang_timeout).filter(|t| !t.is_zero()),
             },
             health_addr: settings.health_addr,
             proxy,

@@ -85,8 +85,20 @@ pub fn served(r: anyhow::Result<i32>) -> ExitCode {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             tracing::error!("{e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(served_error_code(&e))
         }
+    }
+}
+
+/// A certificate directory that cannot be used (read-only, full, corrupt)
+/// is the operator's to fix, as a refused configuration is: 78, like every
+/// other refusal at start, so an orchestrator does not retry it as a crash
+/// (issue 13). Anything else is 1.
+fn served_error_code(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<crate::certs::CertError>()) {
+        CONFIG
+    } else {
+        1
     }
 }
 
@@ -220,5 +232,16 @@ mod tests {
             assert_eq!(supervised(ended, false), code, "{ended:?}");
             assert_eq!(supervised(ended, true), 1, "a fatal error wins: {ended:?}");
         }
+    }
+
+    #[test]
+    fn a_certificate_error_at_start_is_a_refused_configuration() {
+        let cert = crate::certs::CertError::CreateDir {
+            path: "/certs/ca".into(),
+            source: std::io::Error::from_raw_os_error(30),
+        };
+        let wrapped = anyhow::Error::new(cert).context("starting");
+        assert_eq!(served_error_code(&wrapped), CONFIG);
+        assert_eq!(served_error_code(&anyhow::anyhow!("proxy failed")), 1);
     }
 }

@@ -21,6 +21,7 @@
 //! - [`status`]: what `/status` reports beyond the live state.
 //! - [`dockerd`]: dockerd's command line, start, output and ready probe.
 //! - [`supervise`]: the run loop that owns dockerd and the readiness latch.
+//! - [`watchdog`]: noticing a dockerd that stops answering after Ready.
 //! - [`signals`], [`reap`], [`procfs`]: PID 1 duties.
 //! - [`system`]: the seam between the run loop and the machine (processes,
 //!   signals, the reaper, /proc, dockerd's API), with a fake for tests.
@@ -56,3 +57,4 @@ pub mod storage;
 pub mod supervise;
 pub mod system;
 pub mod wait;
+pub mod watchdog;

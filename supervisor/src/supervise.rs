@@ -20,6 +20,7 @@ use crate::exit::{self, Ended};
 use crate::reap::Exit;
 use crate::signals::Event;
 use crate::system::{Incoming, System};
+use crate::watchdog::{Verdict, Watchdog};
 
 /// A run that held Ready this long was healthy: its crash starts a new count.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
@@ -67,6 +68,11 @@ pub struct Supervisor<S> {
     /// Fires once when the current dockerd first answers /_ping.
     ready: Option<oneshot::Receiver<dockerd::Pong>>,
     ready_since: Option<Instant>,
+    /// Pings the current dockerd from its first Ready until it exits, is
+    /// killed or a stop begins.
+    watchdog: Option<Watchdog>,
+    /// The current dockerd was killed by the watchdog, for this silence.
+    killed_silent: Option<Duration>,
     failures: u32,
     restart_at: Option<Instant>,
     stopping: Option<Stopping>,
@@ -98,6 +104,8 @@ impl<S: System> Supervisor<S> {
             dockerd: None,
             ready: None,
             ready_since: None,
+            watchdog: None,
+            killed_silent: None,
             failures: 0,
             restart_at: None,
             stopping: None,
@@ -143,6 +151,9 @@ impl<S: System> Supervisor<S> {
                     if let Ok(pong) = pong {
                         self.on_ready(pong);
                     }
+                }
+                verdict = async { self.watchdog.as_mut().expect("guarded").next(&self.sys, &self.prepared.socket).await }, if self.watchdog.is_some() => {
+                    self.on_verdict(verdict);
                 }
                 _ = sleep_until(self.restart_at.unwrap_or_else(Instant::now)), if self.restart_at.is_some() => {
                     self.restart_at = None;
@@ -228,6 +239,7 @@ impl<S: System> Supervisor<S> {
 
     fn on_ready(&mut self, pong: dockerd::Pong) {
         self.ready_since = Some(Instant::now());
+        self.watchdog = Some(Watchdog::new(self.policy.hang_timeout));
         let since_start = self.started.elapsed().as_secs_f64();
         self.latch.engine(|e| {
             e.version = pong.version.clone();
@@ -246,6 +258,38 @@ impl<S: System> Supervisor<S> {
             );
         }
         self.latch.set(State::Ready);
+    }
+
+    /// Acts on the watchdog: a silent dockerd holds requests; one silent
+    /// for the hang timeout is killed, and its exit takes the restart path.
+    fn on_verdict(&mut self, verdict: Verdict) {
+        let pid = self.dockerd.as_ref().map_or(0, |d| d.pid.as_raw());
+        match verdict {
+            Verdict::Silent(silent) => {
+                let why = format!("dockerd has not answered /_ping for {}s", silent.as_secs());
+                tracing::warn!(pid, silent_s = silent.as_secs(), hang_timeout = ?self.policy.hang_timeout, "dockerd does not answer; requests are held until it does");
+                self.latch.engine(|e| e.unresponsive = Some(why));
+                self.latch.set(State::Unresponsive);
+            }
+            Verdict::Answers => {
+                tracing::info!(pid, "dockerd answers again");
+                self.latch.engine(|e| e.unresponsive = None);
+                self.latch.set(State::Ready);
+            }
+            Verdict::Kill(silent) => {
+                tracing::error!(
+                    pid,
+                    silent_s = silent.as_secs(),
+                    "dockerd has not answered for DIND_HANG_TIMEOUT; killing it to restart it"
+                );
+                self.latch.set(State::Unresponsive);
+                self.watchdog = None;
+                self.killed_silent = Some(silent);
+                if let Some(d) = &self.dockerd {
+                    self.sys.signal(d.pid, Signal::SIGKILL);
+                }
+            }
+        }
     }
 
     /// Returns Some(how it ended) when the supervisor is done.
@@ -292,6 +336,8 @@ impl<S: System> Supervisor<S> {
         let now = Instant::now();
         self.latch.set(State::ShuttingDown);
         self.restart_at = None;
+        // The stop has its own deadline; silence no longer matters.
+        self.watchdog = None;
         self.stopping = Some(Stopping {
             signal: sig,
             since: now,
@@ -341,6 +387,8 @@ impl<S: System> Supervisor<S> {
     async fn on_dockerd_exit(&mut self, exit: Exit) -> Option<Ended> {
         let mut running = self.dockerd.take().expect("dockerd was running");
         self.ready = None;
+        self.watchdog = None;
+        let killed_silent = self.killed_silent.take();
         if let Some(stopping) = &self.stopping {
             tracing::info!(%exit, "dockerd stopped");
             return Some(Ended::Stopped {
@@ -351,11 +399,18 @@ impl<S: System> Supervisor<S> {
         }
         running.stderr_drained(TAIL_DRAIN).await;
         let tail = running.stderr_tail();
-        let why = match running.last_error() {
-            Some(line) => format!("{line} (dockerd {exit})"),
-            None => format!("dockerd {exit}"),
+        let why = match (killed_silent, running.last_error()) {
+            (Some(silent), _) => format!(
+                "dockerd did not answer for {}s and was killed",
+                silent.as_secs()
+            ),
+            (None, Some(line)) => format!("{line} (dockerd {exit})"),
+            (None, None) => format!("dockerd {exit}"),
         };
-        self.latch.engine(|e| e.last_error = Some(why));
+        self.latch.engine(|e| {
+            e.last_error = Some(why);
+            e.unresponsive = None;
+        });
         tracing::error!(
             %exit,
             pid = %running.pid,
@@ -504,7 +559,7 @@ mod tests {
     use tokio::time::sleep;
 
     use super::*;
-    use crate::system::fake::{Dockerd, Events, Fake, Plan, FIRST_PID};
+    use crate::system::fake::{self, Dockerd, Events, Fake, Plan, FIRST_PID};
 
     use Signal::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGSEGV, SIGTERM};
 
@@ -523,6 +578,7 @@ mod tests {
             shutdown_timeout: secs(10),
             restart,
             restart_max,
+            hang_timeout: Some(secs(60)),
         }
     }
 
@@ -589,14 +645,8 @@ mod tests {
         let started = Instant::now();
         let (latch, readiness) = proxy::readiness::channel();
         let prepared = Prepared {
-            program: PathBuf::from("/fake/dockerd"),
-            args: Vec::new(),
-            path_env: None,
-            docker_driver: None,
-            proxy_network_mtu: None,
-            socket: PathBuf::from("/fake/docker.sock"),
-            stale_pid_dirs: Vec::new(),
             live_restore,
+            ..fake::prepared()
         };
         let script = script(readiness.clone());
         let supervisor = Supervisor::new(fake.clone(), policy, prepared, latch, started, proxy);
@@ -970,6 +1020,44 @@ mod tests {
             );
             assert_eq!((out.code, out.at), (code, ms(1500)), "{sig}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_dockerd_is_held_then_killed_at_the_hang_timeout_and_restarted() {
+        let (fake, events) = Fake::new();
+        // Answers at 1 s, falls silent at 4 s (SIGSTOP) for good.
+        fake.plan(Plan::Run(Dockerd {
+            ready_after: Some(secs(1)),
+            silent: Some((secs(4), None)),
+            ..obedient()
+        }))
+        .otherwise(Plan::Run(Dockerd {
+            ready_after: Some(secs(1)),
+            ..obedient()
+        }));
+        let f = &fake;
+        let script = move |readiness: Readiness| async move {
+            // Last answer at 3 s (the watchdog's probe); 10 s later the
+            // probe that ends at 13 s says so.
+            sleep(secs(13) - ms(1)).await;
+            assert_eq!(readiness.state(), State::Ready);
+            sleep(ms(2)).await;
+            assert_eq!(readiness.state(), State::Unresponsive);
+            let why = readiness.engine().unresponsive.expect("a reason");
+            assert!(why.contains("10s"), "{why}");
+            sleep(secs(53)).await;
+            // Killed at 63 s (60 s of silence), restarted 1 s later,
+            // answering 1 s after that.
+            assert_eq!(readiness.state(), State::Ready);
+            assert_eq!(readiness.engine().unresponsive, None);
+            f.deliver(Event::Stop(SIGTERM));
+        };
+        let out = supervise(&fake, events, on_failure(), None, script).await;
+        assert_eq!(fake.signals()[0], (secs(63), DOCKERD, SIGKILL));
+        assert_eq!(start_times(&fake), [0, 64].map(secs));
+        assert_eq!(out.readiness.engine().restarts, 1);
+        let why = out.readiness.engine().last_error.expect("a reason");
+        assert!(why.contains("did not answer for 60s"), "{why}");
     }
 
     #[tokio::test(start_paused = true)]

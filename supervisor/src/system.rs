@@ -42,6 +42,14 @@ pub trait System {
     /// kernel handed them over.
     fn reap(&mut self) -> Vec<(Pid, Exit)>;
 
+    /// Asks dockerd on `socket` for `/_ping`, waiting at most `limit`: the
+    /// watchdog's probe once it is Ready.
+    fn ping(
+        &self,
+        socket: &Path,
+        limit: Duration,
+    ) -> impl Future<Output = Result<(), UpstreamError>> + Send + 'static;
+
     /// Every live process below this one, children before grandchildren.
     fn descendants(&self) -> Vec<Pid>;
 
@@ -79,6 +87,15 @@ impl System for Real {
 
     fn reap(&mut self) -> Vec<(Pid, Exit)> {
         reap::reap_all()
+    }
+
+    fn ping(
+        &self,
+        socket: &Path,
+        limit: Duration,
+    ) -> impl Future<Output = Result<(), UpstreamError>> + Send + 'static {
+        let socket = socket.to_owned();
+        async move { proxy::upstream::ping(&socket, limit).await.map(drop) }
     }
 
     fn descendants(&self) -> Vec<Pid> {

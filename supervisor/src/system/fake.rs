@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ pub struct Dockerd {
     pub on_signal: Vec<(Signal, Duration, Exit)>,
     /// Stuck in the kernel: even SIGKILL does not end it.
     pub survives_kill: bool,
+    /// Stops answering `/_ping` (SIGSTOP, a deadlock) this long after its
+    /// start, for this long (None: until it ends).
+    pub silent: Option<(Duration, Option<Duration>)>,
 }
 
 /// What the next start of dockerd does.
@@ -49,6 +52,7 @@ pub enum Plan {
 /// A live process and how it behaves; orphans die of SIGKILL only.
 struct Process {
     script: Dockerd,
+    started: Instant,
 }
 
 #[derive(Default)]
@@ -139,6 +143,7 @@ impl Fake {
             pid,
             Process {
                 script: Dockerd::default(),
+                started: Instant::now(),
             },
         );
     }
@@ -194,6 +199,39 @@ impl Machine {
     fn since_epoch(&self) -> Duration {
         Instant::now() - self.epoch.expect("set in Fake::new")
     }
+
+    /// When the newest live dockerd answers a ping sent now: at once, at the
+    /// end of its silence, or never (None, also when none runs).
+    fn answers_at(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let newest = self.alive.iter().max_by_key(|(pid, _)| **pid)?.1;
+        let Some((from, for_)) = newest.script.silent else {
+            return Some(now);
+        };
+        let (from, until) = (
+            newest.started + from,
+            for_.map(|f| newest.started + from + f),
+        );
+        match until {
+            _ if now < from => Some(now),
+            Some(until) => Some(until.max(now)),
+            None => None,
+        }
+    }
+}
+
+/// The dockerd command line the fake is asked to start.
+pub fn prepared() -> Prepared {
+    Prepared {
+        program: PathBuf::from("/fake/dockerd"),
+        args: Vec::new(),
+        path_env: None,
+        docker_driver: None,
+        proxy_network_mtu: None,
+        socket: PathBuf::from("/fake/docker.sock"),
+        stale_pid_dirs: Vec::new(),
+        live_restore: false,
+    }
 }
 
 impl System for Fake {
@@ -220,6 +258,7 @@ impl System for Fake {
             pid,
             Process {
                 script: script.clone(),
+                started: Instant::now(),
             },
         );
         match script.ready_after {
@@ -271,6 +310,28 @@ impl System for Fake {
 
     fn reap(&mut self) -> Vec<(Pid, Exit)> {
         std::mem::take(&mut self.lock().ended)
+    }
+
+    fn ping(
+        &self,
+        socket: &Path,
+        limit: Duration,
+    ) -> impl Future<Output = Result<(), UpstreamError>> + Send + 'static {
+        let answers_at = self.lock().answers_at();
+        let path = socket.to_owned();
+        let give_up = Instant::now() + limit;
+        async move {
+            match answers_at {
+                Some(at) if at <= give_up => {
+                    tokio::time::sleep_until(at).await;
+                    Ok(())
+                }
+                _ => {
+                    tokio::time::sleep_until(give_up).await;
+                    Err(UpstreamError::Timeout { path, limit })
+                }
+            }
+        }
     }
 
     fn descendants(&self) -> Vec<Pid> {
