@@ -166,15 +166,8 @@ impl Config {
         };
         let locked = image.filter(|f| f.locked).map(|_| IMAGE_FILE);
         let bare = settings.bare_dockerd;
-        if let (Some(file), true) = (locked, bare) {
-            let name = given.name("bare_dockerd");
-            return Err(lock::refuse_bare(file, name.unwrap_or(DIND_BARE_DOCKERD)).into());
-        }
-        if let (Some(file), false) = (locked, settings.dockerd_own_listen.is_empty()) {
-            let name = given.name("dockerd_own_listen");
-            return Err(
-                lock::refuse_own_listen(file, name.unwrap_or(DIND_DOCKERD_OWN_LISTEN)).into(),
-            );
+        if let Some(file) = locked {
+            refuse_unlocked_dockerd(file, &settings, given)?;
         }
         let pin = Pinning { given, locked };
         let pinned = pin_paths(&mut settings, &pins, &pin)?;
@@ -201,6 +194,7 @@ impl Config {
             .map(|p| denied_entitlements(&p.policy))
             .unwrap_or_default();
         let own_tls = tls.as_ref().map(|t| certs::Paths::new(&t.dir));
+        let supervise = Supervise::from(&settings);
         Ok(Config {
             tls,
             dockerd: Dockerd {
@@ -230,12 +224,7 @@ impl Config {
                 stale_pid_dirs: settings.stale_pid_dirs,
                 deny_entitlements,
             },
-            supervise: Supervise {
-                shutdown_timeout: settings.shutdown_timeout,
-                restart: settings.restart,
-                restart_max: settings.restart_max,
-                hang_timeout: Some(settings.hang_timeout).filter(|t| !t.is_zero()),
-            },
+            supervise,
             health_addr: settings.health_addr,
             proxy,
             locked_by: locked,
@@ -372,6 +361,37 @@ pub fn tls_spec(tls: &TlsArgs, env: &dyn Env) -> anyhow::Result<Option<CertSpec>
         validity: Duration::from_secs(u64::from(tls.cert_validity_days) * 86_400),
         sans: certs::default_sans(&extra),
     }))
+}
+
+impl From<&Settings> for Supervise {
+    fn from(settings: &Settings) -> Supervise {
+        Supervise {
+            shutdown_timeout: settings.shutdown_timeout,
+            restart: settings.restart,
+            restart_max: settings.restart_max,
+            hang_timeout: Some(settings.hang_timeout).filter(|t| !t.is_zero()),
+        }
+    }
+}
+
+/// Under a lock: the settings that put dockerd's API outside the proxy.
+fn refuse_unlocked_dockerd(
+    file: &str,
+    settings: &Settings,
+    given: &Given,
+) -> Result<(), LockError> {
+    if settings.bare_dockerd {
+        let name = given.name("bare_dockerd");
+        return Err(lock::refuse_bare(file, name.unwrap_or(DIND_BARE_DOCKERD)));
+    }
+    if !settings.dockerd_own_listen.is_empty() {
+        let name = given.name("dockerd_own_listen");
+        return Err(lock::refuse_own_listen(
+            file,
+            name.unwrap_or(DIND_DOCKERD_OWN_LISTEN),
+        ));
+    }
+    Ok(())
 }
 
 /// Lists given as repeated flags or as one comma/space separated variable.
