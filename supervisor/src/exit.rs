@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use nix::sys::signal::Signal;
 
+use crate::certs::CertError;
 use crate::reap::Exit;
 use crate::wait::WaitError;
 
@@ -30,14 +31,27 @@ pub fn refused(e: impl Into<anyhow::Error>) -> ExitCode {
     ExitCode::from(CONFIG)
 }
 
-/// A one-shot subcommand: 0, or 1 with its error logged.
+/// A one-shot subcommand: 0, or [`failed`]'s code with its error logged.
 pub fn reported(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(failed(&e))
         }
+    }
+}
+
+/// The code for an error that ends the service or a subcommand: 78 when
+/// the certificate directory cannot be used as it is (corrupt, read-only,
+/// full, not writable: a setting of the volume to fix, and the error says
+/// which file and how), else 1. Decided on the error's type in its source
+/// chain, never on its text.
+pub fn failed(e: &anyhow::Error) -> u8 {
+    match e.chain().find_map(|c| c.downcast_ref::<CertError>()) {
+        // Our own failure, not the volume's.
+        Some(CertError::Keygen { .. } | CertError::Entropy) | None => 1,
+        Some(_) => CONFIG,
     }
 }
 
@@ -78,27 +92,15 @@ pub fn probed<E: std::fmt::Display>(r: Result<(), E>) -> ExitCode {
 }
 
 /// The service's end: the supervisor's code (dockerd's status, or what a
-/// stop or a fatal error decided), clamped to a byte; 1 for an error
-/// before supervision began.
+/// stop or a fatal error decided), clamped to a byte; [`failed`]'s code for
+/// an error before supervision began.
 pub fn served(r: anyhow::Result<i32>) -> ExitCode {
     match r {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             tracing::error!("{e:#}");
-            ExitCode::from(served_error_code(&e))
+            ExitCode::from(failed(&e))
         }
-    }
-}
-
-/// A certificate directory that cannot be used (read-only, full, corrupt)
-/// is the operator's to fix, as a refused configuration is: 78, like every
-/// other refusal at start, so an orchestrator does not retry it as a crash
-/// (issue 13). Anything else is 1.
-fn served_error_code(e: &anyhow::Error) -> u8 {
-    if e.chain().any(|c| c.is::<crate::certs::CertError>()) {
-        CONFIG
-    } else {
-        1
     }
 }
 
@@ -172,6 +174,29 @@ pub fn supervised(ended: Ended, fatal: bool) -> i32 {
 mod tests {
     use super::*;
 
+    /// A certificate directory that cannot be written is the volume's
+    /// setting: 78, whatever context it was wrapped in; keygen failing is
+    /// ours (1), and so is any other error.
+    #[test]
+    fn an_unusable_certificate_directory_exits_78() {
+        use anyhow::Context;
+        use nix::errno::Errno;
+        for errno in [Errno::EROFS, Errno::ENOSPC, Errno::EACCES, Errno::EIO] {
+            let write = CertError::Write {
+                path: "/certs/ca/key.pem".into(),
+                source: io::Error::from_raw_os_error(errno as i32),
+            };
+            let e = Err::<(), _>(write).context("minting").unwrap_err();
+            assert_eq!(failed(&e), CONFIG, "{errno}");
+        }
+        let keygen = CertError::Keygen {
+            key_type: crate::certs::KeyType::Rsa2048,
+            source: "no".into(),
+        };
+        assert_eq!(failed(&keygen.into()), 1);
+        assert_eq!(failed(&anyhow::anyhow!("the proxy could not bind")), 1);
+    }
+
     #[test]
     fn supervision_ends_map_to_shell_codes() {
         use Signal::*;
@@ -232,16 +257,5 @@ mod tests {
             assert_eq!(supervised(ended, false), code, "{ended:?}");
             assert_eq!(supervised(ended, true), 1, "a fatal error wins: {ended:?}");
         }
-    }
-
-    #[test]
-    fn a_certificate_error_at_start_is_a_refused_configuration() {
-        let cert = crate::certs::CertError::CreateDir {
-            path: "/certs/ca".into(),
-            source: std::io::Error::from_raw_os_error(30),
-        };
-        let wrapped = anyhow::Error::new(cert).context("starting");
-        assert_eq!(served_error_code(&wrapped), CONFIG);
-        assert_eq!(served_error_code(&anyhow::anyhow!("proxy failed")), 1);
     }
 }

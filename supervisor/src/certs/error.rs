@@ -1,7 +1,7 @@
 //! What can go wrong with the certificate set, each error naming the file
 //! and the fix.
 
-use crate::env::DOCKER_TLS_SAN;
+use crate::env::{DOCKER_TLS_CERTDIR, DOCKER_TLS_SAN};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,7 +39,7 @@ pub enum CertError {
     BadSan { entry: String, reason: &'static str },
     #[error("certificate validity of {} days is out of range", .validity.as_secs() / DAY)]
     BadValidity { validity: Duration },
-    #[error("cannot create certificate directory {}: make it a writable directory (is the volume read-only?)", .path.display())]
+    #[error("cannot create certificate directory {}: {}", .path.display(), io_fix(.source))]
     CreateDir {
         path: PathBuf,
         #[source]
@@ -101,12 +101,30 @@ pub enum CertError {
         #[source]
         source: rcgen::Error,
     },
-    #[error("cannot write {}: make its directory writable and check free space (is the volume read-only?)", .path.display())]
+    #[error("cannot write {}: {}", .path.display(), io_fix(.source))]
     Write {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+}
+
+/// The fix for a change the OS refused, chosen by its errno (never by its
+/// text): a read-only volume, a full disk and a denied permission each need
+/// another.
+pub(super) fn io_fix(source: &io::Error) -> String {
+    match source.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::EROFS) => "the volume is read-only: mount it read-write, or put a complete set on it beforehand (a user-managed PKI is only read)".into(),
+        Some(Errno::ENOSPC | Errno::EDQUOT) => "the volume is full: free space on it, or raise its quota".into(),
+        Some(Errno::EACCES | Errno::EPERM) => format!(
+            "permission denied: make the directory writable by uid {}",
+            nix::unistd::geteuid()
+        ),
+        Some(Errno::ENOTDIR) => {
+            format!("a file is in the way: point {DOCKER_TLS_CERTDIR} at a directory")
+        }
+        _ => "make the directory writable and check free space".into(),
+    }
 }
 
 pub(super) fn malformed(

@@ -39,6 +39,15 @@
 //! written, so a crash can never leave a half-minted directory that looks like a
 //! user-managed PKI. Then `ca/cert.pem`, `server/`, and `client/` last.
 //!
+//! Every new file is written and synced before the first rename, so a
+//! read-only volume, a full disk or a denied permission stops the run with
+//! one line naming the path and the fix (exit 78) and changes nothing a
+//! reader sees. A rename that fails midway (or a crash) can leave a set
+//! part old, part new, never one the next run cannot complete: in a leaf
+//! set the key, the only file that can make the others wrong, is renamed
+//! last. Every change goes through [`Disk`] (`disk.rs`), whose tests fail
+//! each one in turn (`tests/faults.rs`).
+//!
 //! ## The client/ protocol
 //! Job containers poll `client/` on a shared volume while a supervisor may be
 //! re-issuing it, so `client/key.pem` doubles as the commit marker:
@@ -54,9 +63,8 @@
 //! client key, and the next run mints a new one (clients get a new set anyway).
 
 use std::fmt;
-use std::fs::{self, File, Permissions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -64,6 +72,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use time::OffsetDateTime;
 
+mod disk;
 mod error;
 mod install;
 mod issue;
@@ -73,6 +82,7 @@ mod plan;
 mod read;
 mod san;
 mod user_managed;
+use disk::*;
 pub use error::*;
 use install::*;
 use issue::*;
@@ -192,15 +202,20 @@ pub struct Report {
 /// directory lock while another supervisor holds it.
 #[tracing::instrument(skip_all, fields(dir = %spec.dir.display()))]
 pub fn ensure(spec: &CertSpec) -> Result<Report, CertError> {
+    ensure_on(spec, &Real)
+}
+
+/// [`ensure`], every change made through `disk`.
+fn ensure_on(spec: &CertSpec, disk: &dyn Disk) -> Result<Report, CertError> {
     let started = Instant::now();
     let paths = Paths::new(&spec.dir);
-    create_root(&spec.dir)?;
+    create_root(disk, &spec.dir)?;
     let _lock = lock(&spec.dir)?;
     let now = OffsetDateTime::now_utc();
     let mut report = if !exists(&paths.ca_key()) && looks_user_managed(&paths) {
         verify_user_managed(&paths, now)?
     } else {
-        Managed::plan(spec, &paths, now)?.install(&paths)?
+        Managed::plan(spec, &paths, now)?.install(&paths, disk)?
     };
     report.elapsed = started.elapsed();
     tracing::debug!(
@@ -218,26 +233,18 @@ fn exists(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
 
-fn create_root(dir: &Path) -> Result<(), CertError> {
-    let create_err = |source| CertError::CreateDir {
-        path: dir.to_owned(),
-        source,
-    };
+fn create_root(disk: &dyn Disk, dir: &Path) -> Result<(), CertError> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(create_err(io::Error::from_raw_os_error(
-            Errno::ENOTDIR as i32,
-        ))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(dir)
-                .map_err(create_err)?;
-            // The mode above went through the umask.
-            fs::set_permissions(dir, Permissions::from_mode(DIR_MODE)).map_err(create_err)
-        }
-        Err(e) => Err(create_err(e)),
+        Ok(_) => Err(CertError::CreateDir {
+            path: dir.to_owned(),
+            source: io::Error::from_raw_os_error(Errno::ENOTDIR as i32),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => make_dir(disk, dir, true),
+        Err(source) => Err(CertError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        }),
     }
 }
 

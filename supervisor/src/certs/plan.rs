@@ -2,7 +2,6 @@
 //! which to (re-)issue.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -167,56 +166,6 @@ impl Managed {
             [server.pem, client.pem],
         )?;
         Ok(Managed { sets, report })
-    }
-
-    /// Writes the plan. fsync latency is nearly all of a fresh mint (about
-    /// 0.5 ms of CPU against 11 fsyncs), and under I/O load each sequential
-    /// fsync is a separate journal commit; so files and directories are
-    /// synced in two concurrent rounds, which the journal folds into few
-    /// commits. Renames reach the journal in the order they are made, so the
-    /// crash-safe order of the module docs holds without a sync per set.
-    pub(super) fn install(self, paths: &Paths) -> Result<Report, CertError> {
-        for set in &self.sets {
-            create_subdir(&set.dir)?;
-            sweep_stale_temporaries(&set.dir);
-        }
-        // Every new file is written before anything visible changes, so a
-        // full disk or a read-only volume leaves the directory as it was.
-        let staged = self
-            .sets
-            .iter()
-            .map(|set| {
-                set.outputs
-                    .iter()
-                    .filter_map(|o| o.bytes.as_ref().map(|bytes| stage(&o.path, bytes, o.mode)))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        sync_concurrently(staged.iter().flatten().map(|s| (&s.file, s.dest())))?;
-        let mut changed_dirs = Vec::new();
-        for (set, staged) in self.sets.iter().zip(staged) {
-            if !staged.is_empty() {
-                commit_set(set, staged)?;
-                changed_dirs.push(&set.dir);
-            }
-        }
-        let dirs = changed_dirs
-            .iter()
-            .map(|dir| {
-                File::open(dir)
-                    .map(|file| (file, dir.as_path()))
-                    .map_err(|source| CertError::Write {
-                        path: dir.to_path_buf(),
-                        source,
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        sync_concurrently(dirs.iter().map(|(file, dir)| (file, *dir)))?;
-        for set in &self.sets {
-            fix_modes(set)?;
-        }
-        tracing::debug!(dir = %paths.dir().display(), "certificate sets installed");
-        Ok(self.report)
     }
 }
 
@@ -390,16 +339,20 @@ fn layout(
         ],
         last_is_marker: false,
     };
+    // A new key comes last: renamed before its certificate, it would sit
+    // beside the old one, a mismatch the next run refuses to guess about.
+    // After it, a failure leaves a certificate without its key, which the
+    // next run re-issues (tests/faults.rs).
     let server_set = SetPlan {
         dir: paths.server_dir(),
         outputs: vec![
+            copy_of_ca(paths.server_ca(), &fixes.server)?,
+            output(paths.server_cert(), server_pem, CERT_MODE),
             output(
                 paths.server_key(),
                 new_if(server_key.new, server_key.pem),
                 KEY_MODE,
             ),
-            output(paths.server_cert(), server_pem, CERT_MODE),
-            copy_of_ca(paths.server_ca(), &fixes.server)?,
         ],
         last_is_marker: false,
     };

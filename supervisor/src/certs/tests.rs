@@ -2,8 +2,9 @@
 //! and every refusal, on real files.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::Permissions;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::thread;
 
 use rcgen::{
@@ -14,6 +15,8 @@ use rcgen::{
 use crate::env::DOCKER_TLS_SAN;
 
 use super::*;
+
+mod faults;
 
 /// docker:dind's default, as the CLI passes it.
 const DEFAULT_VALIDITY: Duration = Duration::from_secs(825 * DAY);
@@ -148,6 +151,20 @@ fn assert_chain(cert: &Path, key_path: &Path, ca: &Path) {
     );
 }
 
+/// The server and client sets each chain to their ca.pem with their key.
+fn assert_leaves_chain(paths: &Paths) {
+    assert_chain(
+        &paths.server_cert(),
+        &paths.server_key(),
+        &paths.server_ca(),
+    );
+    assert_chain(
+        &paths.client_cert(),
+        &paths.client_key(),
+        &paths.client_ca(),
+    );
+}
+
 fn reissue_server_cert(paths: &Paths, sans: &[San], validity: Duration) {
     let ca_key = key(&paths.ca_key());
     let ca_der = ders(&paths.ca_cert()).remove(0);
@@ -271,16 +288,7 @@ fn minted_certificates_chain_and_carry_the_right_extensions() {
     let paths = Paths::new(&spec.dir);
     let report = ensure(&spec).unwrap();
 
-    assert_chain(
-        &paths.server_cert(),
-        &paths.server_key(),
-        &paths.server_ca(),
-    );
-    assert_chain(
-        &paths.client_cert(),
-        &paths.client_key(),
-        &paths.client_ca(),
-    );
+    assert_leaves_chain(&paths);
     assert_chain(&paths.ca_cert(), &paths.ca_key(), &paths.ca_cert());
 
     let ca_der = ders(&paths.ca_cert()).remove(0);
@@ -496,16 +504,7 @@ fn missing_ca_cert_is_reissued_from_the_same_key_and_leaves_follow() {
     assert_eq!(fs::read(paths.server_ca()).unwrap(), ca);
     assert_eq!(fs::read(paths.client_ca()).unwrap(), ca);
     assert_chain(&paths.ca_cert(), &paths.ca_key(), &paths.ca_cert());
-    assert_chain(
-        &paths.server_cert(),
-        &paths.server_key(),
-        &paths.server_ca(),
-    );
-    assert_chain(
-        &paths.client_cert(),
-        &paths.client_key(),
-        &paths.client_ca(),
-    );
+    assert_leaves_chain(&paths);
 }
 
 #[test]
@@ -829,16 +828,7 @@ fn openssl_pkcs1_and_sec1_keys_are_kept_and_used() {
         SEC1_P256_KEY
     );
     assert_chain(&paths.ca_cert(), &paths.ca_key(), &paths.ca_cert());
-    assert_chain(
-        &paths.server_cert(),
-        &paths.server_key(),
-        &paths.server_ca(),
-    );
-    assert_chain(
-        &paths.client_cert(),
-        &paths.client_key(),
-        &paths.client_ca(),
-    );
+    assert_leaves_chain(&paths);
     assert_eq!(ensure(&spec).unwrap().server, Action::Reused);
 }
 
@@ -867,16 +857,7 @@ fn rsa_2048_mints_a_working_set() {
         // 2048-bit modulus: the DER RSAPublicKey is 270 bytes.
         assert_eq!(key.der_bytes().len(), 270);
     }
-    assert_chain(
-        &paths.server_cert(),
-        &paths.server_key(),
-        &paths.server_ca(),
-    );
-    assert_chain(
-        &paths.client_cert(),
-        &paths.client_key(),
-        &paths.client_ca(),
-    );
+    assert_leaves_chain(&paths);
     let server_der = ders(&paths.server_cert()).remove(0);
     let server = parse_x509(&server_der).unwrap();
     assert!(server

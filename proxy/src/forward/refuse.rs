@@ -1,0 +1,61 @@
+//! A refused request's answer: what is left of its body read and thrown
+//! away first, so the client is reading when the refusal comes.
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::Response;
+
+use super::{Peer, Shared};
+use crate::respond::{Body, Refusal};
+use crate::sessions;
+
+/// How much of a refused request's body is read and thrown away before the
+/// refusal is sent, and for how long. Closing on unread bytes makes the
+/// kernel reset the connection, and a client still writing (`docker cp`,
+/// `docker build`) then reports "broken pipe" instead of the refusal.
+const DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(4);
+
+/// Reads what is left of a refused request's body, within
+/// [`DRAIN_BYTES`] and [`DRAIN_TIME`], so the client is reading when the
+/// refusal comes rather than writing into a reset connection.
+async fn drain(mut body: Body) {
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len());
+            match left.checked_sub(n) {
+                Some(rest) => left = rest,
+                None => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// Answers a refused request: its body drained, the BuildKit session a
+/// refused build names waited for (the 20.10 CLI hangs for ever when the
+/// answer beats its session), then the refusal, counted and logged.
+pub(super) async fn respond(
+    refusal: Refusal,
+    unread: Option<Body>,
+    build_session: Option<String>,
+    shared: &Shared,
+    peer: &Peer,
+) -> Response<Body> {
+    if let Some(body) = unread {
+        drain(body).await;
+    }
+    if let Some(id) = build_session {
+        shared.sessions.wait_for(&id, sessions::WAIT).await;
+    }
+    shared.metrics.refused();
+    tracing::info!(
+        peer = %peer.addr,
+        status = refusal.status().as_u16(),
+        reason = %refusal.message(),
+        "request refused"
+    );
+    refusal.response()
+}
