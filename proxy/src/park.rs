@@ -68,14 +68,25 @@ where
         activity: activity.clone(),
         metrics,
     };
+    let mut first = true;
     loop {
         let mut head_timeout = limits.head_timeout;
         if io.prefix.is_empty() {
-            match park(&mut io, head_timeout, tasks).await {
+            // A connection's first request must begin within the head
+            // timeout. Between requests it may idle as long as its client
+            // likes, as on dockerd (Go's server sets no idle timeout):
+            // closing it would race the client's next request, which then
+            // fails with no answer at all, an error dockerd never causes
+            // (the proxy soak saw 696 in 30 minutes). The connection cap
+            // bounds what idle clients hold.
+            let limit = first.then_some(head_timeout);
+            match park(&mut io, limit, tasks).await {
                 ControlFlow::Break(()) => return Ok(()),
-                ControlFlow::Continue(left) => head_timeout = left,
+                ControlFlow::Continue(Some(left)) => head_timeout = left,
+                ControlFlow::Continue(None) => {}
             }
         }
+        first = false;
         match serve_until_idle(io, svc, head_timeout, limits, &activity, tasks).await {
             Served::Ended(served) => return served,
             Served::Idle(back, service) => (io, svc) = (back, service),
@@ -84,11 +95,16 @@ where
 }
 
 /// Parked: waits for the client's next bytes with nothing but the socket,
-/// and keeps them as `io`'s prefix. The head timeout runs from here, as it
-/// does in hyper for an idle keep-alive connection: Continue carries what
-/// is left of it. Break: the connection is over (the client closed it or
-/// idled past the head timeout, or the proxy stops).
-async fn park<I>(io: &mut Io<I>, head_timeout: Duration, tasks: &Tasks) -> ControlFlow<(), Duration>
+/// and keeps them as `io`'s prefix. With a `limit` (a new connection's
+/// head timeout) the wait counts against it, and Continue carries what is
+/// left; without, the wait is unbounded and Continue(None) leaves the whole
+/// head timeout to the head that has begun. Break: the connection is over (the client
+/// closed it or waited past the limit, or the proxy stops).
+async fn park<I>(
+    io: &mut Io<I>,
+    limit: Option<Duration>,
+    tasks: &Tasks,
+) -> ControlFlow<(), Option<Duration>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -103,7 +119,12 @@ where
             let _ = io.inner.shutdown().await;
             return ControlFlow::Break(());
         }
-        read = tokio::time::timeout(head_timeout, io.inner.read(&mut first)) => read,
+        read = async {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, io.inner.read(&mut first)).await,
+                None => Ok(io.inner.read(&mut first).await),
+            }
+        } => read,
     };
     match read {
         Ok(Ok(0)) => {
@@ -120,11 +141,11 @@ where
             return ControlFlow::Break(());
         }
         Err(_) => {
-            tracing::debug!("client connection ended: idle past the head timeout");
+            tracing::debug!("client connection ended: no request within the head timeout");
             return ControlFlow::Break(());
         }
     }
-    ControlFlow::Continue(head_timeout.saturating_sub(parked_at.elapsed()))
+    ControlFlow::Continue(limit.map(|l| l.saturating_sub(parked_at.elapsed())))
 }
 
 /// How a spell of hyper serving a connection ended.
@@ -567,5 +588,71 @@ mod tests {
             "parked, not ended"
         );
         assert_eq!(quiet.elapsed(), PARK_AFTER);
+    }
+
+    /// [`drive`] serving one end of a duplex with a service that answers
+    /// every request at once, as the proxy's own service is wired.
+    fn driven(
+        server: tokio::io::DuplexStream,
+    ) -> tokio::task::JoinHandle<Result<(), hyper::Error>> {
+        let activity = Arc::new(Activity::default());
+        let svc_activity = activity.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let busy = svc_activity.busy();
+            let _req = req.map(|body| Watched::new(body, &svc_activity));
+            let body = Tracked::new(http_body_util::Empty::<Bytes>::new(), busy);
+            std::future::ready(Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                body,
+            )))
+        });
+        tokio::spawn(async move {
+            let tasks = Tasks::new();
+            let limits = Limits::default();
+            drive(
+                server,
+                svc,
+                activity,
+                &limits,
+                Arc::new(Metrics::default()),
+                &tasks,
+            )
+            .await
+        })
+    }
+
+    async fn ping(client: &mut tokio::io::DuplexStream) -> usize {
+        client
+            .write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 1024];
+        client.read(&mut answer).await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_connection_may_idle_as_long_as_on_dockerd() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let conn = driven(server);
+        assert!(ping(&mut client).await > 0);
+        // Far past the head timeout: dockerd would still answer, so must we
+        // (closing it races the client's next request).
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(
+            ping(&mut client).await > 0,
+            "the idle connection was closed"
+        );
+        drop(client);
+        conn.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_must_send_its_first_request_within_the_head_timeout() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let conn = driven(server);
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed, no answer");
+        assert_eq!(started.elapsed(), Limits::default().head_timeout);
+        conn.await.unwrap().unwrap();
     }
 }
