@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Chaos loop: a job's workload runs through the proxy while dockerd is
-killed (SIGKILL) at a random moment, round after round.
+killed (SIGKILL) at a random moment inside it, round after round.
 
 Each round runs the workload (create, start, logs, exec, build, save, rm)
 with the docker CLI over mutual TLS. A step that fails is retried the way a
-CI script's `retry` would: up to RETRIES more times, a second apart. The
-round "recovered" when every step succeeded in the end. Meanwhile dockerd is
+CI script's `retry` would: up to RETRIES more times, a second apart; a job
+whose step still fails is run again from the start, up to JOB_RETRIES more
+times, as GitLab's `retry:` would (a dockerd that dies without live-restore
+takes the job's running containers with it). The round "recovered" when the
+job succeeded in the end. Meanwhile dockerd is
 killed once, at a random moment in the first KILL_WITHIN seconds, and the
 time from the kill to /readyz answering 200 again is measured.
 
@@ -30,8 +33,10 @@ import time
 import urllib.request
 
 RETRIES = 3
+JOB_RETRIES = 2
 STEP_LIMIT = 60.0
-KILL_WITHIN = 6.0
+KILL_WITHIN = 0.3
+STEPS = ["rm-old", "create", "start", "logs", "exec", "build", "save", "rm", "rmi"]
 
 
 def ready(health):
@@ -46,9 +51,12 @@ class Round:
     def __init__(self, cfg, n, env):
         self.cfg, self.n, self.env = cfg, n, env
         self.retries = 0
+        self.job_retries = 0
         self.hung = []
         self.failed = None
         self.steps_done = 0
+        self.kill_step = None
+        self.kill_step_began = threading.Event()
 
     def docker(self, *args, stdin=None):
         return subprocess.run(
@@ -57,6 +65,8 @@ class Round:
 
     def step(self, name, *args, stdin=None, check=None):
         """One step with its retries; raises on the last failure."""
+        if name == self.kill_step:
+            self.kill_step_began.set()
         for attempt in range(RETRIES + 1):
             try:
                 p = self.docker(*args, stdin=stdin)
@@ -74,6 +84,20 @@ class Round:
         raise RuntimeError(f"{name}: {why}")
 
     def workload(self):
+        """The job, retried as a whole (GitLab's `retry:`) when a step fails
+        for good: without live-restore a dockerd that dies takes the job's
+        running containers with it, and no step retry brings them back."""
+        for attempt in range(JOB_RETRIES + 1):
+            try:
+                self.job(attempt)
+                self.failed = None
+                return
+            except RuntimeError as e:
+                self.failed = str(e)
+                if attempt < JOB_RETRIES:
+                    self.job_retries += 1
+
+    def job(self, attempt):
         tag = f"chaos{self.n}"
         ctx = os.path.join(self.cfg.work, tag)
         os.makedirs(ctx, exist_ok=True)
@@ -81,6 +105,7 @@ class Round:
             f.write(f"FROM {self.cfg.image}\nCOPY payload /payload\nCMD [\"cat\", \"/payload\"]\n")
         with open(os.path.join(ctx, "payload"), "wb") as f:
             f.write(os.urandom(256 * 1024))
+        saved = os.path.join(self.cfg.work, f"{tag}.tar")
         try:
             # `rm -f` first: a create that reached dockerd before a kill may
             # have made the container although its answer was lost.
@@ -90,15 +115,12 @@ class Round:
             self.step("logs", "logs", tag, check=lambda out: b"up" in out)
             self.step("exec", "exec", tag, "echo", "exec-ok", check=lambda out: b"exec-ok" in out)
             self.step("build", "build", "-q", "-t", f"chaos/{tag}", ctx)
-            self.step("save", "save", "-o", os.path.join(self.cfg.work, f"{tag}.tar"), f"chaos/{tag}")
+            self.step("save", "save", "-o", saved, f"chaos/{tag}")
             self.step("rm", "rm", "-f", tag)
             self.step("rmi", "rmi", "-f", f"chaos/{tag}")
-        except RuntimeError as e:
-            self.failed = str(e)
         finally:
-            for p in (os.path.join(self.cfg.work, f"{tag}.tar"),):
-                if os.path.exists(p):
-                    os.remove(p)
+            if os.path.exists(saved):
+                os.remove(saved)
 
 
 def main():
@@ -135,10 +157,13 @@ def main():
         if n > 0:
             time.sleep(cfg.settle)
         rnd = Round(cfg, n, env)
+        rnd.kill_step = rng.choice(STEPS[1:])
+        started_round = time.monotonic()
         worker = threading.Thread(target=rnd.workload)
         worker.start()
-        kill_at = rng.uniform(0.2, KILL_WITHIN)
-        time.sleep(kill_at)
+        rnd.kill_step_began.wait(timeout=STEP_LIMIT)
+        time.sleep(rng.uniform(0, KILL_WITHIN))
+        kill_at = time.monotonic() - started_round
         steps_at_kill = rnd.steps_done
         pid = subprocess.run(cfg.dockerd_pid_cmd, shell=True, capture_output=True, text=True).stdout.split()
         if not pid:
@@ -157,18 +182,20 @@ def main():
         worker.join(timeout=STEP_LIMIT * 12)
         r = {
             "round": n + 1,
+            "kill_in_step": rnd.kill_step,
             "kill_at_s": round(kill_at, 2),
             "steps_done_at_kill": steps_at_kill,
             "recovered": rnd.failed is None and not worker.is_alive(),
             "retries": rnd.retries,
+            "job_retries": rnd.job_retries,
             "hung_steps": rnd.hung,
             "seconds_to_notice": round(noticed, 3),
             "seconds_back_to_ready": round(back, 2),
             "failure": rnd.failed,
         }
         results.append(r)
-        print(f"round {n + 1}: kill at {kill_at:.2f} s (after {steps_at_kill} steps), Ready again after {back:.2f} s, "
-              f"{'recovered' if r['recovered'] else 'NOT recovered'} with {rnd.retries} retries"
+        print(f"round {n + 1}: kill at {kill_at:.2f} s in step {rnd.kill_step} ({steps_at_kill} done), Ready again after {back:.2f} s, "
+              f"{'recovered' if r['recovered'] else 'NOT recovered'} with {rnd.retries} step and {rnd.job_retries} job retries"
               + (f", hung: {rnd.hung}" if rnd.hung else "")
               + (f" ({rnd.failed})" if rnd.failed else ""), flush=True)
     backs = sorted(r["seconds_back_to_ready"] for r in results)
@@ -177,6 +204,7 @@ def main():
         "rounds": len(results),
         "recovered": sum(r["recovered"] for r in results),
         "rounds_needing_retries": sum(r["retries"] > 0 for r in results),
+        "rounds_needing_a_job_retry": sum(r["job_retries"] > 0 for r in results),
         "hung_steps": sum(len(r["hung_steps"]) for r in results),
         "back_to_ready_s": {
             "median": round(statistics.median(backs), 2) if backs else None,
