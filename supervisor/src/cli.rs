@@ -20,7 +20,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::certs::KeyType;
-use crate::env;
+use crate::env::{self, Env};
 
 /// What one start of the binary is asked to do.
 #[derive(Debug)]
@@ -84,7 +84,7 @@ enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct HealthArgs {
     /// The supervisor's health address; 0.0.0.0 and [::] are probed on loopback.
-    #[arg(long, env = env::DIND_HEALTH_ADDR, default_value = "0.0.0.0:2378")]
+    #[arg(long, default_value = "0.0.0.0:2378")]
     pub health_addr: std::net::SocketAddr,
     /// Give up after this long.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
@@ -106,15 +106,16 @@ impl Given {
         self.0.get(id).map(String::as_str)
     }
 
-    /// Reads clap's record of where each value of `run` came from.
-    fn from_matches(cmd: &clap::Command, m: &ArgMatches) -> Given {
+    /// Reads clap's record of where each value of `run` came from. A
+    /// default that [`command`] took from `env` was given by its variable.
+    fn from_matches(cmd: &clap::Command, m: &ArgMatches, env: &dyn Env) -> Given {
         let mut out = BTreeMap::new();
         for arg in cmd.get_arguments() {
             let id = arg.get_id().as_str();
             let name = match m.value_source(id) {
-                Some(ValueSource::EnvVariable) => {
-                    arg.get_env().map(|e| e.to_string_lossy().into_owned())
-                }
+                Some(ValueSource::DefaultValue) => variable(id)
+                    .filter(|var| env.var(var).is_some())
+                    .map(str::to_owned),
                 Some(ValueSource::CommandLine) => arg.get_long().map(|l| format!("--{l}")),
                 _ => None,
             };
@@ -136,36 +137,161 @@ impl Given {
     }
 }
 
+/// Every setting that is also a variable, by argument id (the field name).
+/// `health` and `run` share `health_addr`; `certs` and `run` the TLS ones.
+const VARIABLES: &[(&str, &str)] = &[
+    ("audit_log", env::DIND_AUDIT_LOG),
+    ("bare_dockerd", env::DIND_BARE_DOCKERD),
+    ("body_timeout", env::DIND_BODY_TIMEOUT),
+    ("cert_validity_days", env::DIND_CERT_VALIDITY_DAYS),
+    ("data_root", env::DIND_DATA_ROOT),
+    ("dockerd", env::DIND_DOCKERD),
+    ("dockerd_own_listen", env::DIND_DOCKERD_OWN_LISTEN),
+    ("dockerd_socket", env::DIND_DOCKERD_SOCKET),
+    ("dockerd_socket_shared", env::DIND_DOCKERD_SOCKET_SHARED),
+    ("hang_timeout", env::DIND_HANG_TIMEOUT),
+    ("health_addr", env::DIND_HEALTH_ADDR),
+    ("hold_timeout", env::DIND_HOLD_TIMEOUT),
+    ("insecure_registries", env::DIND_INSECURE_REGISTRIES),
+    ("listen", env::DIND_LISTEN),
+    ("listen_when", env::DIND_LISTEN_WHEN),
+    ("log_format", env::DIND_LOG_FORMAT),
+    ("log_level", env::DIND_LOG_LEVEL),
+    ("max_connections", env::DIND_MAX_CONNECTIONS),
+    ("mtu", env::DIND_MTU),
+    ("ping_cache", env::DIND_PING_CACHE),
+    ("policy", env::DIND_POLICY),
+    ("policy_allow_binds", env::DIND_POLICY_ALLOW_BINDS),
+    ("registry_mirrors", env::DIND_REGISTRY_MIRRORS),
+    ("restart", env::DIND_RESTART),
+    ("restart_max", env::DIND_RESTART_MAX),
+    ("run_dir", env::DIND_RUN_DIR),
+    ("shutdown_timeout", env::DIND_SHUTDOWN_TIMEOUT),
+    ("socket_group", env::DIND_SOCKET_GROUP),
+    ("socket_mode", env::DIND_SOCKET_MODE),
+    ("stale_pid_dirs", env::DIND_STALE_PID_DIRS),
+    ("storage_driver", env::DIND_STORAGE_DRIVER),
+    ("storage_on_overlay", env::DIND_STORAGE_ON_OVERLAY),
+    ("tls_key_type", env::DIND_TLS_KEY_TYPE),
+];
+
+/// The variable of the setting `id`, if it has one.
+fn variable(id: &str) -> Option<&'static str> {
+    VARIABLES
+        .iter()
+        .find(|(i, _)| *i == id)
+        .map(|(_, var)| *var)
+}
+
+/// The command line, with each setting's variable named in the help and,
+/// when `env` has it, as the setting's default: a flag still wins.
+///
+/// Not clap's `env` feature: it reads the process environment itself, as
+/// the command is built, so tests could only pass variables by setting
+/// them process-wide, where every other test reads them too.
+fn command(env: Option<&dyn Env>) -> clap::Command {
+    let with_variable = |arg: clap::Arg| {
+        let Some(var) = variable(arg.get_id().as_str()) else {
+            return arg;
+        };
+        let help = arg.get_help().map(|h| format!("{h} [env: {var}]"));
+        let long = arg.get_long_help().map(|h| format!("{h}\n\n[env: {var}]"));
+        let arg = match (help, long) {
+            (Some(h), Some(l)) => arg.help(h).long_help(l),
+            (Some(h), None) => arg.help(h),
+            (None, _) => arg,
+        };
+        match env.and_then(|e| e.var(var)) {
+            Some(value) => arg.default_value(value),
+            None => arg,
+        }
+    };
+    let mut cmd = Cli::command();
+    for sub in ["run", "certs", "health"] {
+        cmd = cmd.mut_subcommand(sub, |s| s.mut_args(with_variable));
+    }
+    cmd
+}
+
 /// Parses one of our subcommands, keeping clap's record of which settings
 /// of `run` were given.
-fn parse_ours(argv: Vec<OsString>) -> Result<(Command, Given), clap::Error> {
-    let cmd = Cli::command();
-    let mut matches = cmd.clone().try_get_matches_from(argv)?;
+fn parse_ours(argv: Vec<OsString>, env: &dyn Env) -> Result<(Command, Given), clap::Error> {
+    let cmd = command(Some(env));
+    let mut matches = match cmd.clone().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) if e.use_stderr() => return Err(name_the_variable(e, &cmd, &argv, env)),
+        // Help shows the defaults, not what the environment made of them.
+        Err(_) => return Err(command(None).try_get_matches_from(argv).unwrap_err()),
+    };
     let given = match (
         matches.subcommand_matches("run"),
         cmd.find_subcommand("run"),
     ) {
-        (Some(m), Some(run)) => Given::from_matches(run, m),
+        (Some(m), Some(run)) => Given::from_matches(run, m, env),
         _ => Given::default(),
     };
     let cli = Cli::from_arg_matches_mut(&mut matches)?;
     Ok((cli.command, given))
 }
 
-/// Sorts `argv` (with the program name first) into an [`Invocation`].
-pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
+/// clap names the flag of a bad value; when the value came from the
+/// flag's variable, the operator has to be told the variable instead.
+fn name_the_variable(
+    e: clap::Error,
+    cmd: &clap::Command,
+    argv: &[OsString],
+    env: &dyn Env,
+) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let Some(flag) = arg.split([' ', '=']).next().filter(|f| f.starts_with("--")) else {
+        return e;
+    };
+    let on_command_line = argv.iter().any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    let var = cmd
+        .get_subcommands()
+        .flat_map(|s| s.get_arguments())
+        .find(|a| a.get_long() == Some(&flag[2..]))
+        .and_then(|a| variable(a.get_id().as_str()));
+    let (Some(var), false) = (var, on_command_line) else {
+        return e;
+    };
+    if env.var(var).is_none() {
+        return e;
+    }
+    let what = e.to_string();
+    let what = what.lines().next().unwrap_or_default();
+    let what = what.strip_prefix("error: ").unwrap_or(what);
+    let valid = match e.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(v)) if !v.is_empty() => format!(" (one of: {})", v.join(", ")),
+        _ => String::new(),
+    };
+    clap::Error::raw(
+        e.kind(),
+        format!("{var}: {what}{valid}; set {var} to a valid value or unset it\n"),
+    )
+}
+
+/// Sorts `argv` (with the program name first) into an [`Invocation`];
+/// settings not on the command line are read from `env`.
+pub fn parse(argv: Vec<OsString>, env: &dyn Env) -> Result<Invocation, clap::Error> {
     let first = argv.get(1).map(|a| a.to_string_lossy().into_owned());
     match first.as_deref() {
-        None => run_with(argv[..1].to_vec(), Vec::new()),
+        None => run_with(argv[..1].to_vec(), Vec::new(), env),
         // A lone help or version flag is for us, not dockerd: nobody asks a
         // CI service for dockerd's help, and starting the whole supervisor
         // (certificates, sockets) by surprise is worse.
         Some("-h" | "--help" | "-V" | "--version") if argv.len() == 2 => {
-            Err(Cli::try_parse_from(argv).unwrap_err())
+            Err(command(None).try_get_matches_from(argv).unwrap_err())
         }
-        Some(a) if a.starts_with('-') => run_with(argv[..1].to_vec(), lossy(&argv[1..])),
-        Some("dockerd") => run_with(argv[..1].to_vec(), lossy(&argv[2..])),
-        Some(a) if OURS.contains(&a) => match parse_ours(argv)? {
+        Some(a) if a.starts_with('-') => run_with(argv[..1].to_vec(), lossy(&argv[1..]), env),
+        Some("dockerd") => run_with(argv[..1].to_vec(), lossy(&argv[2..]), env),
+        Some(a) if OURS.contains(&a) => match parse_ours(argv, env)? {
             (
                 Command::Run {
                     settings,
@@ -187,10 +313,14 @@ pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
 
 /// `run` with settings from the environment only: the stock forms leave no
 /// room for our flags on the command line.
-fn run_with(prog: Vec<OsString>, dockerd_args: Vec<String>) -> Result<Invocation, clap::Error> {
+fn run_with(
+    prog: Vec<OsString>,
+    dockerd_args: Vec<String>,
+    env: &dyn Env,
+) -> Result<Invocation, clap::Error> {
     let mut argv = prog;
     argv.push("run".into());
-    let (Command::Run { settings, .. }, given) = parse_ours(argv)? else {
+    let (Command::Run { settings, .. }, given) = parse_ours(argv, env)? else {
         unreachable!("parsed `run`")
     };
     Ok(Invocation::Run {
@@ -213,15 +343,10 @@ pub struct TlsArgs {
     #[arg(long, value_name = "DIR")]
     pub tls_certdir: Option<PathBuf>,
     /// Key type of the CA, server and client keys.
-    #[arg(
-        long,
-        env = env::DIND_TLS_KEY_TYPE,
-        value_enum,
-        default_value = "ecdsa-p256"
-    )]
+    #[arg(long, value_enum, default_value = "ecdsa-p256")]
     pub tls_key_type: KeyType,
     /// Validity of newly issued certificates, in days.
-    #[arg(long, env = env::DIND_CERT_VALIDITY_DAYS, default_value_t = 825,
+    #[arg(long, default_value_t = 825,
           value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub cert_validity_days: u32,
 }
@@ -233,143 +358,110 @@ pub struct Settings {
     pub tls: TlsArgs,
 
     /// Registry mirrors for dockerd (repeat, or comma/space separated).
-    #[arg(
-        long = "registry-mirror",
-        env = env::DIND_REGISTRY_MIRRORS,
-        value_name = "URL"
-    )]
+    #[arg(long = "registry-mirror", value_name = "URL")]
     pub registry_mirrors: Vec<String>,
     /// Registries dockerd may reach without TLS verification (repeat, or comma/space separated).
-    #[arg(
-        long = "insecure-registry",
-        env = env::DIND_INSECURE_REGISTRIES,
-        value_name = "HOST[:PORT]"
-    )]
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
     /// Storage driver [default: overlay2, with a fallback when the data root sits on overlayfs].
-    #[arg(long, env = env::DIND_STORAGE_DRIVER)]
+    #[arg(long)]
     pub storage_driver: Option<String>,
     /// What to do when overlay2 cannot work because the data root is on overlayfs.
-    #[arg(
-        long,
-        env = env::DIND_STORAGE_ON_OVERLAY,
-        value_enum,
-        default_value = "fallback"
-    )]
+    #[arg(long, value_enum, default_value = "fallback")]
     pub storage_on_overlay: OnOverlayArg,
     /// MTU for dockerd's bridge: `auto` (the default route's, when below 1500) or a number.
-    #[arg(long, env = env::DIND_MTU, default_value = "auto")]
+    #[arg(long, default_value = "auto")]
     pub mtu: String,
 
     /// How long a stop may take before dockerd and everything left are killed.
-    #[arg(long, env = env::DIND_SHUTDOWN_TIMEOUT, default_value = "8s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
     /// When to restart dockerd after it exits on its own.
-    #[arg(long, env = env::DIND_RESTART, value_enum, default_value = "on-failure")]
+    #[arg(long, value_enum, default_value = "on-failure")]
     pub restart: RestartPolicy,
     /// Restarts allowed in a row (a run Ready for 60 s resets the count); then exit non-zero.
-    #[arg(long, env = env::DIND_RESTART_MAX, default_value_t = 5)]
+    #[arg(long, default_value_t = 5)]
     pub restart_max: u32,
     /// How long dockerd may not answer its ping after Ready before it is killed and restarted; 0 = never.
-    #[arg(long, env = env::DIND_HANG_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub hang_timeout: Duration,
 
     /// Log format of the supervisor (dockerd's lines are re-emitted in it too).
-    #[arg(long, env = env::DIND_LOG_FORMAT, value_enum, default_value = "text")]
+    #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Log filter, in tracing's EnvFilter syntax.
-    #[arg(long, env = env::DIND_LOG_LEVEL, default_value = "info")]
+    #[arg(long, default_value = "info")]
     pub log_level: String,
 
     /// Public API addresses (repeat, or comma separated) [default: 0.0.0.0:2376 with TLS, 0.0.0.0:2375 without].
-    #[arg(
-        long = "listen",
-        env = env::DIND_LISTEN,
-        value_delimiter = ',',
-        value_name = "ADDR:PORT"
-    )]
+    #[arg(long = "listen", value_delimiter = ',', value_name = "ADDR:PORT")]
     pub listen: Vec<std::net::SocketAddr>,
     /// Mode of the unix socket served at DOCKER_HOST's path (octal).
-    #[arg(long, env = env::DIND_SOCKET_MODE, default_value = "0660", value_parser = parse_mode)]
+    #[arg(long, default_value = "0660", value_parser = parse_mode)]
     pub socket_mode: u32,
     /// Group of that socket: a gid, or a name read from /etc/group (when it lacks the name, the socket is made 0666).
-    #[arg(long, env = env::DIND_SOCKET_GROUP, default_value = "docker")]
+    #[arg(long, default_value = "docker")]
     pub socket_group: String,
     /// When the public API starts accepting: `start` (at once; requests wait until the engine answers)
     /// or `ready` (only once it answers, so that a TCP connect means the API works).
-    #[arg(long, env = env::DIND_LISTEN_WHEN, value_enum, default_value = "start")]
+    #[arg(long, value_enum, default_value = "start")]
     pub listen_when: ListenWhenArg,
     /// How long a request waits for the engine to be ready (at start or after a restart), before 503.
-    #[arg(long, env = env::DIND_HOLD_TIMEOUT, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub hold_timeout: Duration,
     /// How long dockerd's answer to an unversioned /_ping is reused (0s: forward every ping).
-    #[arg(long, env = env::DIND_PING_CACHE, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub ping_cache: Duration,
     /// Client connections open at once on all public endpoints together; more are closed at once.
-    #[arg(long, env = env::DIND_MAX_CONNECTIONS, default_value_t = proxy::forward::MAX_CONNECTIONS)]
+    #[arg(long, default_value_t = proxy::forward::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Time to receive a whole request body the policy reads (at most 60s); slower ones get 408.
-    #[arg(long, env = env::DIND_BODY_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
 
     /// Request policy: `permissive`, `ci-safe`, or a TOML policy file that starts from one of them.
-    #[arg(long, env = env::DIND_POLICY, default_value = "permissive")]
+    #[arg(long, default_value = "permissive")]
     pub policy: String,
     /// Host paths that ci-safe allows to bind-mount (comma separated).
-    #[arg(long, env = env::DIND_POLICY_ALLOW_BINDS, value_name = "DIRS")]
+    #[arg(long, value_name = "DIRS")]
     pub policy_allow_binds: Option<String>,
     /// Audit log file (JSON lines); default: stderr.
-    #[arg(long, env = env::DIND_AUDIT_LOG, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
 
     /// Plain-HTTP health endpoint (/livez, /readyz, /metrics, /status).
-    #[arg(long, env = env::DIND_HEALTH_ADDR, default_value = "0.0.0.0:2378")]
+    #[arg(long, default_value = "0.0.0.0:2378")]
     pub health_addr: std::net::SocketAddr,
 
     /// Run dockerd with exactly the given flags: no proxy, policy, readiness gate, MTU, mirrors or
     /// private socket (what `dockerd FLAGS...` did before). Refused under a locked policy.
-    #[arg(long, env = env::DIND_BARE_DOCKERD, value_parser = clap::builder::BoolishValueParser::new(),
+    #[arg(long, value_parser = clap::builder::BoolishValueParser::new(),
           default_value = "false", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub bare_dockerd: bool,
 
     /// TCP addresses where dockerd itself listens, beside the proxy, with the service's server
     /// certificate: no policy, readiness gate or audit there. For benchmarks against dockerd's own
     /// TLS and for debugging; refused under a locked policy. `--host tcp://...` names the proxy's.
-    #[arg(
-        long,
-        env = env::DIND_DOCKERD_OWN_LISTEN,
-        value_delimiter = ',',
-        value_name = "ADDR:PORT"
-    )]
+    #[arg(long, value_delimiter = ',', value_name = "ADDR:PORT")]
     pub dockerd_own_listen: Vec<std::net::SocketAddr>,
 
     /// dockerd binary, looked up on PATH.
-    #[arg(long, env = env::DIND_DOCKERD, default_value = DEFAULT_DOCKERD)]
+    #[arg(long, default_value = DEFAULT_DOCKERD)]
     pub dockerd: PathBuf,
     /// dockerd's raw socket; jobs reach the engine through the proxy [default: <run dir>/dockerd/docker.sock, in a 0700 directory].
-    #[arg(long, env = env::DIND_DOCKERD_SOCKET)]
+    #[arg(long)]
     pub dockerd_socket: Option<PathBuf>,
     /// Whether dockerd's socket, run directory and exec root may lie on a mount shared with other containers.
-    #[arg(
-        long,
-        env = env::DIND_DOCKERD_SOCKET_SHARED,
-        value_enum,
-        default_value = "refuse"
-    )]
+    #[arg(long, value_enum, default_value = "refuse")]
     pub dockerd_socket_shared: SharedArg,
     /// dockerd's data root (checked for overlay-on-overlay).
-    #[arg(long, env = env::DIND_DATA_ROOT, default_value = DEFAULT_DATA_ROOT)]
+    #[arg(long, default_value = DEFAULT_DATA_ROOT)]
     pub data_root: PathBuf,
     /// Where the supervisor keeps generated files (daemon.json, iptables shims, dockerd's socket).
-    #[arg(long, env = env::DIND_RUN_DIR, default_value = DEFAULT_RUN_DIR)]
+    #[arg(long, default_value = DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
     /// Directories searched (recursively) for stale docker*.pid files at start.
-    #[arg(
-        long,
-        env = env::DIND_STALE_PID_DIRS,
-        value_delimiter = ',',
-        default_value = "/run,/var/run"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "/run,/var/run")]
     pub stale_pid_dirs: Vec<PathBuf>,
 }
 
@@ -445,12 +537,18 @@ pub struct WaitArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn argv(args: &[&str]) -> Vec<OsString> {
         std::iter::once("dind-supervisor")
             .chain(args.iter().copied())
             .map(OsString::from)
             .collect()
+    }
+
+    /// Parses with no variables set.
+    fn parse_bare(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
+        parse(argv, &HashMap::new())
     }
 
     fn run_args(inv: Invocation) -> (Vec<String>, bool) {
@@ -466,13 +564,13 @@ mod tests {
 
     #[test]
     fn no_arguments_runs_dockerd_with_defaults() {
-        assert_eq!(run_args(parse(argv(&[])).unwrap()), (vec![], false));
+        assert_eq!(run_args(parse_bare(argv(&[])).unwrap()), (vec![], false));
     }
 
     #[test]
     fn leading_flag_is_passed_to_dockerd_as_gitlab_command_does() {
         let (args, bare) = run_args(
-            parse(argv(&[
+            parse_bare(argv(&[
                 "--registry-mirror",
                 "https://mirror.example",
                 "--debug",
@@ -489,7 +587,7 @@ mod tests {
     #[test]
     fn a_lone_help_or_version_flag_is_ours() {
         for flag in ["--help", "-h", "--version", "-V"] {
-            let err = parse(argv(&[flag])).unwrap_err();
+            let err = parse_bare(argv(&[flag])).unwrap_err();
             assert!(
                 matches!(
                     err.kind(),
@@ -500,14 +598,15 @@ mod tests {
         }
         // With more flags they still go to dockerd.
         assert!(matches!(
-            parse(argv(&["--debug", "--help"])).unwrap(),
+            parse_bare(argv(&["--debug", "--help"])).unwrap(),
             Invocation::Run { .. }
         ));
     }
 
     #[test]
     fn dockerd_first_means_the_same_flags_with_our_features() {
-        let (args, bare) = run_args(parse(argv(&["dockerd", "-H", "unix:///x.sock"])).unwrap());
+        let (args, bare) =
+            run_args(parse_bare(argv(&["dockerd", "-H", "unix:///x.sock"])).unwrap());
         assert_eq!(args, ["-H", "unix:///x.sock"]);
         assert!(!bare, "bare only when asked for");
         // The bare setting is a flag of `run` too, and boolish.
@@ -518,27 +617,27 @@ mod tests {
         ] {
             let mut a = vec!["run"];
             a.extend(flag);
-            assert_eq!(run_args(parse(argv(&a)).unwrap()).1, bare, "{flag:?}");
+            assert_eq!(run_args(parse_bare(argv(&a)).unwrap()).1, bare, "{flag:?}");
         }
-        assert!(parse(argv(&["run", "--bare-dockerd=maybe"])).is_err());
+        assert!(parse_bare(argv(&["run", "--bare-dockerd=maybe"])).is_err());
     }
 
     #[test]
     fn other_commands_are_executed() {
-        match parse(argv(&["sh", "-c", "echo hi"])).unwrap() {
+        match parse_bare(argv(&["sh", "-c", "echo hi"])).unwrap() {
             Invocation::Exec(a) => assert_eq!(a, ["sh", "-c", "echo hi"]),
             other => panic!("expected exec, got {other:?}"),
         }
         // A word that merely resembles ours is still a client command.
         assert!(matches!(
-            parse(argv(&["docker", "ps"])).unwrap(),
+            parse_bare(argv(&["docker", "ps"])).unwrap(),
             Invocation::Exec(_)
         ));
     }
 
     #[test]
     fn run_takes_our_flags_and_dockerd_flags_after_the_separator() {
-        let inv = parse(argv(&[
+        let inv = parse_bare(argv(&[
             "run",
             "--mtu",
             "1400",
@@ -567,7 +666,7 @@ mod tests {
 
     #[test]
     fn certs_subcommand_parses() {
-        let inv = parse(argv(&[
+        let inv = parse_bare(argv(&[
             "certs",
             "--tls-key-type",
             "rsa-2048",
@@ -595,7 +694,7 @@ mod tests {
     #[test]
     fn settings_given_on_the_command_line_are_told_from_defaults() {
         let g = given(
-            parse(argv(&[
+            parse_bare(argv(&[
                 "run",
                 "--policy",
                 "ci-safe",
@@ -613,31 +712,124 @@ mod tests {
 
     #[test]
     fn settings_from_the_environment_are_named_by_their_variable_even_when_empty() {
-        // Variables of this test alone: the real ones are read by every
-        // other test of the process. Declared as Settings declares its own.
-        #[derive(Parser)]
-        struct T {
-            #[arg(long, env = "DSV_TEST_GIVEN_X", default_value = "d")]
-            x: String,
-            #[arg(long, env = "DSV_TEST_GIVEN_Y", default_value = "d")]
-            y: String,
+        let env = HashMap::from([
+            (env::DIND_POLICY, "ci-safe"),
+            (env::DIND_POLICY_ALLOW_BINDS, ""),
+            (env::DIND_LISTEN, "127.0.0.1:1,127.0.0.1:2"),
+            (env::DIND_SHUTDOWN_TIMEOUT, "3s"),
+            (env::DIND_BARE_DOCKERD, "1"),
+            (env::DIND_TLS_KEY_TYPE, "rsa-2048"),
+        ]);
+        let Invocation::Run {
+            settings, given, ..
+        } = parse(argv(&["--debug"]), &env).unwrap()
+        else {
+            panic!("expected run")
+        };
+        assert_eq!(settings.policy, "ci-safe");
+        assert_eq!(settings.policy_allow_binds.as_deref(), Some(""));
+        assert_eq!(
+            settings.listen,
+            [
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap()
+            ],
+            "split as on the command line"
+        );
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(3));
+        assert!(settings.bare_dockerd);
+        assert_eq!(settings.tls.tls_key_type, KeyType::Rsa2048);
+        assert_eq!(given.name("policy"), Some("DIND_POLICY"));
+        assert_eq!(
+            given.name("policy_allow_binds"),
+            Some("DIND_POLICY_ALLOW_BINDS")
+        );
+        assert_eq!(given.name("tls_key_type"), Some("DIND_TLS_KEY_TYPE"));
+        assert_eq!(given.name("mtu"), None);
+    }
+
+    #[test]
+    fn a_flag_wins_over_its_variable() {
+        let env = HashMap::from([(env::DIND_POLICY, "permissive"), (env::DIND_MTU, "1400")]);
+        let Invocation::Run {
+            settings, given, ..
+        } = parse(argv(&["run", "--policy", "ci-safe"]), &env).unwrap()
+        else {
+            panic!("expected run")
+        };
+        assert_eq!(settings.policy, "ci-safe");
+        assert_eq!(given.name("policy"), Some("--policy"));
+        assert_eq!(settings.mtu, "1400");
+        assert_eq!(given.name("mtu"), Some("DIND_MTU"));
+    }
+
+    #[test]
+    fn other_subcommands_read_their_variables_from_the_same_env() {
+        let env = HashMap::from([
+            (env::DIND_HEALTH_ADDR, "127.0.0.1:9"),
+            (env::DIND_CERT_VALIDITY_DAYS, "30"),
+        ]);
+        let Invocation::Health(h) = parse(argv(&["health"]), &env).unwrap() else {
+            panic!("expected health")
+        };
+        assert_eq!(h.health_addr, "127.0.0.1:9".parse().unwrap());
+        let Invocation::Certs(t) = parse(argv(&["certs"]), &env).unwrap() else {
+            panic!("expected certs")
+        };
+        assert_eq!(t.cert_validity_days, 30);
+    }
+
+    #[test]
+    fn a_bad_variable_stops_parsing_as_a_bad_flag_does() {
+        for (var, value) in [
+            (env::DIND_RESTART, "sometimes"),
+            (env::DIND_RUN_DIR, ""),
+            (env::DIND_AUDIT_LOG, ""),
+            (env::DIND_CERT_VALIDITY_DAYS, "0"),
+            (env::DIND_BARE_DOCKERD, "maybe"),
+        ] {
+            let env = HashMap::from([(var, value)]);
+            let err = parse(argv(&[]), &env).unwrap_err();
+            assert!(err.use_stderr(), "{var}={value:?}");
+            assert!(
+                err.to_string().starts_with(&format!("error: {var}: ")),
+                "{err}"
+            );
+            assert_eq!(err.to_string().lines().count(), 1, "{err}");
         }
-        // clap reads a variable when the command is built.
-        std::env::set_var("DSV_TEST_GIVEN_X", "");
-        let cmd = T::command();
-        std::env::remove_var("DSV_TEST_GIVEN_X");
-        let m = cmd.clone().try_get_matches_from(["t"]).unwrap();
-        let g = Given::from_matches(&cmd, &m);
-        assert_eq!(g.name("x"), Some("DSV_TEST_GIVEN_X"));
-        assert_eq!(T::from_arg_matches(&m).unwrap().x, "");
-        assert_eq!(g.name("y"), None);
+        // The flag's value is the flag's fault, whatever the variable says.
+        let env = HashMap::from([(env::DIND_RESTART, "never")]);
+        let err = parse(argv(&["run", "--restart", "sometimes"]), &env).unwrap_err();
+        assert!(!err.to_string().contains("DIND_RESTART"), "{err}");
+    }
+
+    #[test]
+    fn every_variable_is_a_setting_named_in_the_help() {
+        let cmd = command(None);
+        let mut help = String::new();
+        for sub in ["run", "certs", "health"] {
+            let mut s = cmd.find_subcommand(sub).unwrap().clone();
+            help.push_str(&s.render_long_help().to_string());
+        }
+        for (id, var) in VARIABLES {
+            assert!(
+                help.contains(&format!("[env: {var}]")),
+                "{id}: {var} not in help"
+            );
+        }
+        // The help shows the defaults, not what a variable made of them.
+        let env = HashMap::from([(env::DIND_MTU, "1234")]);
+        let err = parse(argv(&["run", "--help"]), &env).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        let text = err.to_string();
+        assert!(text.contains("[default: auto]") && !text.contains("1234"));
     }
 
     #[test]
     fn bad_setting_is_a_clap_error_not_a_panic() {
-        assert!(parse(argv(&["run", "--restart", "sometimes"])).is_err());
+        assert!(parse_bare(argv(&["run", "--restart", "sometimes"])).is_err());
         // An empty path (DIND_RUN_DIR="" too) stops here: nothing starts.
-        assert!(parse(argv(&["run", "--run-dir", ""])).is_err());
-        assert!(parse(argv(&["run", "--dockerd-socket", ""])).is_err());
+        assert!(parse_bare(argv(&["run", "--run-dir", ""])).is_err());
+        assert!(parse_bare(argv(&["run", "--dockerd-socket", ""])).is_err());
     }
 }

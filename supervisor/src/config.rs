@@ -14,8 +14,8 @@ use crate::cli::{Given, ListenWhenArg, OnOverlayArg, RestartPolicy, Settings, Sh
 use crate::cli::{DEFAULT_DATA_ROOT, DEFAULT_DOCKERD, DEFAULT_RUN_DIR};
 use crate::daemon_json::Entitlement;
 use crate::dockerd_flags::{flag_value, flag_values};
-use crate::env::DOCKER_IPTABLES_LEGACY;
 use crate::env::{Env, DIND_BARE_DOCKERD, DIND_DOCKERD_OWN_LISTEN, DOCKER_DRIVER, DOCKER_HOST};
+use crate::env::{DOCKER_IPTABLES_LEGACY, PATH};
 use crate::env::{DOCKER_TLS_CERTDIR, DOCKER_TLS_SAN};
 use crate::host_flags::{self, Group, Host, Taken, TlsFlags};
 use crate::lock::{self, LockError, Pinning, Pins};
@@ -116,11 +116,18 @@ pub struct Dockerd {
     pub docker_driver: Option<String>,
     pub mtu: MtuSetting,
     pub iptables_legacy: Option<String>,
+    /// Where dockerd and its helpers are looked for: `PATH`, else the
+    /// stock image's.
+    pub path: String,
     pub run_dir: PathBuf,
     pub stale_pid_dirs: Vec<PathBuf>,
     /// BuildKit entitlements the request policy denies; dockerd is told not to grant them.
     pub deny_entitlements: Vec<Entitlement>,
 }
+
+/// PATH when the environment has none (a bare `docker run` sets one, but an
+/// init system may not).
+const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How dockerd is kept running and stopped.
 #[derive(Debug, Clone)]
@@ -220,6 +227,7 @@ impl Config {
                     .with_context(|| format!("DIND_MTU={:?}", settings.mtu))?,
                 docker_driver: env.var(DOCKER_DRIVER).filter(|d| !d.is_empty()),
                 iptables_legacy: env.var(DOCKER_IPTABLES_LEGACY),
+                path: env.var(PATH).unwrap_or_else(|| FALLBACK_PATH.to_owned()),
                 run_dir: settings.run_dir,
                 stale_pid_dirs: settings.stale_pid_dirs,
                 deny_entitlements,
@@ -744,6 +752,16 @@ mod tests {
         T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
             .unwrap()
             .s
+    }
+
+    #[test]
+    fn dockerd_is_looked_for_on_the_path_of_the_env_else_the_stock_one() {
+        let none: HashMap<&str, &str> = HashMap::new();
+        let c = Config::new(settings(&[]), vec![], &none).unwrap();
+        assert_eq!(c.dockerd.path, FALLBACK_PATH);
+        let env = HashMap::from([(PATH, "/opt/docker/bin")]);
+        let c = Config::new(settings(&[]), vec![], &env).unwrap();
+        assert_eq!(c.dockerd.path, "/opt/docker/bin");
     }
 
     #[test]

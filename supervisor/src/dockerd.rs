@@ -134,9 +134,6 @@ impl Drop for Running {
     }
 }
 
-/// PATH when the environment has none (a bare `docker run` sets one, but an
-/// init system may not).
-const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Time dockerd keeps for itself after its containers' stop timeout: stopping
 /// containerd, unmounting, removing the socket.
 const DOCKERD_OWN_SHUTDOWN: Duration = Duration::from_secs(2);
@@ -153,11 +150,11 @@ pub fn prepare(
     cgroup_parent: Option<String>,
 ) -> anyhow::Result<Prepared> {
     remove_stale_pid_files(&cfg.stale_pid_dirs);
-    let path = std::env::var(crate::env::PATH).unwrap_or_else(|_| FALLBACK_PATH.to_owned());
+    let path = &cfg.path;
 
     let ipt = iptables::choose(
         cfg.iptables_legacy.as_deref(),
-        &path,
+        path,
         &cfg.run_dir.join("iptables"),
     )
     .context("choosing the iptables backend")?;
@@ -183,7 +180,7 @@ pub fn prepare(
     }
     let user_config = user_config?;
     let live_restore = daemon_json::live_restore(&cfg.user_args, Some(&user_config));
-    let helpers_path = ipt.path_env.as_deref().unwrap_or(&path);
+    let helpers_path = ipt.path_env.as_deref().unwrap_or(path);
     let storage = choose_storage(cfg, &user_config, helpers_path)?;
     let (mtu, networks) = choose_mtu(cfg, helpers_path);
     let explicit_mtu = cfg.mtu != MtuSetting::Auto;

@@ -1,10 +1,9 @@
 //! Every environment variable the supervisor reads, by name, and the one
 //! way to read them: the [`Env`] trait, so tests pass a map.
 //!
-//! The `DIND_*` settings are read by clap at parse time (each is also a
-//! flag, and `--help` shows the variable); their names are defined here so
-//! that the lock, the errors and the docs name the same strings. Everything
-//! else is read through [`Env`].
+//! The `DIND_*` settings are also flags; `cli` gives each flag its
+//! variable's value from an [`Env`] as its default. Only `lock` touches the
+//! process environment directly, to scrub it for dockerd.
 
 use std::collections::HashMap;
 

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     // Before anything opens a descriptor of its own.
     let handed = listen_fds::take(&ProcessEnv);
-    let invocation = match cli::parse(std::env::args_os().collect()) {
+    let invocation = match cli::parse(std::env::args_os().collect(), &ProcessEnv) {
         Ok(i) => i,
         Err(e) => e.exit(),
     };
