@@ -205,7 +205,7 @@ impl Plan {
     /// dropped when a generated file replaces it, then our flags, then `--config-file`.
     pub fn dockerd_args(&self, args: &[String]) -> Vec<String> {
         let mut out = match &self.config_file {
-            Some(_) => remove_flag(args, CONFIG_FLAG, None),
+            Some(_) => remove_flag(args, CONFIG_FLAG),
             None => args.to_vec(),
         };
         out.extend(self.flags.iter().cloned());

@@ -29,12 +29,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-/// dockerd's shorthand flags that take a value (pflag reads the rest of a
-/// cluster, or the next argument, as it): host, group, log level, pid
-/// file, storage driver, bridge, and the old `-g` (graph).
-const VALUE_SHORTHANDS: &[char] = &['H', 'G', 'l', 'p', 's', 'b', 'g'];
-/// Its boolean shorthands: debug, version, help.
-const BOOL_SHORTHANDS: &[char] = &['D', 'v', 'h'];
+use crate::dockerd_flags::{self, arity, parse_go_bool, Arity, Letter};
 
 /// The endpoint flags found in dockerd's flags, and what is left for dockerd.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -94,15 +89,15 @@ pub enum FlagError {
     },
 }
 
-/// dockerd's long endpoint flags: name, whether it takes a value.
-const LONG: &[(&str, bool)] = &[
-    ("host", true),
-    ("group", true),
-    ("tlscacert", true),
-    ("tlscert", true),
-    ("tlskey", true),
-    ("tls", false),
-    ("tlsverify", false),
+/// dockerd's long endpoint flags; their arity is in `dockerd_flags`.
+const LONG: &[&str] = &[
+    "host",
+    "group",
+    "tlscacert",
+    "tlscert",
+    "tlskey",
+    "tls",
+    "tlsverify",
 ];
 
 /// Takes the endpoint flags out of `args` (see the module doc).
@@ -123,13 +118,13 @@ pub fn take(args: &[String]) -> Result<Taken, FlagError> {
                 Some((n, v)) => (n, Some(v)),
                 None => (long, None),
             };
-            let Some(&(_, takes_value)) = LONG.iter().find(|(n, _)| *n == name) else {
+            let Some(arity) = arity(name).filter(|_| LONG.contains(&name)) else {
                 out.rest.push(a.clone());
                 continue;
             };
-            let value = match (takes_value, inline) {
+            let value = match (arity, inline) {
                 (_, Some(v)) => Some(v.to_owned()),
-                (true, None) => {
+                (Arity::Value, None) => {
                     i += 1;
                     Some(
                         args.get(i - 1)
@@ -137,7 +132,7 @@ pub fn take(args: &[String]) -> Result<Taken, FlagError> {
                             .ok_or_else(|| FlagError::NoValue { flag: a.clone() })?,
                     )
                 }
-                (false, None) => None,
+                (Arity::Bool, None) => None,
             };
             out.apply(&format!("--{name}"), value)?;
             continue;
@@ -161,25 +156,23 @@ impl Taken {
         cluster: &str,
         next: Option<&String>,
     ) -> Result<usize, FlagError> {
-        for (at, c) in cluster.char_indices() {
-            let rest = &cluster[at + c.len_utf8()..];
-            if BOOL_SHORTHANDS.contains(&c) {
-                if rest.starts_with('=') {
-                    break; // `-D=false`: the rest is the boolean's value
+        let mut before = String::new();
+        for (c, letter) in dockerd_flags::cluster(cluster) {
+            let inline = match letter {
+                Letter::Bool { .. } => {
+                    before.push(c);
+                    continue;
                 }
-                continue;
-            }
-            if !VALUE_SHORTHANDS.contains(&c) || !matches!(c, 'H' | 'G') {
-                break;
-            }
-            let before = &cluster[..at];
+                Letter::Value { inline, .. } if matches!(c, 'H' | 'G') => inline,
+                Letter::Value { .. } | Letter::Unknown => break,
+            };
             let flag = format!("-{c}");
-            let (value, consumed) = match rest.strip_prefix('=').unwrap_or(rest) {
-                "" => match next {
+            let (value, consumed) = match inline {
+                Some(v) => (v.to_owned(), 0),
+                None => match next {
                     Some(v) => (v.clone(), 1),
                     None => return Err(FlagError::NoValue { flag }),
                 },
-                v => (v.to_owned(), 0),
             };
             if !before.is_empty() {
                 self.rest.push(format!("-{before}"));
@@ -230,15 +223,6 @@ impl Taken {
             _ => unreachable!("only endpoint flags are applied"),
         }
         Ok(())
-    }
-}
-
-/// Go's `strconv.ParseBool`, which pflag uses for `--flag=value`.
-fn parse_go_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
     }
 }
 

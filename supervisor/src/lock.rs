@@ -42,6 +42,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use crate::cli::{Given, SharedArg};
+use crate::dockerd_flags::{self, arity, Arity, Letter};
 
 /// Why a locked service does not start.
 #[derive(Debug, thiserror::Error)]
@@ -266,16 +267,6 @@ pub fn check_host_flag(file: &str, path: &Path, same_as_raw: bool) -> Result<(),
     Ok(())
 }
 
-/// Whether a dockerd flag takes a value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Arity {
-    Bool,
-    Value,
-}
-
-/// A dockerd flag: long name without dashes, shorthand, arity.
-type Flag = (&'static str, Option<char>, Arity);
-
 /// dockerd flags a locked service passes on (dockerd 20.10 to 28), read
 /// after the endpoint flags (`--host`, `--group`, `--tls*`) were taken
 /// for the proxy, so those entries are only a backstop. They
@@ -290,87 +281,87 @@ type Flag = (&'static str, Option<char>, Arity);
 /// reused service, so it must lie in the run directory. `--group` is the
 /// group of a socket in a 0700 directory. Not here: `--storage-opt`, which
 /// can hand dockerd a block device of the host (`dm.directlvm_device`).
-const ACCEPTED: &[Flag] = &[
-    ("debug", Some('D'), Arity::Bool),
-    ("icc", None, Arity::Bool),
-    ("ip-forward", None, Arity::Bool),
-    ("ip-forward-no-drop", None, Arity::Bool),
-    ("ip-masq", None, Arity::Bool),
-    ("iptables", None, Arity::Bool),
-    ("ip6tables", None, Arity::Bool),
-    ("ipv6", None, Arity::Bool),
-    ("live-restore", None, Arity::Bool),
-    ("no-new-privileges", None, Arity::Bool),
-    ("selinux-enabled", None, Arity::Bool),
-    ("userland-proxy", None, Arity::Bool),
-    ("init", None, Arity::Bool),
-    ("raw-logs", None, Arity::Bool),
-    ("tls", None, Arity::Bool),
-    ("tlsverify", None, Arity::Bool),
-    ("allow-nondistributable-artifacts", None, Arity::Value),
-    ("authorization-plugin", None, Arity::Value),
-    ("bip", None, Arity::Value),
-    ("bridge", Some('b'), Arity::Value),
-    ("data-root", None, Arity::Value),
-    ("default-address-pool", None, Arity::Value),
-    ("default-gateway", None, Arity::Value),
-    ("default-gateway-v6", None, Arity::Value),
-    ("default-network-opt", None, Arity::Value),
-    ("default-shm-size", None, Arity::Value),
-    ("default-ulimit", None, Arity::Value),
-    ("dns", None, Arity::Value),
-    ("dns-opt", None, Arity::Value),
-    ("dns-search", None, Arity::Value),
-    ("exec-opt", None, Arity::Value),
-    ("exec-root", None, Arity::Value),
-    ("fixed-cidr", None, Arity::Value),
-    ("fixed-cidr-v6", None, Arity::Value),
-    ("group", Some('G'), Arity::Value),
-    ("host-gateway-ip", None, Arity::Value),
-    ("http-proxy", None, Arity::Value),
-    ("https-proxy", None, Arity::Value),
-    ("insecure-registry", None, Arity::Value),
-    ("ip", None, Arity::Value),
-    ("label", None, Arity::Value),
-    ("log-driver", None, Arity::Value),
-    ("log-format", None, Arity::Value),
-    ("log-level", Some('l'), Arity::Value),
-    ("log-opt", None, Arity::Value),
-    ("max-concurrent-downloads", None, Arity::Value),
-    ("max-concurrent-uploads", None, Arity::Value),
-    ("max-download-attempts", None, Arity::Value),
-    ("mtu", None, Arity::Value),
-    ("network-control-plane-mtu", None, Arity::Value),
-    ("no-proxy", None, Arity::Value),
-    ("oom-score-adjust", None, Arity::Value),
-    ("pidfile", Some('p'), Arity::Value),
-    ("registry-mirror", None, Arity::Value),
-    ("shutdown-timeout", None, Arity::Value),
-    ("storage-driver", Some('s'), Arity::Value),
-    ("tlscacert", None, Arity::Value),
-    ("tlscert", None, Arity::Value),
-    ("tlskey", None, Arity::Value),
-    ("userns-remap", None, Arity::Value),
+const ACCEPTED: &[&str] = &[
+    "debug",
+    "icc",
+    "ip-forward",
+    "ip-forward-no-drop",
+    "ip-masq",
+    "iptables",
+    "ip6tables",
+    "ipv6",
+    "live-restore",
+    "no-new-privileges",
+    "selinux-enabled",
+    "userland-proxy",
+    "init",
+    "raw-logs",
+    "tls",
+    "tlsverify",
+    "allow-nondistributable-artifacts",
+    "authorization-plugin",
+    "bip",
+    "bridge",
+    "data-root",
+    "default-address-pool",
+    "default-gateway",
+    "default-gateway-v6",
+    "default-network-opt",
+    "default-shm-size",
+    "default-ulimit",
+    "dns",
+    "dns-opt",
+    "dns-search",
+    "exec-opt",
+    "exec-root",
+    "fixed-cidr",
+    "fixed-cidr-v6",
+    "group",
+    "host-gateway-ip",
+    "http-proxy",
+    "https-proxy",
+    "insecure-registry",
+    "ip",
+    "label",
+    "log-driver",
+    "log-format",
+    "log-level",
+    "log-opt",
+    "max-concurrent-downloads",
+    "max-concurrent-uploads",
+    "max-download-attempts",
+    "mtu",
+    "network-control-plane-mtu",
+    "no-proxy",
+    "oom-score-adjust",
+    "pidfile",
+    "registry-mirror",
+    "shutdown-timeout",
+    "storage-driver",
+    "tlscacert",
+    "tlscert",
+    "tlskey",
+    "userns-remap",
 ];
 
 /// dockerd flags known to loosen, with the reason a refusal gives.
-const REFUSED: &[(Flag, &str)] = &[
-    (("host", Some('H'), Arity::Value), "it opens an API endpoint without the policy"),
-    (("config-file", None, Arity::Value), "dockerd would read a configuration the image did not choose (hosts, runtimes, plugins)"),
-    (("containerd", None, Arity::Value), "dockerd would drive a containerd the image did not choose"),
-    (("containerd-namespace", None, Arity::Value), "dockerd would drive a containerd the image did not choose"),
-    (("containerd-plugins-namespace", None, Arity::Value), "dockerd would drive a containerd the image did not choose"),
-    (("add-runtime", None, Arity::Value), "a runtime is a program dockerd runs as root for containers"),
-    (("default-runtime", None, Arity::Value), "a runtime is a program dockerd runs as root for every container"),
-    (("userland-proxy-path", None, Arity::Value), "it names a program dockerd runs as root"),
-    (("init-path", None, Arity::Value), "dockerd would mount that file of the service into containers"),
-    (("seccomp-profile", None, Arity::Value), "it replaces the seccomp profile of every container"),
-    (("default-cgroupns-mode", None, Arity::Value), "it changes every container's default cgroup namespace"),
-    (("default-ipc-mode", None, Arity::Value), "it changes every container's default IPC namespace"),
-    (("cgroup-parent", None, Arity::Value), "it moves every container's cgroup"),
-    (("experimental", None, Arity::Bool), "experimental API features (checkpoint restore from a directory the job names) are outside the policy"),
-    (("metrics-addr", None, Arity::Value), "it opens a network endpoint that shows dockerd's internals"),
-    (("graph", Some('g'), Arity::Value), "it is the old name of --data-root, which the image keeps"),
+const REFUSED: &[(&str, &str)] = &[
+    ("host", "it opens an API endpoint without the policy"),
+    ("config-file", "dockerd would read a configuration the image did not choose (hosts, runtimes, plugins)"),
+    ("containerd", "dockerd would drive a containerd the image did not choose"),
+    ("containerd-namespace", "dockerd would drive a containerd the image did not choose"),
+    ("containerd-plugins-namespace", "dockerd would drive a containerd the image did not choose"),
+    ("add-runtime", "a runtime is a program dockerd runs as root for containers"),
+    ("default-runtime", "a runtime is a program dockerd runs as root for every container"),
+    ("userland-proxy-path", "it names a program dockerd runs as root"),
+    ("init-path", "dockerd would mount that file of the service into containers"),
+    ("seccomp-profile", "it replaces the seccomp profile of every container"),
+    ("default-cgroupns-mode", "it changes every container's default cgroup namespace"),
+    ("default-ipc-mode", "it changes every container's default IPC namespace"),
+    ("cgroup-parent", "it moves every container's cgroup"),
+    ("experimental", "experimental API features (checkpoint restore from a directory the job names) are outside the policy"),
+    ("metrics-addr", "it opens a network endpoint that shows dockerd's internals"),
+    ("graph", "it is the old name of --data-root, which the image keeps"),
 ];
 
 enum Found {
@@ -379,13 +370,12 @@ enum Found {
     Unknown,
 }
 
-fn find(matches: impl Fn(&Flag) -> bool) -> Found {
-    if let Some(f) = ACCEPTED.iter().find(|f| matches(f)) {
-        return Found::Accepted(f.2);
-    }
-    match REFUSED.iter().find(|(f, _)| matches(f)) {
-        Some((_, why)) => Found::Refused(why),
-        None => Found::Unknown,
+/// What a lock makes of dockerd's long flag `name`.
+fn find(name: &str) -> Found {
+    match (arity(name), REFUSED.iter().find(|(f, _)| *f == name)) {
+        (_, Some((_, why))) => Found::Refused(why),
+        (Some(arity), None) if ACCEPTED.contains(&name) => Found::Accepted(arity),
+        _ => Found::Unknown,
     }
 }
 
@@ -433,7 +423,7 @@ pub fn check_dockerd_args(
                 Some((n, v)) => (n, Some(v.to_owned())),
                 None => (long, None),
             };
-            let arity = match find(|f| f.0 == name) {
+            let arity = match find(name) {
                 Found::Unknown => return Err(unknown(a)),
                 Found::Refused(why) => return Err(loosens(a, why)),
                 Found::Accepted(arity) => arity,
@@ -456,28 +446,27 @@ pub fn check_dockerd_args(
         let Some(cluster) = a.strip_prefix('-').filter(|c| !c.is_empty()) else {
             return Err(unknown(a));
         };
-        for (at, c) in cluster.char_indices() {
-            let shown = format!("-{c}");
-            let rest = &cluster[at + c.len_utf8()..];
-            match find(|f| f.1 == Some(c)) {
-                Found::Unknown => return Err(unknown(&shown)),
+        for (c, letter) in dockerd_flags::cluster(cluster) {
+            let (long, inline) = match letter {
+                Letter::Unknown => return Err(unknown(&format!("-{c}"))),
+                Letter::Bool { long, .. } => (long, None),
+                Letter::Value { long, inline } => (long, Some(inline)),
+            };
+            match find(long) {
+                Found::Unknown => return Err(unknown(&format!("-{c}"))),
                 Found::Refused(why) => return Err(loosens(a, why)),
-                // `-D=false`: the rest is the boolean's value.
-                Found::Accepted(Arity::Bool) if rest.starts_with('=') => break,
-                Found::Accepted(Arity::Bool) => {}
-                Found::Accepted(Arity::Value) => {
-                    let value = match rest.strip_prefix('=').unwrap_or(rest) {
-                        "" => {
-                            i += 1;
-                            args.get(i - 1).map(String::as_str)
-                        }
-                        v => Some(v),
-                    };
-                    if c == 'p' {
-                        check_pidfile(file, a, value, run_dir)?;
-                    }
-                    break;
+                Found::Accepted(_) => {}
+            }
+            let Some(inline) = inline else { continue };
+            let value = match inline {
+                Some(v) => Some(v),
+                None => {
+                    i += 1;
+                    args.get(i - 1).map(String::as_str)
                 }
+            };
+            if long == "pidfile" {
+                check_pidfile(file, a, value, run_dir)?;
             }
         }
     }
@@ -600,6 +589,22 @@ mod tests {
             Path::new("/run/dind-supervisor"),
         )
         .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_flag_the_lock_judges_is_one_dockerd_has() {
+        for name in ACCEPTED.iter().chain(REFUSED.iter().map(|(n, _)| n)) {
+            assert!(
+                arity(name).is_some(),
+                "{name} is not in dockerd_flags::FLAGS"
+            );
+        }
+        // And the lock judges every flag dockerd has that we know of, but
+        // help and version, which nobody passes a service.
+        for (name, _, _) in dockerd_flags::FLAGS {
+            let judged = ACCEPTED.contains(name) || REFUSED.iter().any(|(n, _)| n == name);
+            assert!(judged || ["help", "version"].contains(name), "{name}");
+        }
     }
 
     #[test]
