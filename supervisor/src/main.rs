@@ -47,6 +47,9 @@ fn main() -> ExitCode {
             dockerd_args,
         } => {
             logging::init(settings.log_format, &settings.log_level);
+            for line in &handed.ignored {
+                tracing::warn!("{line}");
+            }
             let image = match proxy::policy::load_image(proxy::policy::IMAGE_FILE) {
                 Ok(f) => f,
                 Err(e) => return exit::refused(e),
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
                 let dropped = lock::scrub_environment();
                 tracing::info!(path = lock::LOCKED_PATH, dropped = %dropped.join(","), "locked: children get a clean environment");
             }
-            exit::served(service::run(config, handed, started))
+            exit::served(service::run(config, handed.sockets, started))
         }
     }
 }
