@@ -426,6 +426,29 @@ fn a_refused_request_whose_body_is_still_coming_gets_its_refusal_not_a_reset() {
     assert_eq!(ask(&mut w, &mut r, "/_ping").0, 200);
 }
 
+/// The same with a build context of 64 MiB sent as fast as it goes, as a
+/// real context would be: all of it is read away, however large, and the
+/// refusal comes after it.
+#[test]
+fn a_refused_request_with_a_large_body_gets_its_refusal_not_a_reset() {
+    let svc = plain(&[("DIND_POLICY", "ci-safe")]);
+    let (mut w, mut r) = keep_alive(TcpStream::connect(("127.0.0.1", svc.port)).unwrap());
+    let (chunk, chunks) = (vec![0u8; 1 << 20], 64);
+    write!(
+        w,
+        "POST /v1.41/build?networkmode=host HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+        chunk.len() * chunks
+    )
+    .unwrap();
+    for i in 0..chunks {
+        w.write_all(&chunk)
+            .unwrap_or_else(|e| panic!("MiB {i} of the body: {e}"));
+    }
+    let (status, said) = read_answer(&mut r);
+    assert_eq!(status, 403, "{said}");
+    assert_eq!(ask(&mut w, &mut r, "/_ping").0, 200);
+}
+
 /// The docker CLI opens a BuildKit `/session` and sends its `/build` at the
 /// same moment; a refusal that beats the session makes the CLI hang for
 /// ever (its session then never closes). So a refused build waits for its

@@ -10,26 +10,21 @@ use super::{Peer, Shared};
 use crate::respond::{Body, Refusal};
 use crate::sessions;
 
-/// How much of a refused request's body is read and thrown away before the
-/// refusal is sent, and for how long. Closing on unread bytes makes the
-/// kernel reset the connection, and a client still writing (`docker cp`,
-/// `docker build`) then reports "broken pipe" instead of the refusal.
-const DRAIN_BYTES: usize = 16 << 20;
-const DRAIN_TIME: Duration = Duration::from_secs(4);
+/// How long a refused request's body is read and thrown away before the
+/// refusal is sent. Closing on unread bytes makes the kernel reset the
+/// connection, and a client still writing (`docker cp`, `docker build`)
+/// then reports "broken pipe" instead of the refusal. Bounded by time, not
+/// bytes: a build context of hundreds of MiB arrives in about a second over
+/// a pod's or a runner's network, and reading it away costs less than
+/// forwarding it would have; a client slower than this gets the reset.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-/// Reads what is left of a refused request's body, within
-/// [`DRAIN_BYTES`] and [`DRAIN_TIME`], so the client is reading when the
-/// refusal comes rather than writing into a reset connection.
+/// Reads what is left of a refused request's body, within [`DRAIN_TIME`],
+/// so the client is reading when the refusal comes rather than writing
+/// into a reset connection.
 async fn drain(mut body: Body) {
-    let mut left = DRAIN_BYTES;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
-        while let Some(Ok(frame)) = body.frame().await {
-            let n = frame.data_ref().map_or(0, |d| d.len());
-            match left.checked_sub(n) {
-                Some(rest) => left = rest,
-                None => return,
-            }
-        }
+        while let Some(Ok(_)) = body.frame().await {}
     })
     .await;
 }
