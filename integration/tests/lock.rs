@@ -290,14 +290,43 @@ fn a_host_flag_under_a_lock_is_the_proxys_endpoint() {
 
 #[test]
 fn a_tightening_starts_and_status_and_the_log_show_the_lock() {
+    // The job's PATH puts its own dockerd, iptables and runc first, and
+    // names the iptables shim directory so the supervisor hands dockerd a
+    // PATH of its own making: none of them may run.
+    let dir = short_tempdir();
+    let evil = dir.path().join("evil");
+    fs::create_dir_all(&evil).unwrap();
+    let ran = dir.path().join("job-program-ran");
+    for program in [
+        "dockerd",
+        "iptables",
+        "iptables-legacy",
+        "runc",
+        "containerd",
+    ] {
+        let path = evil.join(program);
+        fs::write(
+            &path,
+            format!("#!/bin/sh\ntouch {}\nexit 1\n", ran.display()),
+        )
+        .unwrap();
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let job_path = format!(
+        "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        evil.display(),
+        dir.path().join("run/iptables").display()
+    );
     let svc = locked_in(
-        short_tempdir(),
+        dir,
         ServiceOptions {
             env: env(&[
                 ("DIND_POLICY", "ci-safe"),
                 ("DIND_POLICY_ALLOW_BINDS", "/builds/project"),
                 // dockerd must never see what the job sets.
                 ("DOCKER_RAMDISK", "1"),
+                ("PATH", &job_path),
+                ("DIND_MTU", "1400"),
             ]),
             ..Default::default()
         },
@@ -387,6 +416,7 @@ fn a_tightening_starts_and_status_and_the_log_show_the_lock() {
         ),
         "{vars:?}"
     );
+    assert!(!ran.exists(), "a program from the job's PATH ran");
 }
 
 #[test]

@@ -129,6 +129,16 @@ pub struct Dockerd {
 /// init system may not).
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Where dockerd and its helpers are looked for. Under a lock the job's
+/// `PATH` could put its own `dockerd`, `iptables` or `runc` first, so the
+/// lock's fixed one is used, as the environment dockerd gets is scrubbed.
+fn search_path(env: &dyn Env, locked: Option<&str>) -> String {
+    match locked {
+        Some(_) => lock::LOCKED_PATH.to_owned(),
+        None => env.var(PATH).unwrap_or_else(|| FALLBACK_PATH.to_owned()),
+    }
+}
+
 /// How dockerd is kept running and stopped.
 #[derive(Debug, Clone)]
 pub struct Supervise {
@@ -227,7 +237,7 @@ impl Config {
                     .with_context(|| format!("DIND_MTU={:?}", settings.mtu))?,
                 docker_driver: env.var(DOCKER_DRIVER).filter(|d| !d.is_empty()),
                 iptables_legacy: env.var(DOCKER_IPTABLES_LEGACY),
-                path: env.var(PATH).unwrap_or_else(|| FALLBACK_PATH.to_owned()),
+                path: search_path(env, locked),
                 run_dir: settings.run_dir,
                 stale_pid_dirs: settings.stale_pid_dirs,
                 deny_entitlements,
@@ -762,6 +772,20 @@ mod tests {
         let env = HashMap::from([(PATH, "/opt/docker/bin")]);
         let c = Config::new(settings(&[]), vec![], &env).unwrap();
         assert_eq!(c.dockerd.path, "/opt/docker/bin");
+    }
+
+    /// Under a lock the job's PATH would choose the dockerd, iptables and
+    /// runc a root service runs: the lock's own is used instead.
+    #[test]
+    fn a_locked_service_does_not_search_the_jobs_path() {
+        let env = [(PATH, "/builds/evil/bin:/usr/bin")];
+        let c = start(LOCKED, &[], &[], &[], &env).unwrap();
+        assert_eq!(c.dockerd.path, lock::LOCKED_PATH);
+        let c = start("profile = \"ci-safe\"\n", &[], &[], &[], &env).unwrap();
+        assert_eq!(
+            c.dockerd.path, "/builds/evil/bin:/usr/bin",
+            "unlocked: the service's own"
+        );
     }
 
     #[test]
