@@ -237,23 +237,21 @@ fn match_flag(
     if arg == "--" {
         return (None, args.len() - i);
     }
-    let names = std::iter::once(long).chain(short);
-    for name in names {
-        if arg == name {
-            // A trailing flag with no value: dockerd rejects it; we report it as absent.
-            return match args.get(i + 1) {
-                Some(v) => (Some(v.clone()), 2),
-                None => (None, 1),
-            };
-        }
-        if let Some(v) = arg
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix('='))
-        {
-            return (Some(v.to_owned()), 1);
-        }
+    if arg == long {
+        // A trailing flag with no value: dockerd rejects it; we report it as absent.
+        return match args.get(i + 1) {
+            Some(v) => (Some(v.clone()), 2),
+            None => (None, 1),
+        };
     }
-    // A cluster: `-svalue`, `-Ds value`, `-Ds=value`.
+    if let Some(v) = arg
+        .strip_prefix(long)
+        .and_then(|rest| rest.strip_prefix('='))
+    {
+        return (Some(v.to_owned()), 1);
+    }
+    // The shorthand, alone or in a cluster: `-s value`, `-svalue`,
+    // `-s=value`, `-Ds value`; `-s=` is the value "=", as in pflag.
     let letter = short.and_then(|s| s.strip_prefix('-')?.chars().next());
     if let (Some(letter), Some(c)) = (letter, arg.strip_prefix('-')) {
         if !c.starts_with('-') {
@@ -361,6 +359,7 @@ mod tests {
         assert_eq!(s(&["-Ds", "vfs"]).as_deref(), Some("vfs"));
         assert_eq!(s(&["-Dsvfs"]).as_deref(), Some("vfs"));
         assert_eq!(s(&["-Ds=vfs", "--debug"]).as_deref(), Some("vfs"));
+        assert_eq!(s(&["-s="]).as_deref(), Some("="));
         // `-ls`: the log level is "s".
         assert_eq!(s(&["-ls", "vfs"]), None);
     }
