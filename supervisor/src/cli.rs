@@ -216,6 +216,13 @@ fn command(env: Option<&dyn Env>) -> clap::Command {
 /// Parses one of our subcommands, keeping clap's record of which settings
 /// of `run` were given.
 fn parse_ours(argv: Vec<OsString>, env: &dyn Env) -> Result<(Command, Given), clap::Error> {
+    // Taken for unset, such a value would quietly become the default.
+    if let Some((_, var)) = VARIABLES.iter().find(|(_, var)| env.is_not_unicode(var)) {
+        return Err(clap::Error::raw(
+            clap::error::ErrorKind::InvalidUtf8,
+            format!("{var} is not valid UTF-8; set it to a UTF-8 value or unset it\n"),
+        ));
+    }
     let cmd = command(Some(env));
     let mut matches = match cmd.clone().try_get_matches_from(&argv) {
         Ok(m) => m,
@@ -801,6 +808,22 @@ mod tests {
         let env = HashMap::from([(env::DIND_RESTART, "never")]);
         let err = parse(argv(&["run", "--restart", "sometimes"]), &env).unwrap_err();
         assert!(!err.to_string().contains("DIND_RESTART"), "{err}");
+    }
+
+    #[test]
+    fn a_variable_that_is_not_unicode_stops_parsing_instead_of_reading_as_unset() {
+        struct Bad;
+        impl Env for Bad {
+            fn var(&self, _: &str) -> Option<String> {
+                None
+            }
+            fn is_not_unicode(&self, name: &str) -> bool {
+                name == env::DIND_DATA_ROOT
+            }
+        }
+        let err = parse(argv(&[]), &Bad).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidUtf8);
+        assert!(err.to_string().contains("DIND_DATA_ROOT"), "{err}");
     }
 
     #[test]

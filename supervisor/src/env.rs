@@ -9,7 +9,14 @@ use std::collections::HashMap;
 
 /// Where variables come from: the process, or a map in tests.
 pub trait Env {
+    /// The variable's value; None when unset or not UTF-8.
     fn var(&self, name: &str) -> Option<String>;
+
+    /// Set, but not UTF-8: `var` says None, and a caller that must not
+    /// take that for unset asks here.
+    fn is_not_unicode(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// The real process environment.
@@ -18,6 +25,10 @@ pub struct ProcessEnv;
 impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
+    }
+
+    fn is_not_unicode(&self, name: &str) -> bool {
+        matches!(std::env::var(name), Err(std::env::VarError::NotUnicode(_)))
     }
 }
 
