@@ -15,7 +15,7 @@ use crate::cli::{DEFAULT_DATA_ROOT, DEFAULT_DOCKERD, DEFAULT_RUN_DIR};
 use crate::daemon_json::Entitlement;
 use crate::dockerd_flags::{flag_value, flag_values};
 use crate::env::{Env, DIND_BARE_DOCKERD, DIND_DOCKERD_OWN_LISTEN, DOCKER_DRIVER, DOCKER_HOST};
-use crate::env::{DOCKER_IPTABLES_LEGACY, PATH};
+use crate::env::{DOCKER_IPTABLES_LEGACY, PATH, STANDARD_PATH};
 use crate::env::{DOCKER_TLS_CERTDIR, DOCKER_TLS_SAN};
 use crate::host_flags::{self, Group, Host, Taken, TlsFlags};
 use crate::lock::{self, LockError, Pinning, Pins};
@@ -125,17 +125,13 @@ pub struct Dockerd {
     pub deny_entitlements: Vec<Entitlement>,
 }
 
-/// PATH when the environment has none (a bare `docker run` sets one, but an
-/// init system may not).
-const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// Where dockerd and its helpers are looked for. Under a lock the job's
 /// `PATH` could put its own `dockerd`, `iptables` or `runc` first, so the
 /// lock's fixed one is used, as the environment dockerd gets is scrubbed.
 fn search_path(env: &dyn Env, locked: Option<&str>) -> String {
     match locked {
         Some(_) => lock::LOCKED_PATH.to_owned(),
-        None => env.var(PATH).unwrap_or_else(|| FALLBACK_PATH.to_owned()),
+        None => env.var(PATH).unwrap_or_else(|| STANDARD_PATH.to_owned()),
     }
 }
 
@@ -768,7 +764,7 @@ mod tests {
     fn dockerd_is_looked_for_on_the_path_of_the_env_else_the_stock_one() {
         let none: HashMap<&str, &str> = HashMap::new();
         let c = Config::new(settings(&[]), vec![], &none).unwrap();
-        assert_eq!(c.dockerd.path, FALLBACK_PATH);
+        assert_eq!(c.dockerd.path, STANDARD_PATH);
         let env = HashMap::from([(PATH, "/opt/docker/bin")]);
         let c = Config::new(settings(&[]), vec![], &env).unwrap();
         assert_eq!(c.dockerd.path, "/opt/docker/bin");

@@ -62,6 +62,9 @@ pub const DOCKER_CERT_PATH: &str = "DOCKER_CERT_PATH";
 pub const HOME: &str = "HOME";
 /// Where dockerd and its helpers are looked for.
 pub const PATH: &str = "PATH";
+/// The standard `PATH`, the stock image's: for a process started without
+/// one (an init system may not set it), and under a lock (`lock.rs`).
+pub const STANDARD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 // The supervisor's own settings, each also a flag (see `cli`).
 pub const DIND_AUDIT_LOG: &str = "DIND_AUDIT_LOG";

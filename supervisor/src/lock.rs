@@ -520,7 +520,7 @@ fn check_pidfile(
 
 /// `PATH` under a lock: the standard one, since the job's could put its
 /// own `dockerd`, `iptables` or `runc` first.
-pub const LOCKED_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const LOCKED_PATH: &str = crate::env::STANDARD_PATH;
 
 /// Variables dockerd may still see under a lock: proxies only steer image
 /// pulls, as a registry mirror does; `TZ` only log times.
