@@ -405,25 +405,8 @@ fn debug_endpoints_are_refused_under_ci_safe_and_served_under_permissive() {
 /// client still writing would report "broken pipe" instead of the refusal.
 #[test]
 fn a_refused_request_whose_body_is_still_coming_gets_its_refusal_not_a_reset() {
-    let svc = plain(&[("DIND_POLICY", "ci-safe")]);
-    let (mut w, mut r) = keep_alive(TcpStream::connect(("127.0.0.1", svc.port)).unwrap());
-    let (chunk, chunks) = (vec![0u8; 64 << 10], 64);
-    write!(
-        w,
-        "POST /v1.41/build?networkmode=host HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
-        chunk.len() * chunks
-    )
-    .unwrap();
-    for i in 0..chunks {
-        // Later chunks are written after the refusal has been decided.
-        thread::sleep(Duration::from_millis(5));
-        w.write_all(&chunk)
-            .unwrap_or_else(|e| panic!("chunk {i} of the body: {e}"));
-    }
-    let (status, said) = read_answer(&mut r);
-    assert_eq!(status, 403, "{said}");
-    // The body was read to its end, so the connection serves on.
-    assert_eq!(ask(&mut w, &mut r, "/_ping").0, 200);
+    // Later chunks are written after the refusal has been decided.
+    refused_after_its_body(64 << 10, 64, Duration::from_millis(5));
 }
 
 /// The same with a build context of 64 MiB sent as fast as it goes, as a
@@ -431,18 +414,27 @@ fn a_refused_request_whose_body_is_still_coming_gets_its_refusal_not_a_reset() {
 /// refusal comes after it.
 #[test]
 fn a_refused_request_with_a_large_body_gets_its_refusal_not_a_reset() {
+    refused_after_its_body(1 << 20, 64, Duration::ZERO);
+}
+
+/// Sends a host-network build with a body of `chunks` chunks of `size`
+/// bytes, `pause` before each; the whole body must be taken, the answer
+/// must be the policy's 403, and the connection must serve on (the body
+/// was read to its end).
+fn refused_after_its_body(size: usize, chunks: usize, pause: Duration) {
     let svc = plain(&[("DIND_POLICY", "ci-safe")]);
     let (mut w, mut r) = keep_alive(TcpStream::connect(("127.0.0.1", svc.port)).unwrap());
-    let (chunk, chunks) = (vec![0u8; 1 << 20], 64);
+    let chunk = vec![0u8; size];
     write!(
         w,
         "POST /v1.41/build?networkmode=host HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
-        chunk.len() * chunks
+        size * chunks
     )
     .unwrap();
     for i in 0..chunks {
+        thread::sleep(pause);
         w.write_all(&chunk)
-            .unwrap_or_else(|e| panic!("MiB {i} of the body: {e}"));
+            .unwrap_or_else(|e| panic!("chunk {i} of the body: {e}"));
     }
     let (status, said) = read_answer(&mut r);
     assert_eq!(status, 403, "{said}");
