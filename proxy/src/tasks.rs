@@ -66,7 +66,7 @@ impl Tasks {
     fn client<F>(&self, task: F) -> Client<F> {
         Client {
             cut: self.cut.clone().cancelled_owned(),
-            task,
+            task: Some(task),
         }
     }
 
@@ -115,8 +115,10 @@ pin_project_lite::pin_project! {
     struct Client<F> {
         #[pin]
         cut: WaitForCancellationFutureOwned,
+        // None once cut: dropped here, inside the marker, not by tokio
+        // after `poll` returns, where a panic in a destructor would abort.
         #[pin]
-        task: F,
+        task: Option<F>,
     }
 }
 
@@ -124,13 +126,17 @@ impl<F: Future<Output = ()>> Future for Client<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
+        let mut this = self.project();
+        let _inside = ClientTask::enter();
         // The cut first, as a biased select would.
         if this.cut.poll(cx).is_ready() {
+            this.task.set(None);
             return Poll::Ready(());
         }
-        let _inside = ClientTask::enter();
-        this.task.poll(cx)
+        match this.task.as_pin_mut() {
+            Some(task) => task.poll(cx),
+            None => Poll::Ready(()),
+        }
     }
 }
 
@@ -183,6 +189,34 @@ pub fn abort_on_panic_outside_client_tasks() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A task cut at the drain bound is dropped as a client task: a panic
+    /// in one of its destructors closes that task alone, as a panic while
+    /// it runs does, instead of aborting the process.
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_task_is_dropped_as_a_client_task() {
+        struct Guard(std::sync::Arc<std::sync::atomic::AtomicU8>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let marked = if in_client_task() { 1 } else { 2 };
+                self.0.store(marked, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+        let tasks = Tasks::new();
+        let guard = Guard(seen.clone());
+        tasks.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(tasks.drain(Duration::from_millis(100)).await, 1);
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "dropped outside the marker"
+        );
+    }
 
     /// What the wrapper adds to every open connection: a cancellation
     /// future, not a second copy of the connection's own future.
